@@ -1,0 +1,212 @@
+"""Configuration as data: one frozen `RunConfig` per run, and sweep files that list runs as
+overrides of a base.
+
+A sweep file (TOML):
+
+    name = "default"                # runs go to runs/<name>/<run>/
+    [base]                          # every run starts from these values
+    epochs = 10
+    [runs.heads-only]               # one run: overrides of the base
+    [runs.text-unlocked]
+    unlock_text = -1
+    [grids.lr]                      # a grid: one run per combination of the lists
+    lr = [3e-4, 1e-3, 3e-3]
+
+Every key is validated when the config is built, so a typo fails before any run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+DEFAULT_SWEEP = SWEEPS_DIR / "default.toml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+
+
+class ConfigError(ValueError):
+    """A sweep or an override that cannot become a valid RunConfig."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    data: str = "openmoji"  # a prepared dataset under data/, or a path to one
+    model: str = "offline-default"  # 'offline-default', 'tiny-clip', a hub id or a saved folder
+    image_size: int = 224  # EfficientNet-Lite0's native size; 128 px costs a few points of R@1
+    embed_dim: int = 256  # shared space; larger gains nothing on 3k training pairs
+    head: str = "linear"  # 'linear' as in CLIP/LiT, or 'mlp'
+    unlock_image: int = 0  # image tower blocks trained from the top: 0 locked, -1 all
+    unlock_text: int = 0  # text tower layers trained from the top: 0 locked, -1 all
+    epochs: int = 10  # locked towers overfit the 3k openmoji pairs after about ten
+    batch_size: int = 256  # contrastive negatives per step; CLIP used 32k, we have 3k pairs
+    lr: float = 1e-3  # heads and temperature; fresh weights tolerate a high rate
+    tower_lr: float = 1e-5  # unlocked pretrained layers: small, or they forget
+    weight_decay: float = 0.1  # on weight matrices only, as open_clip does
+    warmup_steps: int = 10  # a few steps so the fresh heads do not start with a jolt
+    schedule: str = "cosine"  # 'cosine' decay after warmup, or 'constant'
+    beta1: float = 0.9
+    beta2: float = 0.98  # CLIP's betas and eps for stable contrastive training
+    eps: float = 1e-6
+    learn_temperature: bool = True  # CLIP learns it; False keeps init_temperature fixed
+    init_temperature: float | None = None  # None: the checkpoint's own, or 0.07 (CLIP's init)
+    data_fraction: float = 1.0  # seeded share of the training images used
+    max_text_len: int = 32  # captions pad to the longest in the batch, capped here
+    precision: str = "no"  # 'no' (fp32), 'bf16' or 'fp16' through Accelerate; sweep-wide
+    eval_every: int = 1  # evaluate every N epochs (step 0 and the last epoch always)
+    prompt_template: str = "a photo of a {}."  # zero-shot prompt per label
+    top_k: int = 5  # captions and images kept per sample in samples.parquet
+    num_workers: int = 0  # loader processes; features are cached, so decoding is rare
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_types(self)
+        checks = [
+            (bool(_NAME.match(self.name)), "name must be letters, digits, and _ . = + -"),
+            (self.image_size >= 16, "image_size must be at least 16"),
+            (self.embed_dim > 0, "embed_dim must be positive"),
+            (self.head in ("linear", "mlp"), "head must be 'linear' or 'mlp'"),
+            (self.unlock_image >= -1 and self.unlock_text >= -1, "unlock_* must be -1, 0 or a count"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 2, "batch_size must be at least 2 (a contrastive batch needs negatives)"),
+            (self.lr > 0 and self.tower_lr >= 0, "lr must be positive and tower_lr non-negative"),
+            (self.weight_decay >= 0, "weight_decay must be non-negative"),
+            (self.warmup_steps >= 0, "warmup_steps must be non-negative"),
+            (self.schedule in ("cosine", "constant"), "schedule must be 'cosine' or 'constant'"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.eps > 0, "bad AdamW betas/eps"),
+            (self.init_temperature is None or 0.01 <= self.init_temperature <= 10,
+             "init_temperature must be between 0.01 and 10 (CLIP clamps at 0.01)"),
+            (0 < self.data_fraction <= 1, "data_fraction must be in (0, 1]"),
+            (self.max_text_len >= 4, "max_text_len must be at least 4"),
+            (self.precision in ("no", "bf16", "fp16"), "precision must be 'no', 'bf16' or 'fp16'"),
+            (self.eval_every >= 1, "eval_every must be at least 1"),
+            ("{}" in self.prompt_template, "prompt_template must contain {} for the label"),
+            (self.top_k >= 1, "top_k must be at least 1"),
+            (self.num_workers >= 0, "num_workers must be non-negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"run {self.name!r}: {message}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(RunConfig)}
+SWEEP_WIDE = ("precision",)  # one Accelerator serves the whole sweep
+
+
+def _allowed_types(annotation) -> tuple[type, ...]:
+    hint = typing.get_type_hints(RunConfig)[annotation]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(type(None) if a is type(None) else a for a in args)
+
+
+def _check_types(cfg: RunConfig) -> None:
+    for name in FIELDS:
+        value, allowed = getattr(cfg, name), _allowed_types(name)
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(cfg, name, float(value))
+            continue
+        bad_bool = isinstance(value, bool) and bool not in allowed
+        if bad_bool or not isinstance(value, allowed):
+            want = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
+            raise ConfigError(f"config key {name!r} must be {want}, got {value!r}")
+
+
+def check_keys(overrides: dict, where: str) -> None:
+    for key in overrides:
+        if key not in FIELDS or key == "name":
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r} in {where}{hint} "
+                              f"Known keys: {', '.join(k for k in FIELDS if k != 'name')}")
+
+
+def parse_set(items: list[str]) -> dict:
+    """--set key=value pairs; values are read as TOML (numbers, booleans, strings)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    check_keys(out, "--set")
+    return out
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    source: str
+    runs: tuple[RunConfig, ...]
+
+
+def expand_grid(name: str, grid: dict, where: str) -> list[tuple[str, dict]]:
+    check_keys(grid, where)
+    keys = list(grid)
+    lists = [v if isinstance(v, list) else [v] for v in grid.values()]
+    runs = []
+    for combo in itertools.product(*lists):
+        label = "-".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, combo))
+        runs.append((f"{name}-{label}", dict(zip(keys, combo))))
+    return runs
+
+
+def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
+               only: list[str] | None = None) -> Sweep:
+    """Read a sweep file and build every run's validated config (overrides apply to all)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"sweep file {path} does not exist; sweeps that ship: "
+                          f"{', '.join(str(p) for p in sorted(SWEEPS_DIR.glob('*.toml')))}")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"sweep file {path} is not valid TOML: {e}") from e
+    unknown = set(spec) - {"name", "base", "runs", "grids"}
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown section(s) {sorted(unknown)}; "
+                          f"expected name, [base], [runs.*], [grids.*]")
+    base = spec.get("base", {})
+    check_keys(base, f"[base] of {path}")
+    overrides = overrides or {}
+    named: list[tuple[str, dict]] = []
+    for run_name, run in spec.get("runs", {}).items():
+        check_keys(run, f"[runs.{run_name}] of {path}")
+        named.append((run_name, run))
+    for grid_name, grid in spec.get("grids", {}).items():
+        named += expand_grid(grid_name, grid, f"[grids.{grid_name}] of {path}")
+    if not named:
+        raise ConfigError(f"sweep file {path} defines no runs: add [runs.NAME] or [grids.NAME]")
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sweep file {path} names a run twice: {sorted({n for n in names if names.count(n) > 1})}")
+    for key in SWEEP_WIDE:
+        if any(key in r for _, r in named):
+            raise ConfigError(f"{key!r} is sweep-wide: set it in [base] or with --set, not per run")
+    if only:
+        missing = sorted(set(only) - set(names))
+        if missing:
+            raise ConfigError(f"--only names unknown run(s) {missing}; this sweep has {names}")
+        named = [(n, r) for n, r in named if n in only]
+    runs = tuple(RunConfig(**{**base, **run, **overrides, "name": n}) for n, run in named)
+    return Sweep(name=str(spec.get("name", path.stem)), source=str(path), runs=runs)
+
+
+def differing_keys(configs: list[dict]) -> list[str]:
+    """Config keys whose value is not the same in every run (what a comparison should show)."""
+    keys = [k for k in FIELDS if k != "name"]
+    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]

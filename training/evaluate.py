@@ -1,0 +1,107 @@
+"""Evaluation of a model on one split: retrieval both ways, zero-shot accuracy, the
+modality gap and pair cosines, plus the per-sample tables the readers show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from training import metrics
+from training.features import TowerInputs
+from training.models import ClipModel
+from training.pairs import SplitView
+
+
+@dataclass
+class Evaluation:
+    values: dict[str, float]
+    image_emb: torch.Tensor
+    text_emb: torch.Tensor
+    retrieval: metrics.Retrieval
+
+
+@torch.no_grad()
+def embed(model: ClipModel, inputs: TowerInputs, view: SplitView, batch_size: int = 256):
+    """L2-normalised embeddings of the view's images and captions (float32, on the CPU)."""
+    device = model.logit_scale.device
+    images, texts = [], []
+    for lo in range(0, len(view.image_rows), batch_size):
+        rows = torch.as_tensor(view.image_rows[lo:lo + batch_size])
+        x = _to(inputs.image_input(rows), device)
+        tower = model.image_tower
+        feats = tower.forward_units(x, model.image_start) if model.image_start else tower(x)
+        images.append(model.project_image(feats).float().cpu())
+    for lo in range(0, len(view.caption_rows), batch_size):
+        rows = torch.as_tensor(view.caption_rows[lo:lo + batch_size])
+        x = _to(inputs.text_input(rows), device)
+        feats = x if model.text_cached else model.text_tower(x)
+        texts.append(model.project_text(feats).float().cpu())
+    return torch.cat(images), torch.cat(texts)
+
+
+def _to(x, device):
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+
+
+@torch.no_grad()
+def evaluate(model: ClipModel, inputs: TowerInputs, view: SplitView, label_names: list[str],
+             prompt_template: str, top_k: int) -> Evaluation:
+    image_emb, text_emb = embed(model, inputs, view)
+    t2i = view.text_to_image()
+    result = metrics.retrieval(image_emb, text_emb, t2i, top_k=top_k)
+    values = dict(result.metrics)
+    values["modality_gap"] = metrics.modality_gap(image_emb, text_emb)
+    values.update(metrics.pair_cosines(image_emb, text_emb, t2i))
+    if label_names:
+        device = model.logit_scale.device
+        tokens = _to(model.tokenize([prompt_template.format(n) for n in label_names]), device)
+        label_emb = model.encode_text(tokens).float().cpu()
+        values["zero_shot_accuracy"] = metrics.zero_shot_accuracy(
+            image_emb, view.images["label"].tolist(), label_emb, label_names)
+        values["zero_shot_chance"] = 1.0 / len(label_names)
+    values["temperature"] = float(torch.exp(-model.logit_scale.detach().float()).item())
+    values["n_images"], values["n_captions"] = float(len(image_emb)), float(len(text_emb))
+    return Evaluation(values, image_emb, text_emb, result)
+
+
+def embeddings_frame(view: SplitView, ev: Evaluation, step: int) -> pd.DataFrame:
+    images, captions = view.images, view.captions
+    image_rows = pd.DataFrame(dict(
+        sample_id=images["sample_id"].to_numpy(), modality="image", image_id=images["image_id"].to_numpy(),
+        caption=images["caption"].to_numpy(), label=images["label"].to_numpy(), split=view.split, step=step,
+        embedding=list(ev.image_emb.numpy().astype(np.float32))))
+    text_rows = pd.DataFrame(dict(
+        sample_id=captions["sample_id"].to_numpy(), modality="text", image_id=captions["image_id"].to_numpy(),
+        caption=captions["caption"].to_numpy(), label=captions["label"].to_numpy(), split=view.split, step=step,
+        embedding=list(ev.text_emb.numpy().astype(np.float32))))
+    frame = pd.concat([image_rows, text_rows], ignore_index=True)
+    frame["umap_x"] = np.float32(np.nan)  # filled by training/projection.py after the sweep
+    frame["umap_y"] = np.float32(np.nan)
+    return frame
+
+
+def samples_frame(view: SplitView, ev: Evaluation, step: int, thumbnails: dict[str, bytes]) -> pd.DataFrame:
+    images, captions = view.images, view.captions
+    r = ev.retrieval
+    cap_ids = captions["sample_id"].to_numpy()
+    img_ids = images["image_id"].to_numpy()
+    image_rows = pd.DataFrame(dict(
+        kind="image", sample_id=images["sample_id"].to_numpy(), image_id=img_ids,
+        caption=images["caption"].to_numpy(), label=images["label"].to_numpy(), step=step,
+        rank=r.image_rank.numpy(), positive_cosine=r.image_positive.numpy().astype(np.float32),
+        topk_ids=[list(cap_ids[row]) for row in r.image_topk.numpy()],
+        topk_scores=list(r.image_topk_scores.numpy().astype(np.float32)),
+        thumbnail=[thumbnails.get(i) for i in img_ids]))
+    t2i = view.text_to_image().numpy()
+    text_pos = ev.text_emb.mul(ev.image_emb[view.text_to_image()]).sum(1).numpy().astype(np.float32)
+    text_rows = pd.DataFrame(dict(
+        kind="text", sample_id=cap_ids, image_id=captions["image_id"].to_numpy(),
+        caption=captions["caption"].to_numpy(), label=captions["label"].to_numpy(), step=step,
+        rank=r.text_rank.numpy(), positive_cosine=text_pos,
+        topk_ids=[list(img_ids[row]) for row in r.text_topk.numpy()],
+        topk_scores=list(r.text_topk_scores.numpy().astype(np.float32)),
+        thumbnail=[None] * len(t2i)))
+    return pd.concat([image_rows, text_rows], ignore_index=True)

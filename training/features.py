@@ -1,0 +1,154 @@
+"""Tower inputs for the training loop, with the frozen part of each tower computed once.
+
+With augmentation off, a locked tower (or the locked bottom of a partly unlocked one)
+gives the same output for an image every epoch and in every run of a sweep that shares
+the model and the data. `TowerInputs` computes those outputs once, keeps them in memory,
+and saves them under the cache folder keyed by model, weights, data, preprocessing and
+cut point, so a second run or a second sweep loads them instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from training.models import ClipModel, weights_fingerprint
+from training.pairs import Pairs, load_pixels
+
+CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "features"
+_memory: dict[str, torch.Tensor] = {}
+
+
+def _key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class TowerInputs:
+    """What each tower's trainable part takes for given rows: cached prefixes or raw input."""
+
+    def __init__(self, model: ClipModel, pairs: Pairs, data_key: str, cache_dir: Path = CACHE_DIR,
+                 batch_size: int = 64, show_progress: bool = True, cache: bool = True):
+        self.model, self.pairs = model, pairs
+        self.cache_dir = Path(cache_dir)
+        self.batch_size, self.show_progress = batch_size, show_progress
+        self.stats = {"image_cache": "off", "text_cache": "off"}
+        base = dict(model=model.name, data=data_key, preprocess=model.preprocess.__dict__,
+                    max_text_len=model.max_text_len)
+        self.image_cut = model.image_tower.cache_point
+        self.image_prefix = None
+        if cache and self.image_cut > 0:
+            self.image_prefix = self._image_prefix(base)
+        self.text_features = None
+        if cache and model.text_tower.locked:
+            self.text_features = self._text_features(base)
+
+    # -------------------------------------------------------------- images
+
+    def _image_key(self, base: dict, cut: int) -> str:
+        tower = self.model.image_tower
+        weights = [weights_fingerprint(u) for u in tower.units[:cut]]
+        return _key(dict(base, tower="image", cut=cut, weights=weights))
+
+    def _image_prefix(self, base: dict) -> torch.Tensor:
+        cut = self.image_cut
+        key = self._image_key(base, cut)
+        cached = self._load(key)
+        if cached is not None:
+            self.stats["image_cache"] = "hit"
+            return cached
+        # Start from the deepest cached earlier cut if there is one: cheaper than pixels.
+        start, source = 0, None
+        for j in range(cut - 1, 0, -1):
+            source = self._load(self._image_key(base, j))
+            if source is not None:
+                start = j
+                break
+        self.stats["image_cache"] = f"miss (from cut {start})"
+        tower = self.model.image_tower
+        n = len(self.pairs.images)
+        out = None
+        bar = tqdm(total=n, desc=f"image features (cut {cut})", unit="img",
+                   disable=not self.show_progress, leave=False)
+        with torch.inference_mode():
+            for lo in range(0, n, self.batch_size):
+                hi = min(lo + self.batch_size, n)
+                if source is None:
+                    x = load_pixels(self.pairs.images["image_path"].iloc[lo:hi].tolist(),
+                                    self.model.preprocess)
+                else:
+                    x = source[lo:hi]
+                y = tower.forward_units(x, start, cut)
+                if out is None:
+                    out = torch.empty((n, *y.shape[1:]), dtype=y.dtype)
+                out[lo:hi] = y
+                bar.update(hi - lo)
+        bar.close()
+        self._save(key, out)
+        return out
+
+    # -------------------------------------------------------------- text
+
+    def _text_features(self, base: dict) -> torch.Tensor:
+        tower = self.model.text_tower
+        key = _key(dict(base, tower="text", weights=weights_fingerprint(tower)))
+        cached = self._load(key)
+        if cached is not None:
+            self.stats["text_cache"] = "hit"
+            return cached
+        self.stats["text_cache"] = "miss"
+        captions = self.pairs.captions["caption"].tolist()
+        chunks = []
+        with torch.inference_mode():
+            for lo in range(0, len(captions), 256):
+                chunks.append(tower(self.model.tokenize(captions[lo:lo + 256])))
+        out = torch.cat(chunks)
+        self._save(key, out)
+        return out
+
+    # -------------------------------------------------------------- storage
+
+    def _load(self, key: str) -> torch.Tensor | None:
+        if key in _memory:
+            return _memory[key]
+        path = self.cache_dir / f"{key}.pt"
+        if not path.exists():
+            return None
+        try:
+            tensor = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a torn or foreign file: recompute rather than fail
+            return None
+        _memory[key] = tensor
+        return tensor
+
+    def _save(self, key: str, tensor: torch.Tensor) -> None:
+        _memory[key] = tensor
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cache_dir / f"{key}.pt"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(tensor, tmp)
+        os.replace(tmp, path)
+
+    # -------------------------------------------------------------- batches
+
+    def image_input(self, image_rows: torch.Tensor):
+        """Cached prefixes of these images when there are, else their pixels."""
+        if self.image_prefix is not None:
+            return self.image_prefix[image_rows]
+        paths = self.pairs.images["image_path"].iloc[image_rows.tolist()].tolist()
+        return load_pixels(paths, self.model.preprocess)
+
+    def text_input(self, caption_rows: torch.Tensor):
+        """Cached text features of these captions when the tower is locked, else tokens."""
+        if self.text_features is not None:
+            return self.text_features[caption_rows]
+        return self.model.tokenize(self.pairs.captions["caption"].iloc[caption_rows.tolist()].tolist())
+
+    def attach(self) -> None:
+        """Tell the model which inputs `forward` will receive."""
+        self.model.image_start = self.image_cut if self.image_prefix is not None else 0
+        self.model.text_cached = self.text_features is not None

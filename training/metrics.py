@@ -1,0 +1,111 @@
+"""Evaluation metrics as pure functions of embedding tensors (L2-normalised rows).
+
+Retrieval follows the CLIP paper and CLIP_benchmark: an image is right at k if any of its
+captions is among its k most similar captions; a caption is right at k if its image is
+among its k most similar images. Similarities are computed one chunk of queries at a
+time, so the full caption-by-image matrix never exists for large sets; the results equal
+the full-matrix computation (tests/test_metrics.py checks against a naive reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+KS = (1, 5, 10)
+
+
+@dataclass
+class Retrieval:
+    metrics: dict[str, float]
+    image_rank: torch.Tensor  # [N] 1-based rank of each image's best-ranked correct caption
+    text_rank: torch.Tensor  # [M] 1-based rank of each caption's image
+    image_topk: torch.Tensor  # [N, k] caption indices, most similar first
+    image_topk_scores: torch.Tensor
+    text_topk: torch.Tensor  # [M, k] image indices
+    text_topk_scores: torch.Tensor
+    image_positive: torch.Tensor  # [N] cosine with its best correct caption
+
+
+def _summary(prefix: str, ranks: torch.Tensor, ks=KS) -> dict[str, float]:
+    r = ranks.double()
+    out = {f"{prefix}_R@{k}": (r <= k).double().mean().item() for k in ks}
+    out[f"{prefix}_mean_rank"] = r.mean().item()
+    out[f"{prefix}_median_rank"] = r.median().item()
+    return out
+
+
+@torch.no_grad()
+def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
+              top_k: int = 5, chunk: int = 1024) -> Retrieval:
+    """Image-to-text and text-to-image retrieval; text_to_image[j] is caption j's image index."""
+    n, m = len(image_emb), len(text_emb)
+    if n == 0 or m == 0:
+        raise ValueError("retrieval needs at least one image and one caption")
+    if int(text_to_image.min()) < 0 or int(text_to_image.max()) >= n:
+        raise ValueError("text_to_image holds an index outside the images")
+    has_caption = torch.zeros(n, dtype=torch.bool)
+    has_caption[text_to_image] = True
+    if not bool(has_caption.all()):
+        raise ValueError(f"{int((~has_caption).sum())} image(s) have no caption")
+    k_img, k_txt = min(top_k, m), min(top_k, n)
+    image_rank = torch.empty(n, dtype=torch.long)
+    image_positive = torch.empty(n)
+    image_topk = torch.empty(n, k_img, dtype=torch.long)
+    image_topk_scores = torch.empty(n, k_img)
+    for start in range(0, n, chunk):
+        idx = torch.arange(start, min(start + chunk, n))
+        sims = image_emb[idx].float() @ text_emb.float().T  # [c, M]
+        correct = text_to_image[None, :] == idx[:, None]
+        best = sims.masked_fill(~correct, float("-inf")).max(dim=1).values
+        image_rank[idx] = (sims > best[:, None]).sum(dim=1) + 1
+        image_positive[idx] = best
+        scores, order = sims.topk(k_img, dim=1)
+        image_topk[idx], image_topk_scores[idx] = order, scores
+    text_rank = torch.empty(m, dtype=torch.long)
+    text_topk = torch.empty(m, k_txt, dtype=torch.long)
+    text_topk_scores = torch.empty(m, k_txt)
+    for start in range(0, m, chunk):
+        idx = torch.arange(start, min(start + chunk, m))
+        sims = text_emb[idx].float() @ image_emb.float().T  # [c, N]
+        pos = sims.gather(1, text_to_image[idx][:, None])
+        text_rank[idx] = (sims > pos).sum(dim=1) + 1
+        scores, order = sims.topk(k_txt, dim=1)
+        text_topk[idx], text_topk_scores[idx] = order, scores
+    metrics = {**_summary("i2t", image_rank), **_summary("t2i", text_rank)}
+    metrics["chance_R@1"] = 1.0 / n
+    return Retrieval(metrics, image_rank, text_rank, image_topk, image_topk_scores, text_topk,
+                     text_topk_scores, image_positive)
+
+
+@torch.no_grad()
+def zero_shot_accuracy(image_emb: torch.Tensor, image_labels: list[str], label_emb: torch.Tensor,
+                       label_names: list[str]) -> float:
+    """Share of images whose most similar label prompt is their own label."""
+    index = {name: i for i, name in enumerate(label_names)}
+    target = torch.tensor([index[label] for label in image_labels])
+    predicted = (image_emb.float() @ label_emb.float().T).argmax(dim=1)
+    return (predicted == target).double().mean().item()
+
+
+@torch.no_grad()
+def modality_gap(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
+    """Distance between the image and the text centroids (Liang et al. 2022)."""
+    return (image_emb.float().mean(0) - text_emb.float().mean(0)).norm().item()
+
+
+@torch.no_grad()
+def pair_cosines(image_emb: torch.Tensor, text_emb: torch.Tensor,
+                 text_to_image: torch.Tensor) -> dict[str, float]:
+    """Mean cosine of matching and of non-matching (image, caption) pairs.
+
+    The negative mean comes from sums, (sum of images)·(sum of captions) minus the
+    positives, so it costs O(d) memory however large the sets."""
+    img, txt = image_emb.float(), text_emb.float()
+    pos = (img[text_to_image] * txt).sum(dim=1)
+    total = img.sum(0) @ txt.sum(0)
+    n_neg = len(img) * len(txt) - len(txt)
+    neg_mean = ((total - pos.sum()) / n_neg).item() if n_neg > 0 else float("nan")
+    return {"positive_cosine": pos.mean().item(), "negative_cosine": neg_mean,
+            "positive_cosine_std": pos.std().item() if len(pos) > 1 else float("nan")}

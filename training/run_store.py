@@ -1,0 +1,370 @@
+"""The run store: the one module that knows how runs are laid out on disk.
+
+    runs/<sweep>/<run>/config.json       resolved configuration + provenance
+                       status.json       RUNNING / FINISHED / FAILED / KILLED, pid, heartbeat
+                       metrics.parquet   long format: step, epoch, wall_time, name, value
+                       eval.parquet      long format: step, epoch, split, metric, value
+                       embeddings.parquet  per evaluated sample and modality, with UMAP x/y
+                       samples.parquet   per image and per caption: rank, top-k with cosines
+
+Training writes through `RunWriter`; the dashboard and the notebook read through
+`list_runs`, `load_run` and the `read_*` helpers. Only pandas and pyarrow are imported
+here so that readers never pay for torch.
+
+Every file is written atomically: a temporary sibling whose name starts with "." is
+written and then `os.replace`d over the target, so a reader (or a crash) never sees half
+a file. Readers treat a run with a missing or unreadable file as damaged and report it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STATES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING run whose process is gone
+HEARTBEAT_STALE_S = 300.0  # a live run beats every few seconds; five minutes of silence means gone
+
+CONFIG, STATUS = "config.json", "status.json"
+METRICS, EVAL = "metrics.parquet", "eval.parquet"
+EMBEDDINGS, SAMPLES = "embeddings.parquet", "samples.parquet"
+REQUIRED_FILES = (CONFIG, STATUS, METRICS, EVAL)
+FINISHED_FILES = REQUIRED_FILES + (EMBEDDINGS, SAMPLES)
+
+METRICS_SCHEMA = pa.schema(
+    [("step", pa.int64()), ("epoch", pa.float64()), ("wall_time", pa.float64()),
+     ("name", pa.string()), ("value", pa.float64())]
+)
+EVAL_SCHEMA = pa.schema(
+    [("step", pa.int64()), ("epoch", pa.float64()), ("split", pa.string()),
+     ("metric", pa.string()), ("value", pa.float64())]
+)
+EMBEDDINGS_SCHEMA = pa.schema(
+    [("sample_id", pa.string()), ("modality", pa.string()), ("image_id", pa.string()),
+     ("caption", pa.string()), ("label", pa.string()), ("split", pa.string()),
+     ("step", pa.int64()), ("embedding", pa.list_(pa.float32())),
+     ("umap_x", pa.float32()), ("umap_y", pa.float32())]
+)
+SAMPLES_SCHEMA = pa.schema(
+    [("kind", pa.string()), ("sample_id", pa.string()), ("image_id", pa.string()),
+     ("caption", pa.string()), ("label", pa.string()), ("step", pa.int64()),
+     ("rank", pa.int64()), ("positive_cosine", pa.float32()),
+     ("topk_ids", pa.list_(pa.string())), ("topk_scores", pa.list_(pa.float32())),
+     ("thumbnail", pa.binary())]
+)
+SCHEMAS = {METRICS: METRICS_SCHEMA, EVAL: EVAL_SCHEMA, EMBEDDINGS: EMBEDDINGS_SCHEMA,
+           SAMPLES: SAMPLES_SCHEMA}
+
+
+class RunStoreError(Exception):
+    """A run folder that cannot be used as asked (unknown, outside the root, conflicting)."""
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> None:
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_dir(runs_dir: Path | str, sweep: str, name: str) -> Path:
+    return Path(runs_dir) / sweep / name
+
+
+class RunWriter:
+    """Writes one run's files. Create it only on the main process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._metrics: list[dict] = []
+        self._eval: list[dict] = []
+        self._status: dict = {}
+
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.path / CONFIG, config)
+
+    def set_status(self, state: str, **fields) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown run state {state!r}; expected one of {STATES}")
+        now = time.time()
+        if not self._status:
+            self._status = {"pid": os.getpid(), "host": socket.gethostname(), "start_time": now,
+                            "end_time": None, "error": None, "step": 0}
+        self._status.update(fields, state=state, heartbeat=now)
+        if state != "RUNNING":
+            self._status["end_time"] = now
+        atomic_write_json(self.path / STATUS, self._status)
+
+    def heartbeat(self, step: int) -> None:
+        self.set_status("RUNNING", step=step)
+
+    def log_metrics(self, step: int, epoch: float, wall_time: float, values: dict) -> None:
+        self._metrics += [dict(step=step, epoch=epoch, wall_time=wall_time, name=k, value=float(v))
+                          for k, v in values.items()]
+
+    def log_eval(self, step: int, epoch: float, split: str, values: dict) -> None:
+        self._eval += [dict(step=step, epoch=epoch, split=split, metric=k, value=float(v))
+                       for k, v in values.items()]
+
+    def flush(self) -> None:
+        """Rewrite metrics.parquet and eval.parquet with everything logged so far."""
+        atomic_write_parquet(self.path / METRICS, _frame(self._metrics, METRICS_SCHEMA), METRICS_SCHEMA)
+        atomic_write_parquet(self.path / EVAL, _frame(self._eval, EVAL_SCHEMA), EVAL_SCHEMA)
+
+    def write_embeddings(self, frame: pd.DataFrame) -> None:
+        atomic_write_parquet(self.path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA)
+
+    def write_samples(self, frame: pd.DataFrame) -> None:
+        atomic_write_parquet(self.path / SAMPLES, frame, SAMPLES_SCHEMA)
+
+
+def _frame(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=schema.names)
+
+
+def update_umap(path: Path, umap_xy: dict[tuple[str, str, int], tuple[float, float]]) -> None:
+    """Fill umap_x/umap_y of a run's embeddings, keyed by (sample_id, modality, step)."""
+    frame = read_embeddings(path)
+    keys = zip(frame["sample_id"], frame["modality"], frame["step"])
+    xy = [umap_xy.get(k, (math.nan, math.nan)) for k in keys]
+    frame["umap_x"] = [p[0] for p in xy]
+    frame["umap_y"] = [p[1] for p in xy]
+    atomic_write_parquet(path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA)
+
+
+def add_timing(path: Path, stage: str, seconds: float) -> None:
+    """Add a stage's seconds to a run's status (e.g. UMAP, fitted after the run ended)."""
+    status = json.loads((Path(path) / STATUS).read_text())
+    status["timings"] = dict(status.get("timings") or {}, **{stage: round(seconds, 3)})
+    atomic_write_json(Path(path) / STATUS, status)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Run:
+    """One run folder as the readers see it."""
+
+    sweep: str
+    name: str
+    path: Path
+    config: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.sweep}/{self.name}"
+
+    @property
+    def state(self) -> str:
+        return display_state(self.status)
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.problems)
+
+
+def display_state(status: dict, now: float | None = None) -> str:
+    """The state to show: a RUNNING run whose heartbeat is stale or whose pid is gone is
+    INTERRUPTED (it died without a word, e.g. SIGKILL or the OOM killer)."""
+    state = status.get("state", "UNKNOWN")
+    if state != "RUNNING":
+        return state
+    now = time.time() if now is None else now
+    if now - float(status.get("heartbeat") or 0) > HEARTBEAT_STALE_S:
+        return INTERRUPTED
+    if status.get("host") == socket.gethostname() and not _pid_alive(status.get("pid")):
+        return INTERRUPTED
+    return state
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".") and any(
+        (path / f).exists() for f in (CONFIG, STATUS, METRICS))
+
+
+def list_runs(runs_dir: Path | str) -> list[Run]:
+    """Every run folder under runs_dir (two levels: sweep/run), read and checked.
+
+    Folders that hold none of the run files are not runs and are left out; runs with a
+    missing or unreadable file are returned with `problems` filled in."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    runs = []
+    for sweep in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(p for p in sweep.iterdir() if _is_run_dir(p)):
+            if not _inside(path, root):
+                continue
+            runs.append(load_run(path, root))
+    return runs
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def resolve_run(runs_dir: Path | str, key: str) -> Path:
+    """The folder of run "<sweep>/<run>", refusing names that leave runs_dir."""
+    root = Path(runs_dir)
+    parts = key.split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        raise RunStoreError(f"{key!r} is not a run name of the form <sweep>/<run>")
+    path = root / parts[0] / parts[1]
+    if not _inside(path, root):
+        raise RunStoreError(f"run {key!r} points outside the runs folder {root}")
+    if not _is_run_dir(path):
+        raise RunStoreError(f"no run {key!r} under {root}; list them with: ls {root}/*")
+    return path
+
+
+def load_run(path: Path | str, root: Path | str | None = None) -> Run:
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent.parent
+    run = Run(sweep=path.parent.name, name=path.name, path=path)
+    run.config = _read_json(path / CONFIG, run.problems)
+    run.status = _read_json(path / STATUS, run.problems)
+    if run.status and run.status.get("state") not in STATES:
+        run.problems.append(f"{STATUS}: unknown state {run.status.get('state')!r}")
+    needed = FINISHED_FILES if run.status.get("state") == "FINISHED" else REQUIRED_FILES
+    for name in needed:
+        if name in (CONFIG, STATUS):
+            continue
+        problem = _parquet_problem(path / name)
+        if problem:
+            run.problems.append(problem)
+    return run
+
+
+def _read_json(path: Path, problems: list[str]) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        problems.append(f"{path.name} is missing")
+        return {}
+    except (OSError, ValueError) as e:
+        problems.append(f"{path.name} is unreadable ({e.__class__.__name__})")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{path.name} does not hold an object")
+        return {}
+    return value
+
+
+def _parquet_problem(path: Path) -> str | None:
+    if not path.exists():
+        return f"{path.name} is missing"
+    try:
+        schema = pq.read_schema(path)
+    except Exception as e:  # pyarrow raises several types for truncated or foreign files
+        return f"{path.name} is unreadable ({e.__class__.__name__})"
+    expected = SCHEMAS[path.name].names
+    missing = [c for c in expected if c not in schema.names]
+    if missing:
+        return f"{path.name} lacks column(s) {', '.join(missing)}"
+    return None
+
+
+def _read_parquet(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> pd.DataFrame:
+    """A run file as a frame with the contract's columns, or an empty frame if unreadable."""
+    try:
+        frame = pq.read_table(path, columns=columns).to_pandas()
+    except Exception:
+        names = columns or schema.names
+        return pd.DataFrame({n: pd.Series(dtype=schema.field(n).type.to_pandas_dtype()) for n in names})
+    return frame
+
+
+def read_metrics(path: Path | str) -> pd.DataFrame:
+    return _read_parquet(Path(path) / METRICS, METRICS_SCHEMA)
+
+
+def read_eval(path: Path | str) -> pd.DataFrame:
+    return _read_parquet(Path(path) / EVAL, EVAL_SCHEMA)
+
+
+def read_embeddings(path: Path | str, with_vectors: bool = True) -> pd.DataFrame:
+    cols = None if with_vectors else [n for n in EMBEDDINGS_SCHEMA.names if n != "embedding"]
+    return _read_parquet(Path(path) / EMBEDDINGS, EMBEDDINGS_SCHEMA, cols)
+
+
+def read_samples(path: Path | str) -> pd.DataFrame:
+    return _read_parquet(Path(path) / SAMPLES, SAMPLES_SCHEMA)
+
+
+def file_stamp(path: Path | str) -> tuple:
+    """(mtime, size) of every run file: a cache key that changes when any file is rewritten."""
+    path = Path(path)
+    stamp = []
+    for name in (CONFIG, STATUS, METRICS, EVAL, EMBEDDINGS, SAMPLES):
+        try:
+            st = (path / name).stat()
+            stamp.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append((name, None, None))
+    return tuple(stamp)
+
+
+def final_eval(path: Path | str, split: str = "val") -> dict[str, float]:
+    """The metrics of a run's last evaluation on `split` (its latest step)."""
+    ev = read_eval(path)
+    ev = ev[ev["split"] == split]
+    if ev.empty:
+        return {}
+    last = ev[ev["step"] == ev["step"].max()]
+    return dict(zip(last["metric"], last["value"]))
+
+
+def existing_config(path: Path) -> dict | None:
+    """The saved config of a run folder, or None if the folder holds no readable config."""
+    try:
+        return json.loads((Path(path) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def existing_state(path: Path) -> str | None:
+    try:
+        return json.loads((Path(path) / STATUS).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,342 @@
+"""Fine-tune several CLIP configurations and write each run to runs/<sweep>/<run>/.
+
+    accelerate launch training/train.py          # the default sweep on the offline default
+    accelerate launch training/train.py --sweep training/sweeps/default.toml --only heads-only
+    accelerate launch training/train.py --data synthetic --model tiny-clip --set epochs=2
+    python training/train.py --dry-run           # print the expanded runs and exit
+
+One process trains the runs one after another (or N processes through `accelerate
+launch`, sharing each batch). Only the main process writes under runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+from accelerate.utils import set_seed  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
+from training import run_store  # noqa: E402
+from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, load_sweep, parse_set  # noqa: E402
+from training.evaluate import embeddings_frame, evaluate, samples_frame  # noqa: E402
+from training.features import CACHE_DIR, TowerInputs  # noqa: E402
+from training.losses import clip_loss  # noqa: E402
+from training.models import ModelUnavailable, build_model, check_available  # noqa: E402
+from training.pairs import PairDataset, Pairs, collate_rows, thumbnail_png  # noqa: E402
+from training.projection import project_runs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTO_PREPARE = {"openmoji": ["openmoji"]}  # datasets train.py may prepare on first use
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", type=Path, default=DEFAULT_SWEEP, help="sweep file (TOML)")
+    p.add_argument("--runs-dir", type=Path, default=ROOT / "runs", help="where run folders go")
+    p.add_argument("--data", help="dataset for every run: a name under data/ or a path")
+    p.add_argument("--model", help="model for every run: offline-default, tiny-clip, hub id or folder")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--only", nargs="*", metavar="RUN", help="train only these runs of the sweep")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded runs and exit")
+    p.add_argument("--overwrite", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="feature cache folder")
+    return p.parse_args(argv)
+
+
+class Timer:
+    """Seconds spent per stage, summed over calls."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.time() - t0
+
+
+# ------------------------------------------------------------------------- planning
+
+
+def plan(sweep, runs_dir: Path, overwrite: bool) -> tuple[list[tuple[RunConfig, Path]], list[str]]:
+    """Which runs to train and which to skip; refuses, before anything starts, to touch a
+    finished run whose saved config differs, or a run another live process is training."""
+    todo, skipped, conflicts = [], [], []
+    for cfg in sweep.runs:
+        path = run_store.run_dir(runs_dir, sweep.name, cfg.name)
+        saved = run_store.existing_config(path)
+        state = run_store.display_state(run_store.load_run(path).status) if path.exists() else None
+        if state == "RUNNING":
+            conflicts.append(f"{path} is being trained by another live process")
+        elif state == "FINISHED" and not overwrite:
+            same = saved is not None and all(saved.get(k) == v for k, v in cfg.to_dict().items())
+            if same:
+                skipped.append(cfg.name)
+                continue
+            conflicts.append(f"{path} holds a finished run with a different config")
+        todo.append((cfg, path))
+    if conflicts:
+        raise ConfigError("refusing to start: " + "; ".join(conflicts) +
+                          ". Fix: use another --runs-dir, rename the run in the sweep, or "
+                          "--overwrite to retrain (the old files are replaced).")
+    return todo, skipped
+
+
+def ensure_data(configs: list[RunConfig], accelerator: Accelerator, timer: Timer) -> None:
+    for name in sorted({c.data for c in configs}):
+        if (dataset_dir(name) / "manifest.parquet").exists():
+            continue
+        if name not in AUTO_PREPARE:
+            load_manifest(name)  # raises DatasetNotFound with the fix
+        with timer("prepare"), accelerator.main_process_first():
+            if accelerator.is_main_process:
+                from data.prepare import prepare
+                print(f"preparing dataset {name!r} on first use")
+                prepare(AUTO_PREPARE[name])
+
+
+def provenance(accelerator: Accelerator) -> dict:
+    import accelerate
+    import transformers
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return dict(git_revision=rev, device=str(accelerator.device), processes=accelerator.num_processes,
+                host=platform.node(), python=platform.python_version(),
+                versions=dict(torch=torch.__version__, transformers=transformers.__version__,
+                              accelerate=accelerate.__version__))
+
+
+# ------------------------------------------------------------------------- one run
+
+
+def param_groups(model: torch.nn.Module, cfg: RunConfig) -> list[dict]:
+    """Towers at tower_lr, heads and temperature at lr; no weight decay on biases, norms,
+    embeddings and the temperature, as open_clip does."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        tower = name.startswith(("image_tower.", "text_tower."))
+        exempt = p.ndim < 2 or "logit_scale" in name or "embeddings" in name or "norm" in name
+        groups.setdefault((tower, exempt), []).append(p)
+    return [dict(params=ps, lr=cfg.tower_lr if tower else cfg.lr,
+                 weight_decay=0.0 if exempt else cfg.weight_decay)
+            for (tower, exempt), ps in groups.items()]
+
+
+def lr_lambda(cfg: RunConfig, total_steps: int):
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _to(x, device):
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+
+
+def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache_dir: Path,
+              thumbnails: dict) -> str:
+    main = accelerator.is_main_process
+    writer = run_store.RunWriter(path) if main else None
+    timer = Timer()
+    if main:
+        writer.write_config(dict(cfg.to_dict(), sweep=sweep.name, sweep_file=sweep.source,
+                                 provenance=provenance(accelerator)))
+        writer.set_status("RUNNING", step=0)
+    step = 0
+    try:
+        set_seed(cfg.seed)
+        manifest = load_manifest(cfg.data)
+        pairs = Pairs.from_manifest(manifest)
+        train_view = pairs.subset("train", cfg.data_fraction, cfg.seed)
+        val_view = pairs.subset("val")
+        # A train subset as large as val: the gap between the two is overfitting.
+        probe_view = pairs.subset("train", max_images=len(val_view.image_rows), seed=cfg.seed)
+        labels = sorted(set(manifest["label"]) - {""})
+        model = build_model(cfg)
+        with timer("features"):
+            inputs = TowerInputs(model, pairs, str(dataset_dir(cfg.data).resolve()), cache_dir,
+                                 show_progress=main)
+            inputs.attach()
+        if main and not thumbnails:
+            thumbnails.update({iid: thumbnail_png(p) for iid, p in
+                               zip(val_view.images["image_id"], val_view.images["image_path"])})
+        dataset = PairDataset(train_view)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) >= cfg.batch_size,
+            collate_fn=collate_rows, num_workers=cfg.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed))
+        optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        total_steps = cfg.epochs * len(loader)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+        raw = accelerator.unwrap_model(model)
+        trainable = [p for p in raw.parameters() if p.requires_grad]
+
+        def run_eval(epoch: float):
+            with timer("evaluation"), accelerator.autocast():
+                raw.eval()
+                for name, view in (("train", probe_view), ("val", val_view)):
+                    ev = evaluate(raw, inputs, view, labels, cfg.prompt_template, cfg.top_k)
+                    if main:
+                        writer.log_eval(step, epoch, name, ev.values)
+            return ev  # the val evaluation (last in the loop)
+
+        first = run_eval(0.0)
+        if main:
+            writer.flush()
+        t_start = time.time()
+        bar = tqdm(total=total_steps, desc=cfg.name, disable=not main, unit="step")
+        for epoch in range(cfg.epochs):
+            raw.train()
+            with timer("training"):
+                for i, batch in enumerate(loader):
+                    image_in = _to(inputs.image_input(batch["image_rows"].cpu()), accelerator.device)
+                    text_in = _to(inputs.text_input(batch["caption_rows"].cpu()), accelerator.device)
+                    with accelerator.autocast():
+                        image_emb, text_emb, logit_scale = model(image_in, text_in)
+                    loss = clip_loss(image_emb, text_emb, logit_scale)
+                    accelerator.backward(loss)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    raw.clamp_logit_scale()
+                    step += 1
+                    if main:
+                        writer.log_metrics(step, epoch + (i + 1) / len(loader),
+                                           time.time() - t_start, {
+                            "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                            "logit_scale": raw.logit_scale.exp().item(),
+                            "temperature": (-raw.logit_scale).exp().item(),
+                            "grad_norm": grad_norm.item()})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                last = run_eval(float(epoch + 1))
+                bar.set_postfix(loss=f"{loss.item():.3f}", i2t_R1=f"{last.values['i2t_R@1']:.3f}")
+            if main:
+                writer.flush()
+                writer.heartbeat(step)
+        bar.close()
+        if main:
+            with timer("evaluation"):
+                writer.write_embeddings(pd.concat([embeddings_frame(val_view, first, 0),
+                                                   embeddings_frame(val_view, last, step)], ignore_index=True))
+                writer.write_samples(samples_frame(val_view, last, step, thumbnails))
+            writer.set_status("FINISHED", step=step, timings=timer.seconds,
+                              cache=inputs.stats, train_pairs=len(dataset))
+        return "FINISHED"
+    except KeyboardInterrupt:
+        if main:
+            writer.flush()
+            writer.set_status("KILLED", step=step, error="interrupted (SIGINT)", timings=timer.seconds)
+        raise
+    except Exception as e:
+        if main:
+            writer.flush()
+            writer.set_status("FAILED", step=step, error=traceback.format_exc(), timings=timer.seconds)
+        print(f"run {cfg.name} FAILED: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return "FAILED"
+    finally:
+        accelerator.free_memory()
+
+
+# ------------------------------------------------------------------------- the sweep
+
+
+def summary(sweep, runs_dir: Path) -> pd.DataFrame:
+    rows = []
+    for cfg in sweep.runs:
+        path = run_store.run_dir(runs_dir, sweep.name, cfg.name)
+        run = run_store.load_run(path)
+        final = run_store.final_eval(path)
+        timings = run.status.get("timings", {})
+        rows.append(dict(run=cfg.name, state=run.state,
+                         **{m: final.get(m, float("nan")) for m in (
+                             "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10",
+                             "zero_shot_accuracy", "modality_gap")},
+                         N=int(final.get("n_images", 0)), seconds=round(sum(timings.values()), 1)))
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    timer = Timer()
+    overrides = parse_set(args.set)
+    if args.data:
+        overrides["data"] = args.data
+    if args.model:
+        overrides["model"] = args.model
+    sweep = load_sweep(args.sweep, overrides, args.only)
+    if args.dry_run:
+        frame = pd.DataFrame([c.to_dict() for c in sweep.runs]).set_index("name")
+        print(f"sweep {sweep.name!r} from {sweep.source}: {len(frame)} runs")
+        print(frame.T.to_string())
+        return 0
+    todo, skipped = plan(sweep, args.runs_dir, args.overwrite)
+    for model_name in sorted({c.model for c, _ in todo}):
+        check_available(model_name)
+    accelerator = Accelerator(mixed_precision=sweep.runs[0].precision)
+    ensure_data([c for c, _ in todo], accelerator, timer)
+    for cfg, _ in todo:
+        load_manifest(cfg.data)  # every dataset must exist before the first run starts
+    if skipped and accelerator.is_main_process:
+        print(f"skipping {len(skipped)} finished run(s) with the same config: {', '.join(skipped)} "
+              f"(--overwrite retrains them)")
+    states, thumbnails = {}, {}
+    for cfg, path in todo:
+        states[cfg.name] = train_run(cfg, path, sweep, accelerator, args.cache_dir, thumbnails)
+    if accelerator.is_main_process:
+        finished = [p for c, p in todo if states[c.name] == "FINISHED"]
+        with timer("umap"):
+            per_run = project_runs(finished)
+        for path, seconds in per_run.items():
+            run_store.add_timing(path, "umap", seconds)
+        table = summary(sweep, args.runs_dir)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}")
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        stages = {k: round(v, 1) for k, v in timer.seconds.items()}
+        print(f"wall time {time.time() - t0:.0f} s; sweep-level stages (s): {stages}")
+    return 0 if all(s == "FINISHED" for s in states.values()) else 1
+
+
+def cli() -> int:
+    try:
+        return main()
+    except (ConfigError, DatasetNotFound, ModelUnavailable, run_store.RunStoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
