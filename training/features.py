@@ -82,6 +82,8 @@ class TowerInputs:
                                     self.model.preprocess)
                 else:
                     x = source[lo:hi]
+                if x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 y = tower.forward_units(x, start, cut)
                 if out is None:
                     out = torch.empty((n, *y.shape[1:]), dtype=y.dtype)

@@ -84,6 +84,13 @@ def catalogue() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def assign_splits(cat: pd.DataFrame, val_fraction: float, seed: int) -> pd.Series:
+    """Split by concept: all variants of one emoji land in the same split."""
+    from data.manifest import split_of
+
+    return cat["base"].map(lambda b: split_of(b, val_fraction, seed))
+
+
 def _render(job: tuple[str, str, int]) -> str | None:
     import resvg_py
 
@@ -99,8 +106,6 @@ def _render(job: tuple[str, str, int]) -> str | None:
 
 def prepare(out_dir: Path, size: int, val_fraction: float, seed: int, workers: int,
             max_images: int | None = None) -> tuple[pd.DataFrame, dict]:
-    from data.manifest import split_of
-
     cat = catalogue()
     if max_images:
         cat = cat.sample(n=min(max_images, len(cat)), random_state=seed).sort_index()
@@ -115,7 +120,7 @@ def prepare(out_dir: Path, size: int, val_fraction: float, seed: int, workers: i
     cat = cat[ok]
     manifest = pd.DataFrame(dict(
         image_id=cat["codepoints"], image_path="images/" + cat["codepoints"] + ".png",
-        caption=cat["caption"], split=[split_of(b, val_fraction, seed) for b in cat["base"]],
+        caption=cat["caption"], split=assign_splits(cat, val_fraction, seed),
         label=cat["label"], subgroup=cat["subgroup"], base=cat["base"]))
     report = dict(source="openmoji", images=len(manifest), rows=len(manifest),
                   skipped={"render_failed": len(failed)}, skipped_examples=failed[:10],

@@ -1,0 +1,81 @@
+"""Serve dashboard.py on a free local port and drive it in Debian's chromium through
+Playwright; shared by tests/test_browser.py and bench/dashboard_latency.py."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+# No sandbox: these machines run tests as root in containers. The rest keeps chromium from
+# phoning home, which would hang on machines without internet.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHART = '[data-testid="stVegaLiteChart"]'
+EXCEPTION = '[data-testid="stException"]'
+# True once the script has finished and every chart on the page has drawn its marks.
+SETTLED_JS = """n => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  if (document.querySelector('[data-stale="true"]')) return false;
+  const charts = [...document.querySelectorAll('%s')];
+  return charts.length >= n && charts.every(c => c.querySelector('svg.marks, canvas'));
+}""" % CHART
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(runs_dir: Path, log: Path | None = None, timeout: float = 60.0):
+    """A running `streamlit run dashboard.py` on runs_dir; yields its URL, always stops it."""
+    port = free_port()
+    out = open(log, "w") if log else subprocess.DEVNULL
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+         "--server.headless", "true", "--", "--runs-dir", str(runs_dir)],
+        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, server, timeout)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if log:
+            out.close()
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {server.returncode} before serving")
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+def wait_settled(page, charts: int = 0, timeout_ms: float = 60_000) -> None:
+    """Wait until the script run is over and at least `charts` charts have drawn."""
+    page.wait_for_function(SETTLED_JS, arg=charts, timeout=timeout_ms, polling=50)

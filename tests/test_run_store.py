@@ -1,0 +1,116 @@
+"""The run store: round trip, atomic files, damage reporting, path safety."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import run_store
+
+
+def _write_run(root, sweep="s", name="r", state="FINISHED"):
+    w = run_store.RunWriter(run_store.run_dir(root, sweep, name))
+    w.write_config({"name": name, "lr": 0.001})
+    w.set_status("RUNNING")
+    w.log_metrics(1, 0.5, 1.0, {"loss": 2.0, "lr": 1e-3})
+    w.log_metrics(2, 1.0, 2.0, {"loss": float("nan"), "lr": 1e-3})
+    w.log_eval(0, 0.0, "val", {"i2t_R@1": 0.1})
+    w.log_eval(2, 1.0, "val", {"i2t_R@1": 0.4})
+    w.flush()
+    emb = pd.DataFrame(dict(sample_id=["img:a", "txt:0"], modality=["image", "text"], image_id=["a", "a"],
+                            caption=["x", "x"], label=["l", "l"], split="val", step=2,
+                            embedding=[np.ones(3, np.float32), np.zeros(3, np.float32)],
+                            umap_x=np.float32(np.nan), umap_y=np.float32(np.nan)))
+    w.write_embeddings(emb)
+    samples = pd.DataFrame(dict(kind=["image"], sample_id=["img:a"], image_id=["a"], caption=["x"], label=["l"],
+                                step=[2], rank=[1], positive_cosine=np.float32([0.5]), topk_ids=[["txt:0"]],
+                                topk_scores=[np.float32([0.5])], thumbnail=[b"png"]))
+    w.write_samples(samples)
+    w.set_status(state, step=2)
+    return w.path
+
+
+def test_round_trip_keeps_values_and_nan(tmp_path):
+    path = _write_run(tmp_path)
+    [run] = run_store.list_runs(tmp_path)
+    assert (run.key, run.state, run.problems) == ("s/r", "FINISHED", [])
+    assert run.config["lr"] == 0.001
+    m = run_store.read_metrics(path)
+    assert list(m.columns) == run_store.METRICS_SCHEMA.names
+    assert math.isnan(m[(m.step == 2) & (m.name == "loss")].value.iloc[0])
+    assert run_store.final_eval(path) == {"i2t_R@1": 0.4}
+    e = run_store.read_embeddings(path, with_vectors=False)
+    assert "embedding" not in e.columns and len(e) == 2
+    run_store.update_umap(path, {("img:a", "image", 2): (1.0, 2.0)})
+    e = run_store.read_embeddings(path)
+    assert e.umap_x.iloc[0] == 1.0 and math.isnan(e.umap_x.iloc[1])
+    assert list(e.embedding.iloc[0]) == [1.0, 1.0, 1.0]
+    assert run_store.read_samples(path).thumbnail.iloc[0] == b"png"
+
+
+def test_no_temporary_files_left_and_none_listed(tmp_path):
+    path = _write_run(tmp_path)
+    assert not [p for p in os.listdir(path) if p.startswith(".")]
+    (path / ".metrics.parquet.123.tmp").write_bytes(b"half")  # what a killed writer leaves
+    (tmp_path / "s" / ".hidden-run").mkdir()
+    assert [r.key for r in run_store.list_runs(tmp_path)] == ["s/r"]
+
+
+def test_damaged_runs_are_reported_not_fatal(tmp_path):
+    good = _write_run(tmp_path, name="good")
+    trunc = _write_run(tmp_path, name="truncated")
+    data = (trunc / "eval.parquet").read_bytes()
+    (trunc / "eval.parquet").write_bytes(data[: len(data) // 2])
+    zero = _write_run(tmp_path, name="zero")
+    (zero / "metrics.parquet").write_bytes(b"")
+    noconf = _write_run(tmp_path, name="noconfig")
+    (noconf / "config.json").unlink()
+    badjson = _write_run(tmp_path, name="badjson")
+    (badjson / "status.json").write_text("{not json")
+    (tmp_path / "s" / "notes").mkdir()  # a non-run folder: ignored
+    runs = {r.name: r for r in run_store.list_runs(tmp_path)}
+    assert set(runs) == {"good", "truncated", "zero", "noconfig", "badjson"}
+    assert runs["good"].problems == []
+    assert "eval.parquet is unreadable" in runs["truncated"].problems[0]
+    assert "metrics.parquet is unreadable" in runs["zero"].problems[0]
+    assert runs["noconfig"].problems == ["config.json is missing"]
+    assert "status.json is unreadable" in runs["badjson"].problems[0]
+    assert run_store.read_eval(trunc).empty and list(run_store.read_eval(trunc).columns) == run_store.EVAL_SCHEMA.names
+    assert not run_store.read_metrics(good).empty
+
+
+def test_missing_column_is_a_problem(tmp_path):
+    path = _write_run(tmp_path)
+    frame = pd.read_parquet(path / "metrics.parquet").drop(columns=["wall_time"])
+    frame.to_parquet(path / "metrics.parquet")
+    [run] = run_store.list_runs(tmp_path)
+    assert run.problems == ["metrics.parquet lacks column(s) wall_time"]
+
+
+def test_interrupted_when_pid_gone_or_heartbeat_stale(tmp_path):
+    path = _write_run(tmp_path, state="RUNNING")
+    status = json.loads((path / "status.json").read_text())
+    assert run_store.display_state(status) == "RUNNING"  # this very process
+    assert run_store.display_state(dict(status, pid=2**22 + 12345)) == "INTERRUPTED"
+    assert run_store.display_state(status, now=status["heartbeat"] + 3600) == "INTERRUPTED"
+
+
+def test_resolve_run_refuses_escapes(tmp_path):
+    _write_run(tmp_path / "runs")
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", tmp_path / "runs" / "s" / "link")
+    assert run_store.resolve_run(tmp_path / "runs", "s/r").name == "r"
+    for bad in ("../x", "s/..", "/etc/passwd", "s/r/../../x", "s/link", "s/missing"):
+        with pytest.raises(run_store.RunStoreError):
+            run_store.resolve_run(tmp_path / "runs", bad)
+
+
+def test_readers_do_not_import_torch():
+    import subprocess
+    import sys
+    code = "import training.run_store, training.config, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

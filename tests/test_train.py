@@ -1,0 +1,119 @@
+"""train.py end to end on the tiny sweep, and bad input failing before any run starts."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from training import run_store
+from training.config import ConfigError, load_sweep
+from training.train import main
+
+from conftest import TINY_SWEEP
+
+
+def _snapshot(root):
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+
+
+def test_every_run_file_and_column(tiny_runs):
+    runs = run_store.list_runs(tiny_runs)
+    assert [r.key for r in runs] == ["tiny/fixed-temp", "tiny/locked", "tiny/unlocked"]
+    for run in runs:
+        assert run.problems == [] and run.state == "FINISHED"
+        assert run.config["name"] == run.name and run.config["provenance"]["versions"]["torch"]
+        assert {"features", "training", "evaluation", "umap"} <= set(run.status["timings"])
+        m = run_store.read_metrics(run.path)
+        assert list(m.columns) == run_store.METRICS_SCHEMA.names
+        assert {"loss", "lr", "logit_scale", "temperature", "grad_norm"} <= set(m.name)
+        steps = sorted(m[m.name == "loss"].step)
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) == run.status["step"]
+        e = run_store.read_eval(run.path)
+        assert set(e.split) == {"train", "val"}
+        assert 0 in set(e.step) and e.step.max() == run.status["step"]  # step 0 is always evaluated
+        assert {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@10", "i2t_mean_rank",
+                "zero_shot_accuracy", "modality_gap", "positive_cosine", "negative_cosine"} <= set(e.metric)
+        emb = run_store.read_embeddings(run.path)
+        assert list(emb.columns) == run_store.EMBEDDINGS_SCHEMA.names
+        assert set(emb.step) == {0, run.status["step"]} and set(emb.modality) == {"image", "text"}
+        assert set(emb.split) == {"val"}
+        last = emb[emb.step == emb.step.max()]
+        assert last.umap_x.notna().all() and emb[emb.step == 0].umap_x.isna().all()
+        assert np.allclose([np.linalg.norm(v) for v in emb.embedding], 1.0, atol=1e-4)
+        s = run_store.read_samples(run.path)
+        assert list(s.columns) == run_store.SAMPLES_SCHEMA.names
+        images = s[s.kind == "image"]
+        assert images.thumbnail.map(lambda b: b[:4] == b"\x89PNG").all()
+        assert (images["rank"] >= 1).all() and images.topk_ids.map(len).min() >= 1
+        final = run_store.final_eval(run.path)
+        assert final["i2t_R@1"] == pytest.approx((images["rank"] <= 1).mean())
+
+
+def test_fixed_temperature_stays_fixed_and_learned_one_moves(tiny_runs):
+    fixed = run_store.read_metrics(tiny_runs / "tiny" / "fixed-temp")
+    assert np.allclose(fixed[fixed.name == "temperature"].value, 0.1)
+    learned = run_store.read_metrics(tiny_runs / "tiny" / "locked")
+    t = learned[learned.name == "temperature"].value
+    assert t.iloc[-1] != pytest.approx(0.07, abs=1e-6) or t.iloc[0] != t.iloc[-1]
+
+
+def test_rerun_skips_finished_runs_and_keeps_them(tiny_runs, synthetic_data, tmp_path, capsys):
+    before = _snapshot(tiny_runs)
+    assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(tiny_runs), "--data", str(synthetic_data),
+                 "--cache-dir", str(tmp_path)]) == 0
+    assert "skipping 3 finished run(s)" in capsys.readouterr().out
+    assert _snapshot(tiny_runs) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "lrr=0.1"], "unknown config key 'lrr'.*did you mean 'lr'"),
+    (["--set", "epochs=zero"], "'epochs' must be int"),
+    (["--data", "no-such-dataset"], "python data/prepare.py"),
+    (["--model", "openai/clip-vit-base-patch32"], "--model offline-default"),
+    (["--only", "no-such-run"], "--only names unknown run"),
+    (["--set", "lr=0.5", "--only", "locked"], "finished run with a different config"),
+])
+def test_bad_input_fails_before_any_run_and_leaves_runs_untouched(tiny_runs, synthetic_data, args, message,
+                                                                   monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = _snapshot(tiny_runs)
+    base = ["--sweep", str(TINY_SWEEP), "--runs-dir", str(tiny_runs)]
+    if "--data" not in args:
+        base += ["--data", str(synthetic_data)]
+    with pytest.raises(Exception, match=message):
+        main(base + args)
+    assert _snapshot(tiny_runs) == before
+
+
+def test_cli_prints_error_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "training/train.py", "--set", "batch_sise=8", "--runs-dir",
+                          str(tmp_path)], capture_output=True, text=True, cwd=os.path.dirname(TINY_SWEEP.parents[1]))
+    assert out.returncode == 2 and "did you mean 'batch_size'" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_grid_expands_and_validates(tmp_path):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('name = "g"\n[base]\nepochs = 1\n[grids.lr]\nlr = [1e-3, 3e-3]\nbatch_size = [8, 16]\n')
+    runs = load_sweep(sweep).runs
+    assert [r.name for r in runs] == ["lr-lr=0.001-batch_size=8", "lr-lr=0.001-batch_size=16",
+                                      "lr-lr=0.003-batch_size=8", "lr-lr=0.003-batch_size=16"]
+    sweep.write_text('[base]\nprecision = "bf16"\n[runs.a]\nprecision = "no"\n')
+    with pytest.raises(ConfigError, match="sweep-wide"):
+        load_sweep(sweep)
+    sweep.write_text('[base]\n[runs.a]\nbatch_size = 1\n')
+    with pytest.raises(ConfigError, match="batch_size must be at least 2"):
+        load_sweep(sweep)
+
+
+def test_default_sweep_covers_the_knobs():
+    runs = load_sweep().runs
+    assert len(runs) >= 6
+    for key in ("lr", "batch_size", "learn_temperature", "data_fraction"):
+        assert len({getattr(r, key) for r in runs}) > 1, key
+    towers = {(r.unlock_image != 0, r.unlock_text != 0) for r in runs}
+    assert {(False, False), (False, True), (True, True)} <= towers
+    assert not any(math.isnan(r.lr) for r in runs)
