@@ -32,7 +32,7 @@ class TowerInputs:
     """What each tower's trainable part takes for given rows: cached prefixes or raw input."""
 
     def __init__(self, model: ClipModel, pairs: Pairs, data_key: str, cache_dir: Path = CACHE_DIR,
-                 batch_size: int = 64, show_progress: bool = True, cache: bool = True):
+                 batch_size: int = 64, show_progress: bool = True, cache: bool = True, text: bool = True):
         self.model, self.pairs = model, pairs
         self.cache_dir = Path(cache_dir)
         self.batch_size, self.show_progress = batch_size, show_progress
@@ -44,7 +44,7 @@ class TowerInputs:
         if cache and self.image_cut > 0:
             self.image_prefix = self._image_prefix(base)
         self.text_features = None
-        if cache and model.text_tower.locked:
+        if cache and text and model.text_tower.locked:
             self.text_features = self._text_features(base)
 
     # -------------------------------------------------------------- images

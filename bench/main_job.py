@@ -1,0 +1,72 @@
+"""Wall time of the README's main command on a clean clone, broken down by stage.
+
+    .venv/bin/python bench/main_job.py
+
+Clones HEAD into a temporary folder (no prepared data, no runs, no feature cache), runs
+`accelerate launch training/train.py` there with this checkout's virtualenv, and reads the
+stage times back from the run store and the dataset report. Records the figures in
+bench/results.json and bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.results import record  # noqa: E402
+from training import run_store  # noqa: E402
+
+COMMAND = "accelerate launch training/train.py"
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        accelerate = ROOT / ".venv" / "bin" / "accelerate"
+        t0 = time.time()
+        proc = subprocess.run([str(accelerate), "launch", "training/train.py"], cwd=clone,
+                              capture_output=True, text=True)
+        wall = time.time() - t0
+        print(proc.stdout[-3000:])
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return proc.returncode
+        sweep_stages = ast.literal_eval(proc.stdout.rsplit("stages (s): ", 1)[1].splitlines()[0])
+        report = json.loads((clone / "data" / "openmoji" / "report.json").read_text())
+        runs = run_store.list_runs(clone / "runs")
+        stages = {"prepare": report["seconds"], "features": sweep_stages.get("features", 0.0),
+                  "training": 0.0, "evaluation": 0.0, "umap": sweep_stages.get("umap", 0.0)}
+        for run in runs:
+            for stage, seconds in run.status.get("timings", {}).items():
+                if stage in ("features", "training", "evaluation"):
+                    stages[stage] += seconds
+        stages["other (model loading, imports)"] = wall - sum(stages.values())
+        best = max(runs, key=lambda r: run_store.final_eval(r.path).get("i2t_R@1", -1))
+        best_eval = run_store.final_eval(best.path)
+    print(f"\n{'stage':34s} seconds")
+    for stage, seconds in stages.items():
+        print(f"{stage:34s} {seconds:7.1f}")
+    print(f"{'wall time':34s} {wall:7.1f}")
+    print(f"best run {best.name}: i2t R@1 {best_eval['i2t_R@1']:.3f} on N={int(best_eval['n_images'])}")
+    cmd = ".venv/bin/python bench/main_job.py"
+    record("main_job.wall_time", round(wall, 1), "s", "<= 600 (issue 2), <= 360 (issue 8)",
+           f"clean clone, {len(runs)} runs of the default sweep", cmd)
+    for stage, seconds in stages.items():
+        record(f"main_job.stage.{stage.split(' ')[0]}", round(seconds, 1), "s", "", "", cmd)
+    record("main_job.best_val_i2t_R@1", round(best_eval["i2t_R@1"], 4), "fraction", ">= 0.35",
+           f"run {best.name}, N={int(best_eval['n_images'])} validation images (chance {1 / best_eval['n_images']:.4f})",
+           cmd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

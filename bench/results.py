@@ -1,0 +1,73 @@
+"""Benchmark figures: bench/results.json (name -> value, unit, target, machine, date, notes,
+command) and the bench/RESULTS.md table made from it. Every benchmark records through
+`record`, which merges its figure with those already there and rewrites the table.
+
+    from bench.results import record
+    record("dashboard.open_s", 1.2, "s", 3.0, "12 runs x 4,000 samples", "python bench/dashboard_latency.py")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().with_name("results.json")
+MARKDOWN = RESULTS.with_name("RESULTS.md")
+
+
+def machine() -> str:
+    """CPU model and core count of the machine the figure was measured on."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def load() -> dict:
+    try:
+        return json.loads(RESULTS.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def record(name: str, value: float, unit: str, target: float | str | None, notes: str = "",
+           command: str = "") -> None:
+    """Set one figure (a numeric target is an upper bound on the value; a text target is
+    shown as written), keep every other figure, and rewrite RESULTS.md."""
+    results = load()
+    results[name] = {"value": value, "unit": unit, "target": target, "machine": machine(),
+                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "notes": notes,
+                     "command": command}
+    tmp = RESULTS.with_name(f".{RESULTS.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, RESULTS)
+    write_markdown()
+
+
+def _target(r: dict) -> str:
+    target = r.get("target")
+    if target in (None, ""):
+        return ""
+    return f"<= {target:g} {r['unit']}" if isinstance(target, (int, float)) else str(target)
+
+
+def write_markdown() -> Path:
+    """Rewrite RESULTS.md from results.json."""
+    lines = ["# Benchmark results", "",
+             "Generated from `bench/results.json` by `bench/results.py`; rerun a benchmark to update it.", "",
+             "| name | value | target | machine | date | notes | command |",
+             "| --- | ---: | --- | --- | --- | --- | --- |"]
+    for name, r in sorted(load().items()):
+        command = f"`{r['command']}`" if r.get("command") else ""
+        lines.append(f"| {name} | {r['value']:g} {r['unit']} | {_target(r)} | {r.get('machine', '')} | "
+                     f"{r.get('date', '')} | {r.get('notes', '')} | {command} |")
+    MARKDOWN.write_text("\n".join(lines) + "\n")
+    return MARKDOWN
