@@ -10,7 +10,6 @@ bench/results.json and bench/RESULTS.md.
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -40,7 +39,7 @@ def main() -> int:
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
-        sweep_stages = ast.literal_eval(proc.stdout.rsplit("stages (s): ", 1)[1].splitlines()[0])
+        sweep_stages = run_store.read_sweep_summary(clone / "runs", "default")["stages"]
         report = json.loads((clone / "data" / "openmoji" / "report.json").read_text())
         runs = run_store.list_runs(clone / "runs")
         stages = {"prepare": report["seconds"], "features": sweep_stages.get("features", 0.0),

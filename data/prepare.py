@@ -29,10 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where datasets live")
     common.add_argument("--seed", type=int, default=0, help="split and subset seed")
     common.add_argument("--val-fraction", type=float, default=0.2,
-                        help="share of concepts (openmoji) or images held out for validation")
+                        help="share of base emoji (openmoji) or images held out for validation")
     om = sub.add_parser("openmoji", parents=[common], help="OpenMoji emoji with Unicode names")
     om.add_argument("--size", type=int, default=224, help="render size in pixels (EfficientNet's native 224)")
     om.add_argument("--max-images", type=int, help="keep a seeded random subset of this many emoji")
+    om.add_argument("--split-by", choices=["base", "concept"], default="base",
+                    help="keep together the variants of one base emoji (skin tone, hair), or also "
+                         "its gendered forms and family make-ups (concept)")
     om.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes")
     sy = sub.add_parser("synthetic", parents=[common], help="generated shapes, for tests")
     sy.add_argument("--n-images", type=int, default=48)
@@ -48,7 +51,7 @@ def prepare(argv: list[str] | None = None) -> Path:
     if args.source == "openmoji":
         from data.sources import openmoji
         manifest, report = openmoji.prepare(out_dir, args.size, args.val_fraction, args.seed,
-                                            args.workers, args.max_images)
+                                            args.workers, args.max_images, args.split_by)
     else:
         from data.sources import synthetic
         manifest, report = synthetic.prepare(out_dir, args.n_images, args.size, args.val_fraction, args.seed)

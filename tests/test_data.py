@@ -8,6 +8,7 @@ from data.prepare import prepare
 from data.sources import openmoji
 
 SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
+HAIR = {"1F9B0", "1F9B1", "1F9B2", "1F9B3"}
 
 
 def test_synthetic_manifest(synthetic_data):
@@ -32,21 +33,29 @@ def test_base_concept_groups_variants():
     assert b("old man") == b("older person")
 
 
-def test_openmoji_split_keeps_every_variant_together():
+def test_base_emoji_strips_modifiers():
+    assert openmoji.base_emoji("1F469-1F3FD-200D-1F4BB") == "1F469-200D-1F4BB"  # technologist, skin tone
+    assert openmoji.base_emoji("1F468-200D-1F9B0") == "1F468"  # man: red hair
+    assert openmoji.base_emoji("2764-FE0F") == "2764"
+
+
+def _toneless(codepoints):
+    return "-".join(x for x in codepoints.split("-") if x not in SKIN_TONES | HAIR | {"FE0F", "200D"})
+
+
+@pytest.mark.parametrize("split_by", ["base", "concept"])
+def test_openmoji_split_keeps_every_variant_together(split_by):
     cat = openmoji.catalogue()
     assert len(cat) > 3500  # about 4,000 emoji with Unicode names
-    cat["split"] = openmoji.assign_splits(cat, 0.2, 0)
+    cat["split"] = openmoji.assign_splits(cat, 0.2, 0, split_by)
     val = cat[cat.split == "val"]
     assert 0.1 < len(val) / len(cat) < 0.35
-    assert cat.groupby("base").split.nunique().max() == 1
-    # Independent of base_concept: stripping skin tones and FE0F, no sequence crosses splits.
-    cat["toneless"] = cat.codepoints.map(
-        lambda c: "-".join(x for x in c.split("-") if x not in SKIN_TONES and x != "FE0F"))
-    assert cat.groupby("toneless").split.nunique().max() == 1
-    # And no validation caption's name (before its ':') appears in training.
-    heads = lambda s: set(s.str.split(": ").str[0])  # noqa: E731
-    train_heads = heads(cat[cat.split == "train"].caption)
-    assert not {h for h in heads(val.caption) if not h.startswith(("flag", "keycap"))} & train_heads
+    # Independent of the key functions: stripping skin tones, hair and presentation
+    # selectors, no emoji sequence has forms in both splits.
+    assert cat.groupby(cat.codepoints.map(_toneless)).split.nunique().max() == 1
+    if split_by == "concept":  # gendered forms too: no validation name (before ':') in training
+        heads = lambda s: {h for h in s.str.split(": ").str[0] if h not in ("flag", "keycap")}  # noqa: E731
+        assert not heads(val.caption) & heads(cat[cat.split == "train"].caption)
 
 
 def test_openmoji_prepare_subset(tmp_path):

@@ -24,6 +24,16 @@ CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "features"
 _memory: dict[str, torch.Tensor] = {}
 
 
+def data_fingerprint(pairs: Pairs) -> str:
+    """Which images, in which order, with which bytes: a re-prepared dataset (other size,
+    other subset) never reuses features of the old one; an identical one does."""
+    h = hashlib.sha256()
+    for path in pairs.images["image_path"]:
+        h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    h.update("\n".join(pairs.captions["caption"]).encode())
+    return h.hexdigest()[:20]
+
+
 def _key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -31,13 +41,13 @@ def _key(parts: dict) -> str:
 class TowerInputs:
     """What each tower's trainable part takes for given rows: cached prefixes or raw input."""
 
-    def __init__(self, model: ClipModel, pairs: Pairs, data_key: str, cache_dir: Path = CACHE_DIR,
+    def __init__(self, model: ClipModel, pairs: Pairs, cache_dir: Path = CACHE_DIR,
                  batch_size: int = 64, show_progress: bool = True, cache: bool = True, text: bool = True):
         self.model, self.pairs = model, pairs
         self.cache_dir = Path(cache_dir)
         self.batch_size, self.show_progress = batch_size, show_progress
         self.stats = {"image_cache": "off", "text_cache": "off"}
-        base = dict(model=model.name, data=data_key, preprocess=model.preprocess.__dict__,
+        base = dict(model=model.name, data=data_fingerprint(pairs), preprocess=model.preprocess.__dict__,
                     max_text_len=model.max_text_len)
         self.image_cut = model.image_tower.cache_point
         self.image_prefix = None

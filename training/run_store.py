@@ -1,5 +1,6 @@
 """The run store: the one module that knows how runs are laid out on disk.
 
+    runs/<sweep>/sweep.json              the last invocation: wall time, sweep-level stage times
     runs/<sweep>/<run>/config.json       resolved configuration + provenance
                        status.json       RUNNING / FINISHED / FAILED / KILLED, pid, heartbeat
                        metrics.parquet   long format: step, epoch, wall_time, name, value
@@ -34,6 +35,7 @@ STATES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING run whose process is gone
 HEARTBEAT_STALE_S = 300.0  # a live run beats every few seconds; five minutes of silence means gone
 
+SWEEP_SUMMARY = "sweep.json"
 CONFIG, STATUS = "config.json", "status.json"
 METRICS, EVAL = "metrics.parquet", "eval.parquet"
 EMBEDDINGS, SAMPLES = "embeddings.parquet", "samples.parquet"
@@ -158,6 +160,18 @@ def update_umap(path: Path, umap_xy: dict[tuple[str, str, int], tuple[float, flo
     frame["umap_x"] = [p[0] for p in xy]
     frame["umap_y"] = [p[1] for p in xy]
     atomic_write_parquet(path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA)
+
+
+def write_sweep_summary(runs_dir: Path | str, sweep: str, summary: dict) -> None:
+    """What one train.py invocation did for a sweep: wall time and its sweep-level stages
+    (dataset preparation, the shared feature extraction, UMAP), beside the run folders."""
+    folder = Path(runs_dir) / sweep
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / SWEEP_SUMMARY, summary)
+
+
+def read_sweep_summary(runs_dir: Path | str, sweep: str) -> dict:
+    return _read_json(Path(runs_dir) / sweep / SWEEP_SUMMARY, [])
 
 
 def add_timing(path: Path, stage: str, seconds: float) -> None:

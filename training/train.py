@@ -128,8 +128,7 @@ def warm_feature_cache(configs: list[RunConfig], cache_dir: Path, show_progress:
             continue  # one cut only: the run itself extracts it
         model = build_model(cfg)
         pairs = Pairs.from_manifest(load_manifest(cfg.data))
-        TowerInputs(model, pairs, str(dataset_dir(cfg.data).resolve()), cache_dir,
-                    show_progress=show_progress, text=False)
+        TowerInputs(model, pairs, cache_dir, show_progress=show_progress, text=False)
 
 
 def provenance(accelerator: Accelerator) -> dict:
@@ -201,8 +200,7 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
         labels = sorted(set(manifest["label"]) - {""})
         model = build_model(cfg)
         with timer("features"):
-            inputs = TowerInputs(model, pairs, str(dataset_dir(cfg.data).resolve()), cache_dir,
-                                 show_progress=main)
+            inputs = TowerInputs(model, pairs, cache_dir, show_progress=main)
             inputs.attach()
         if main and not thumbnails:
             thumbnails.update({iid: thumbnail_png(p) for iid, p in
@@ -349,7 +347,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}")
             print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         stages = {k: round(v, 1) for k, v in timer.seconds.items()}
-        print(f"wall time {time.time() - t0:.0f} s; sweep-level stages (s): {stages}")
+        wall = time.time() - t0
+        run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
+            wall_time=round(wall, 1), stages=stages, trained=[c.name for c, _ in todo], skipped=skipped,
+            states=states, argv=sys.argv[1:] if argv is None else argv, finished_at=time.time()))
+        print(f"wall time {wall:.0f} s; sweep-level stages (s): {stages}")
     return 0 if all(s == "FINISHED" for s in states.values()) else 1
 
 

@@ -5,9 +5,11 @@ ATTRIBUTION), rendered to PNG with resvg. Captions are the CLDR short names, lab
 Unicode emoji groups, both from Unicode's emoji-test.txt (package `emoji-data`). Only
 emoji that Unicode names are kept (OpenMoji's own extras have no Unicode name).
 
-The split is by concept, not by file: every variant of one emoji (skin tones, genders,
-hair, family make-ups) shares one `base` key and therefore one split, so validation asks
-the model about emoji whose concept it never saw in training.
+The split is by base emoji, not by file: an emoji and its skin-tone, hair-style and
+presentation variants share one key and therefore one split, so validation asks about
+emoji the model never saw in any form. `--split-by concept` is stricter still: it also
+keeps gendered forms ("man technologist", "woman technologist", "technologist") and family
+make-ups of one concept together.
 """
 
 from __future__ import annotations
@@ -41,6 +43,25 @@ def read_emoji_test(path: Path) -> pd.DataFrame:
             rows.append(dict(codepoints="-".join(m.group(1).split()), status=m.group(2),
                              name=m.group(3).strip(), group=group, subgroup=subgroup))
     return pd.DataFrame(rows)
+
+
+MODIFIERS = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF",  # skin tones
+             "1F9B0", "1F9B1", "1F9B2", "1F9B3",  # hair styles
+             "FE0F"}  # emoji presentation selector
+
+
+def base_emoji(codepoints: str) -> str:
+    """The emoji with its skin-tone, hair and presentation modifiers removed:
+    '1F469-1F3FD-200D-1F4BB' (woman technologist: medium skin tone) -> '1F469-200D-1F4BB'."""
+    parts = [c for c in codepoints.split("-") if c not in MODIFIERS]
+    out: list[str] = []
+    for c in parts:  # removing a component can leave a doubled or trailing zero-width joiner
+        if c == "200D" and (not out or out[-1] == "200D"):
+            continue
+        out.append(c)
+    while out and out[-1] == "200D":
+        out.pop()
+    return "-".join(out)
 
 
 def base_concept(name: str) -> str:
@@ -80,15 +101,16 @@ def catalogue() -> pd.DataFrame:
             continue
         rows.append(dict(svg=str(svg), codepoints=svg.stem, caption=entry["name"],
                          label=entry["group"], subgroup=entry["subgroup"],
-                         base=base_concept(entry["name"])))
+                         base=base_emoji(svg.stem), concept=base_concept(entry["name"])))
     return pd.DataFrame(rows)
 
 
-def assign_splits(cat: pd.DataFrame, val_fraction: float, seed: int) -> pd.Series:
-    """Split by concept: all variants of one emoji land in the same split."""
+def assign_splits(cat: pd.DataFrame, val_fraction: float, seed: int, split_by: str = "base") -> pd.Series:
+    """All variants of one base emoji (or, with split_by='concept', of one concept) land in
+    the same split."""
     from data.manifest import split_of
 
-    return cat["base"].map(lambda b: split_of(b, val_fraction, seed))
+    return cat[split_by].map(lambda b: split_of(b, val_fraction, seed))
 
 
 def _render(job: tuple[str, str, int]) -> str | None:
@@ -105,7 +127,7 @@ def _render(job: tuple[str, str, int]) -> str | None:
 
 
 def prepare(out_dir: Path, size: int, val_fraction: float, seed: int, workers: int,
-            max_images: int | None = None) -> tuple[pd.DataFrame, dict]:
+            max_images: int | None = None, split_by: str = "base") -> tuple[pd.DataFrame, dict]:
     cat = catalogue()
     if max_images:
         cat = cat.sample(n=min(max_images, len(cat)), random_state=seed).sort_index()
@@ -120,9 +142,10 @@ def prepare(out_dir: Path, size: int, val_fraction: float, seed: int, workers: i
     cat = cat[ok]
     manifest = pd.DataFrame(dict(
         image_id=cat["codepoints"], image_path="images/" + cat["codepoints"] + ".png",
-        caption=cat["caption"], split=assign_splits(cat, val_fraction, seed),
-        label=cat["label"], subgroup=cat["subgroup"], base=cat["base"]))
+        caption=cat["caption"], split=assign_splits(cat, val_fraction, seed, split_by),
+        label=cat["label"], subgroup=cat["subgroup"], base=cat["base"], concept=cat["concept"]))
     report = dict(source="openmoji", images=len(manifest), rows=len(manifest),
                   skipped={"render_failed": len(failed)}, skipped_examples=failed[:10],
-                  size=size, val_fraction=val_fraction, seed=seed, attribution=ATTRIBUTION)
+                  size=size, val_fraction=val_fraction, seed=seed, split_by=split_by,
+                  attribution=ATTRIBUTION)
     return manifest, report
