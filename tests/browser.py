@@ -29,6 +29,18 @@ SETTLED_JS = """n => {
 }""" % CHART
 
 
+# view -> (charts it draws with default settings, text only that view shows)
+VIEWS = {
+    "Runs": (1, "What differs"),
+    "Curves": (1, "EMA smoothing"),
+    "Embedding space": (2, "Colour by"),
+    "Samples": (0, "Sample detail"),
+    "Similarity matrix": (1, "Images (up to 20)"),
+    "Forgetting": (0, "no forgetting evaluation"),
+    "Export": (0, "Run comparison"),
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,12 +48,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(runs_dir: Path, log: Path | None = None, timeout: float = 60.0):
-    """A running `streamlit run dashboard.py` on runs_dir; yields its URL, always stops it."""
+def serve(runs_dir: Path, log: Path | None = None, timeout: float = 60.0, script: Path = ROOT / "dashboard.py"):
+    """A running `streamlit run dashboard.py` on runs_dir (or another script, for a peer to
+    time against); yields its URL, always stops it."""
     port = free_port()
     out = open(log, "w") if log else subprocess.DEVNULL
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
          "--server.headless", "true", "--", "--runs-dir", str(runs_dir)],
         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -76,6 +89,15 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
-def wait_settled(page, charts: int = 0, timeout_ms: float = 60_000) -> None:
-    """Wait until the script run is over and at least `charts` charts have drawn."""
-    page.wait_for_function(SETTLED_JS, arg=charts, timeout=timeout_ms, polling=50)
+def open_view(page, view: str, polling: float | str = 50) -> None:
+    """Click a view's tab and wait until its own content is on screen and settled."""
+    charts, text = VIEWS[view]
+    page.get_by_role("tab", name=view, exact=True).click()
+    page.get_by_text(text).first.wait_for(timeout=60_000)
+    wait_settled(page, charts, polling=polling)
+
+
+def wait_settled(page, charts: int = 0, timeout_ms: float = 60_000, polling: float | str = 50) -> None:
+    """Wait until the script run is over and at least `charts` charts have drawn
+    (polling "raf" checks every frame, for timings)."""
+    page.wait_for_function(SETTLED_JS, arg=charts, timeout=timeout_ms, polling=polling)

@@ -10,20 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, EXCEPTION, ROOT, launch, serve, wait_settled
+from tests.browser import CHROMIUM, EXCEPTION, ROOT, VIEWS, launch, open_view, serve, wait_settled
 from tests.damaged_runs import DAMAGED, make_damaged_runs
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM} (apt install chromium)")
 ARTIFACTS = ROOT / "test-artifacts"
-# view -> (charts it draws on the tiny runs, text only that view shows)
-VIEWS = {
-    "Runs": (1, "What differs"),
-    "Curves": (1, "EMA smoothing"),
-    "Embedding space": (2, "Colour by"),
-    "Samples": (0, "Sample detail"),
-    "Similarity matrix": (1, "Images (up to 20)"),
-    "Forgetting": (0, "no forgetting evaluation"),
-    "Export": (0, "Run comparison"),
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`, and wait for the rerun to finish."""
+    page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_timeout(300)
+
+
+# Settings that put more of a view on screen than its defaults do.
+PREPARE = {
+    "Embedding space": lambda page: (
+        page.get_by_test_id("stRadio").get_by_text("right/wrong at R@1", exact=True).click(),
+        page.wait_for_timeout(300),
+        choose(page, "Join each image to its captions for label", "circle")),
+    "Similarity matrix": lambda page: choose(page, "Run B (for the difference B − A)", "tiny/locked"),
 }
 
 
@@ -43,15 +48,21 @@ def open_page(browser, url: str):
 
 
 def shoot(page, name: str) -> None:
+    """A screenshot of the whole view: the app scrolls inside its main block, so the window
+    is first made as tall as that block's content."""
     ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
+    page.set_viewport_size({"width": 1400, "height": max(1000, height)})
+    wait_settled(page, page.locator('[data-testid="stVegaLiteChart"]').count())
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def visit(page, view: str) -> None:
-    charts, text = VIEWS[view]
-    page.get_by_role("tab", name=view, exact=True).click()
-    page.get_by_text(text).first.wait_for(timeout=60_000)
-    wait_settled(page, charts)
+    open_view(page, view)
+    if view in PREPARE:
+        PREPARE[view](page)
+        wait_settled(page, VIEWS[view][0])
 
 
 def test_every_view_draws(tiny_runs, browser):

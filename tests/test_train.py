@@ -117,3 +117,17 @@ def test_default_sweep_covers_the_knobs():
     towers = {(r.unlock_image != 0, r.unlock_text != 0) for r in runs}
     assert {(False, False), (False, True), (True, True)} <= towers
     assert not any(math.isnan(r.lr) for r in runs)
+
+
+def test_rerun_fits_umap_a_finished_run_lacks(tiny_runs, synthetic_data, tmp_path):
+    """A sweep interrupted between training and UMAP gets its coordinates on the next call."""
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    path = runs / "tiny" / "locked"
+    run_store.update_umap(path, {})
+    assert run_store.needs_umap(path)
+    assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert not run_store.needs_umap(path)
+    assert run_store.read_sweep_summary(runs, "tiny")["skipped"] == ["locked", "unlocked", "fixed-temp"]

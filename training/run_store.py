@@ -359,6 +359,13 @@ def file_stamp(path: Path | str) -> tuple:
     return tuple(stamp)
 
 
+def needs_umap(path: Path | str) -> bool:
+    """A finished run whose final embeddings have no UMAP coordinates yet."""
+    frame = read_embeddings(path, with_vectors=False)
+    last = frame[frame["step"] == frame["step"].max()] if len(frame) else frame
+    return len(last) > 0 and bool(last["umap_x"].isna().all())
+
+
 def final_eval(path: Path | str, split: str = "val") -> dict[str, float]:
     """The metrics of a run's last evaluation on `split` (its latest step)."""
     ev = read_eval(path)

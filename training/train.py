@@ -337,7 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     for cfg, path in todo:
         states[cfg.name] = train_run(cfg, path, sweep, accelerator, args.cache_dir, thumbnails)
     if accelerator.is_main_process:
-        finished = [p for c, p in todo if states[c.name] == "FINISHED"]
+        # Every finished run of the sweep without coordinates, also one whose sweep was
+        # interrupted before its UMAP stage.
+        finished = [p for p in (run_store.run_dir(args.runs_dir, sweep.name, c.name) for c in sweep.runs)
+                    if run_store.existing_state(p) == "FINISHED" and run_store.needs_umap(p)]
         with timer("umap"):
             per_run = project_runs(finished)
         for path, seconds in per_run.items():

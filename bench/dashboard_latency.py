@@ -1,0 +1,271 @@
+"""How fast the dashboard opens and answers a widget, in a real browser, on a sweep as large
+as a course project makes: 12 runs of 4,000 validation images each.
+
+    .venv/bin/python bench/dashboard_latency.py            # builds /tmp/dashboard_bench_runs once
+
+The runs are synthetic but schema-correct (written through run_store.RunWriter): random
+unit embeddings with clustered UMAP coordinates, per-sample ranks and top-k lists, PNG
+thumbnails, a thousand steps of training metrics and eleven evaluations. The dashboard is
+served with `streamlit run` and driven by chromium through Playwright; each time runs from
+the user's action to the moment the script has finished and the charts have drawn.
+Targets: open <= 3 s, widget change <= 0.3 s. Figures go to bench/results.json and RESULTS.md.
+
+Absolute times on a shared machine are noise, so the same browser also times a peer: a
+minimal Streamlit page (one radio, one 120-point chart) served the same way. Its open and
+widget times are the floor that Streamlit and chromium cost on this machine, and the
+dashboard's figures are also given as ratios to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from bench.results import record  # noqa: E402
+from tests.browser import CHART, launch, open_view, serve, wait_settled  # noqa: E402
+from training import run_store  # noqa: E402
+from training.config import RunConfig  # noqa: E402
+
+N_RUNS, N_IMAGES, DIM, N_LABELS, TOP_K = 12, 4000, 256, 40, 5
+STEPS, EPOCHS = 1000, 10
+EVAL_METRICS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_mean_rank",
+                "i2t_median_rank", "t2i_mean_rank", "t2i_median_rank", "chance_R@1", "modality_gap",
+                "positive_cosine", "negative_cosine", "zero_shot_accuracy", "zero_shot_chance",
+                "temperature", "n_images"]
+COMMAND = ".venv/bin/python bench/dashboard_latency.py"
+OPEN_TARGET_S, WIDGET_TARGET_S = 3.0, 0.3
+REPEATS = 5
+TABS = ["Curves", "Embedding space", "Samples", "Similarity matrix", "Runs"]
+
+
+# ------------------------------------------------------------------------------ the runs
+
+
+def thumbnails(rng: np.random.Generator) -> list[bytes]:
+    """One 64 px PNG per image: a coloured disc on white, about the size of an emoji thumbnail."""
+    out = []
+    for _ in range(N_IMAGES):
+        img = Image.new("RGB", (64, 64), "white")
+        x, y, r = rng.integers(8, 56), rng.integers(8, 56), rng.integers(6, 28)
+        ImageDraw.Draw(img).ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", optimize=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def embeddings(rng, ids, labels, captions, step: int) -> pd.DataFrame:
+    images = unit(rng.normal(size=(N_IMAGES, DIM)))
+    texts = unit(images + rng.normal(scale=1.5, size=images.shape))
+    centres = rng.normal(scale=6, size=(N_LABELS, 2))
+    label_idx = np.array([int(l[1:]) for l in labels])
+    xy_img = centres[label_idx] + rng.normal(size=(N_IMAGES, 2))
+    xy_txt = xy_img + rng.normal(scale=0.7, size=(N_IMAGES, 2))
+    nan = np.full(N_IMAGES, np.nan, dtype=np.float32)
+    rows = []
+    for modality, vectors, xy, prefix in (("image", images, xy_img, "img:"), ("text", texts, xy_txt, "txt:")):
+        rows.append(pd.DataFrame(dict(
+            sample_id=[prefix + i for i in ids], modality=modality, image_id=ids, caption=captions, label=labels,
+            split="val", step=step, embedding=list(vectors),
+            umap_x=xy[:, 0].astype(np.float32) if step else nan,
+            umap_y=xy[:, 1].astype(np.float32) if step else nan)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def samples(rng, ids, labels, captions, thumbs, step: int) -> pd.DataFrame:
+    rows = []
+    for kind, prefix, other in (("image", "img:", ["txt:" + i for i in ids]), ("text", "txt:", list(ids))):
+        ranks = np.minimum(rng.geometric(0.15, N_IMAGES), N_IMAGES)
+        pos = rng.uniform(0.1, 0.6, N_IMAGES).astype(np.float32)
+        topk_ids, topk_scores = [], []
+        for n, rank in enumerate(ranks):
+            picks = [other[j] for j in rng.choice(N_IMAGES, TOP_K, replace=False)]
+            if rank <= TOP_K:
+                picks[rank - 1] = other[n]
+            topk_ids.append(picks)
+            topk_scores.append(np.sort(rng.uniform(0, 0.7, TOP_K).astype(np.float32))[::-1])
+        rows.append(pd.DataFrame(dict(
+            kind=kind, sample_id=[prefix + i for i in ids], image_id=ids, caption=captions, label=labels, step=step,
+            rank=ranks, positive_cosine=pos, topk_ids=topk_ids, topk_scores=topk_scores,
+            thumbnail=thumbs if kind == "image" else [None] * N_IMAGES)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def write_run(root: Path, n: int, rng, ids, labels, captions, thumbs) -> None:
+    cfg = RunConfig(name=f"lr{n:02d}", data="bench-synthetic", lr=1e-4 * (n + 1), batch_size=64 * (1 + n % 4))
+    writer = run_store.RunWriter(run_store.run_dir(root, "bench", cfg.name))
+    writer.write_config(dict(cfg.to_dict(), sweep="bench"))
+    writer.set_status("RUNNING", step=0)
+    for step in range(1, STEPS + 1):
+        writer.log_metrics(step, step * EPOCHS / STEPS, step * 0.05, {
+            "loss": 4 * np.exp(-step / 300) + rng.normal(scale=0.1), "lr": cfg.lr, "logit_scale": 14.3,
+            "temperature": 0.07, "grad_norm": abs(rng.normal(1, 0.3))})
+    for step in range(0, STEPS + 1, STEPS // EPOCHS):
+        for split in ("train", "val"):
+            writer.log_eval(step, step * EPOCHS / STEPS, split,
+                            {m: rng.uniform(0, 1) * (1 + step / STEPS) / 2 for m in EVAL_METRICS})
+    writer.flush()
+    steps = [embeddings(rng, ids, labels, captions, s) for s in (0, STEPS)]
+    writer.write_embeddings(pd.concat(steps, ignore_index=True))
+    writer.write_samples(samples(rng, ids, labels, captions, thumbs, STEPS))
+    writer.set_status("FINISHED", step=STEPS)
+
+
+def build(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    ids = [f"{i:05d}" for i in range(N_IMAGES)]
+    labels = [f"L{i % N_LABELS:02d}" for i in range(N_IMAGES)]
+    captions = [f"a synthetic shape number {i} of group {lab}" for i, lab in zip(range(N_IMAGES), labels)]
+    thumbs = thumbnails(rng)
+    for n in range(N_RUNS):
+        t0 = time.time()
+        write_run(root, n, rng, ids, labels, captions, thumbs)
+        print(f"wrote run {n + 1}/{N_RUNS} in {time.time() - t0:.1f} s", flush=True)
+
+
+# ------------------------------------------------------------------------- measurements
+
+
+def timed(action, until) -> float:
+    t0 = time.perf_counter()
+    action()
+    until()
+    return time.perf_counter() - t0
+
+
+def wait_title(page, text: str) -> None:
+    """A chart whose drawn text includes `text` is on the page and the script is done."""
+    page.wait_for_function(f"t => [...document.querySelectorAll('{CHART} svg.marks')]"
+                           ".some(s => s.textContent.includes(t))", arg=text, polling="raf")
+    wait_settled(page, 1, polling="raf")
+
+
+PEER = """import altair as alt, numpy as np, pandas as pd, streamlit as st
+x = st.radio("x axis", ["step", "epoch"], horizontal=True)
+frame = pd.DataFrame({"run": np.repeat([f"r{i}" for i in range(12)], 10), "step": np.tile(np.arange(10), 12)})
+frame["value"] = np.linspace(0, 1, len(frame))
+title = "loss by " + ("optimizer step" if x == "step" else "epoch")
+st.altair_chart(alt.Chart(frame).mark_line().encode(x="step:Q", y="value:Q", color="run:N").properties(title=title))
+"""
+
+
+def open_times(browser, url: str, times: dict, prefix: str) -> None:
+    """One cold page load, then REPEATS warm ones, each in a fresh page (a new session)."""
+    for name in (f"{prefix}open_cold", *[f"{prefix}open_warm"] * REPEATS):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        times.setdefault(name, []).append(timed(lambda: page.goto(url), lambda: wait_settled(page, 1, polling="raf")))
+        page.close()
+
+
+def x_axis_times(page, times: dict, name: str) -> None:
+    """Flip the "x axis" radio between epoch and step until the chart title follows."""
+    radio = page.get_by_test_id("stRadio").filter(has_text="x axis")
+    for n in range(2 * REPEATS):
+        x, title = ("epoch", "by epoch") if n % 2 == 0 else ("step", "by optimizer step")
+        times.setdefault(name, []).append(
+            timed(lambda: radio.get_by_text(x, exact=True).click(), lambda: wait_title(page, title)))
+
+
+def measure(url: str) -> dict[str, list[float]]:
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, list[float]] = {}
+    with sync_playwright() as p:
+        browser = launch(p)
+        open_times(browser, url, times, "")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        wait_settled(page, 1)
+        for view in TABS:
+            t0 = time.perf_counter()
+            open_view(page, view, polling="raf")
+            times[f"tab_{view.lower().replace(' ', '_')}"] = [time.perf_counter() - t0]
+        open_view(page, "Curves")
+        x_axis_times(page, times, "widget_curves_x_axis")
+        browser.close()
+    return times
+
+
+def measure_peer(tmp: Path) -> dict[str, list[float]]:
+    from playwright.sync_api import sync_playwright
+
+    script = tmp / "peer.py"
+    script.write_text(PEER)
+    times: dict[str, list[float]] = {}
+    with serve(tmp, script=script) as url, sync_playwright() as p:
+        browser = launch(p)
+        open_times(browser, url, times, "peer_")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        wait_settled(page, 1)
+        x_axis_times(page, times, "peer_widget")
+        browser.close()
+    return times
+
+
+REPORT = {  # measurement -> (results.json name, target, what it is)
+    "open_cold": ("dashboard.open_cold_s", OPEN_TARGET_S, "first page load after the server starts (cold caches)"),
+    "open_warm": ("dashboard.open_s", OPEN_TARGET_S, "page load, Runs view, caches warm (median)"),
+    "widget_curves_x_axis": ("dashboard.widget_change_s", WIDGET_TARGET_S,
+                             "Curves view, x axis step<->epoch, 12 runs x 1,000 steps, until redrawn (median)"),
+    "tab_curves": ("dashboard.tab_curves_s", None, "switch to Curves (first visit)"),
+    "tab_embedding_space": ("dashboard.tab_embedding_s", None, "switch to Embedding space, 2 x 8,000 UMAP points"),
+    "tab_samples": ("dashboard.tab_samples_s", None, "switch to Samples, 4,000 images x 12 runs"),
+    "tab_similarity_matrix": ("dashboard.tab_similarity_s", None, "switch to Similarity matrix (first visit)"),
+    "tab_runs": ("dashboard.tab_runs_s", None, "switch back to Runs"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/dashboard_bench_runs"))
+    parser.add_argument("--rebuild", action="store_true", help="write the synthetic runs again")
+    args = parser.parse_args(argv)
+    if args.rebuild or len(run_store.list_runs(args.runs_dir)) != N_RUNS:
+        build(args.runs_dir)
+    with serve(args.runs_dir) as url:
+        times = measure(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        times |= measure_peer(Path(tmp))
+    report(times, os.getloadavg()[0])  # other work on a shared machine shows up in every figure
+    return 0
+
+
+def report(times: dict[str, list[float]], load: float) -> None:
+    scale = f"{N_RUNS} runs x {N_IMAGES:,} validation images; load average {load:.1f} on {os.cpu_count()} CPUs"
+    peer = {"open_warm": "peer_open_warm", "open_cold": "peer_open_cold", "widget_curves_x_axis": "peer_widget"}
+    print(f"\n{'measurement':24s} {'median s':>9s} {'max s':>7s} {'target':>7s} {'x peer':>7s}  ({scale})")
+    for key, (name, target, what) in REPORT.items():
+        median, worst = statistics.median(times[key]), max(times[key])
+        ratio = median / statistics.median(times[peer[key]]) if key in peer else None
+        print(f"{key:24s} {median:9.3f} {worst:7.3f} {'' if target is None else f'{target:g}':>7s} "
+              f"{'' if ratio is None else f'{ratio:.2f}':>7s}  {what}")
+        against = f"; {ratio:.2f}x the minimal Streamlit page" if ratio else ""
+        record(name, round(median, 3), "s", target,
+               f"{what}; {scale}; n={len(times[key])}, max {worst:.3f} s{against}", COMMAND)
+    for key in peer.values():
+        median = statistics.median(times[key])
+        print(f"{key:24s} {median:9.3f} {max(times[key]):7.3f}")
+        record(f"dashboard.{key}_s", round(median, 3), "s", None,
+               f"peer: a minimal Streamlit page (one radio, one 120-point chart), same browser; {scale}", COMMAND)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,637 @@
+"""Compare CLIP fine-tuning runs: configs and final metrics, training curves, the joint
+embedding space, per-sample wins and losses, similarity matrices.
+
+    streamlit run dashboard.py                            # the runs/ folder next to this file
+    streamlit run dashboard.py -- --runs-dir /tmp/runs    # any other runs folder
+    CLIP_RUNS_DIR=/tmp/runs streamlit run dashboard.py    # the same; --runs-dir wins over it
+
+The runs folder named at start-up is the only root: runs are picked from what
+training/run_store.py lists under it, never from a typed path. Only the open tab runs, and
+it is kept in the URL (?view=Curves). Frames are cached per run file and keyed on
+run_store.file_stamp, so a refresh shows what a live run has written since.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import sys
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import charts
+from training import run_store
+from training.config import differing_keys
+
+ROOT = Path(__file__).resolve().parent
+RUNS_ENV = "CLIP_RUNS_DIR"
+VIEWS = ["Runs", "Curves", "Embedding space", "Samples", "Similarity matrix", "Forgetting", "Export"]
+# Charts are built from tested code; validating each one as it is built costs tens of
+# milliseconds per chart on every rerun. Altair still validates the final spec.
+alt.utils.schemapi.disable_debug_mode()
+REFRESH_S = 10  # a live run flushes its metrics once per epoch; faster polling shows nothing new
+MAX_UMAP_RUNS = 4
+UMAP_COLUMNS = ["umap_x", "umap_y", "modality", "label", "caption", "rank", "outcome", "image"]
+MAX_MATRIX = 20  # beyond this the heatmap's labels no longer fit
+THUMBNAIL_TOOLTIPS_UP_TO = 2000  # points per chart; above this the data URIs slow the page down
+OPENMOJI = ("Emoji images: OpenMoji (https://openmoji.org), the open-source emoji and icon "
+            "project, CC BY-SA 4.0.")
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#+\-!|~$:])")
+BADGE_COLORS = {"RUNNING": "blue", "FINISHED": "green", "FAILED": "red", "KILLED": "orange",
+                "INTERRUPTED": "violet"}
+CREATE_RUNS = "accelerate launch training/train.py --runs-dir {root}"
+
+
+def md(text) -> str:
+    """Text shown literally inside Streamlit Markdown: captions carry *, _, $ and : ."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def runs_root(argv: list[str]) -> Path:
+    """The runs folder: --runs-dir after `--` on the command line, else $CLIP_RUNS_DIR, else runs/."""
+    parser = argparse.ArgumentParser(prog="streamlit run dashboard.py --", add_help=False, allow_abbrev=False)
+    parser.add_argument("--runs-dir", type=Path)
+    args, _ = parser.parse_known_args(argv)
+    return (args.runs_dir or Path(os.environ.get(RUNS_ENV) or ROOT / "runs")).resolve()
+
+
+# ------------------------------------------------------------------------- cached reads
+# Each reader takes the run's file stamp only as a cache key: a rewritten file is read again.
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def load_metrics(path: str, stamp: tuple) -> pd.DataFrame:
+    return run_store.read_metrics(path)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def load_eval(path: str, stamp: tuple) -> pd.DataFrame:
+    return run_store.read_eval(path)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def load_samples(path: str, stamp: tuple) -> pd.DataFrame:
+    return run_store.read_samples(path)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def load_images(path: str, stamp: tuple) -> pd.DataFrame:
+    """Per validation image: outcome, top captions, margin and thumbnail as a data URI."""
+    samples = load_samples(path, stamp)
+    out = charts.image_outcomes(samples)
+    thumbs = samples[samples["kind"] == "image"]["thumbnail"]
+    out.insert(0, "thumbnail", [charts.data_uri(t) for t in thumbs])
+    return out
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def load_ranks(path: str, stamp: tuple) -> pd.Series:
+    """image_id -> rank of the image's first right caption (small: what other views join on)."""
+    samples = run_store.read_samples(path)
+    return samples[samples["kind"] == "image"].set_index("image_id")["rank"]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def load_points(path: str, stamp: tuple) -> pd.DataFrame:
+    """UMAP points of the last evaluated step, with rank and right/wrong at R@1."""
+    emb = run_store.read_embeddings(path, with_vectors=False)
+    emb = emb[emb["step"] == emb["step"].max()].dropna(subset=["umap_x", "umap_y"])
+    ranks = load_samples(path, stamp).rename(columns={"kind": "modality"})[["sample_id", "modality", "rank"]]
+    emb = emb.merge(ranks, on=["sample_id", "modality"], how="left")
+    emb["outcome"] = emb["rank"].map(lambda r: charts.OUTCOMES[0] if r == 1 else charts.OUTCOMES[1])
+    return emb.reset_index(drop=True)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def load_vectors(path: str, stamp: tuple):
+    """Rows and vectors (float32 matrix) of the last evaluated step's embeddings."""
+    emb = run_store.read_embeddings(path)
+    last = emb[emb["step"] == emb["step"].max()].reset_index(drop=True)
+    vectors = np.stack(last.pop("embedding").to_numpy()).astype(np.float32) if len(last) else None
+    return last, vectors
+
+
+def stamp(run: run_store.Run) -> tuple:
+    return run_store.file_stamp(run.path)
+
+
+def sources(runs: list[run_store.Run]) -> tuple:
+    """(key, path, file stamp) of each run: the cache key of frames that span several runs."""
+    return tuple((r.key, str(r.path), stamp(r)) for r in runs)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def all_metrics(src: tuple) -> pd.DataFrame:
+    """metrics.parquet of several runs, stacked with a `run` column."""
+    return stack([load_metrics(path, s).assign(run=key) for key, path, s in src])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def all_evals(src: tuple) -> pd.DataFrame:
+    """eval.parquet of several runs, stacked with a `run` column."""
+    return stack([load_eval(path, s).assign(run=key) for key, path, s in src])
+
+
+def stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def final_values(evals: pd.DataFrame, run: str, split: str = "val", step: str = "last") -> dict:
+    """metric -> value of one run's first or last evaluation on `split`."""
+    rows = evals[(evals["run"] == run) & (evals["split"] == split)]
+    if rows.empty:
+        return {}
+    at = rows["step"].max() if step == "last" else rows["step"].min()
+    rows = rows[rows["step"] == at]
+    return dict(zip(rows["metric"], rows["value"]))
+
+
+def by_key(runs: list[run_store.Run]) -> dict[str, run_store.Run]:
+    return {r.key: r for r in runs}
+
+
+def finished(runs: list[run_store.Run]) -> list[run_store.Run]:
+    """Runs with per-sample files: run_store has checked that a FINISHED run's are readable."""
+    return [r for r in runs if r.state == "FINISHED"]
+
+
+# ------------------------------------------------------------------------------ sidebar
+
+
+def sidebar_filters(runs: list[run_store.Run]) -> list[run_store.Run]:
+    """Sweep, status and config-value filters; returns the runs picked for comparison."""
+    bar = st.sidebar
+    bar.header("Runs to compare")
+    sweeps = sorted({r.sweep for r in runs})
+    states = sorted({r.state for r in runs})
+    sweep_pick = bar.multiselect("Sweep", sweeps, default=sweeps)
+    state_pick = bar.multiselect("Status", states, default=states)
+    kept = config_filter([r for r in runs if r.sweep in sweep_pick and r.state in state_pick])
+    keys = [r.key for r in kept]
+    picked = bar.multiselect("Runs", keys, default=keys, help="Every view compares these runs.")
+    return [r for r in kept if r.key in picked]
+
+
+def config_filter(runs: list[run_store.Run]) -> list[run_store.Run]:
+    """Keep runs whose value of one chosen config key is among the chosen values."""
+    keys = differing_keys([r.config for r in runs])
+    key = st.sidebar.selectbox("Filter by config key", ["(no filter)", *keys])
+    if key == "(no filter)":
+        return runs
+    values = sorted({str(r.config.get(key)) for r in runs})
+    chosen = st.sidebar.multiselect(f"Values of {key}", values, default=values)
+    return [r for r in runs if str(r.config.get(key)) in chosen]
+
+
+def attribution(runs: list[run_store.Run]) -> None:
+    if any(Path(str(r.config.get("data", ""))).name == "openmoji" for r in runs):
+        st.sidebar.caption(OPENMOJI)
+
+
+# -------------------------------------------------------------------------------- views
+
+
+def runs_view(runs: list[run_store.Run]) -> None:
+    """Status badges, the comparison table and the final retrieval chart."""
+    with st.container(horizontal=True):
+        for r in runs:
+            step = r.status.get("step")
+            st.badge(f"{md(r.key)} · {r.state}" + (f" · step {step}" if step is not None else ""),
+                     color=BADGE_COLORS.get(r.state, "gray"))
+    for r in runs:
+        if r.state in ("FAILED", "KILLED") and r.status.get("error"):
+            with st.expander(f"Why {md(r.key)} is {r.state}"):
+                st.code(r.status["error"], language=None)
+    evals = all_evals(sources(runs))
+    table = comparison(runs, evals)
+    st.subheader("What differs, and how well each run retrieves")
+    st.dataframe(charts.style_best(table))
+    differing = [c for c in table.columns if c not in charts.TABLE_METRICS and c != "state"]
+    st.caption(
+        (f"Config values that differ: {', '.join(differing)}. " if differing else
+         "The selected runs share every config value. ")
+        + "Metrics: each run's last evaluation on the validation split. i2t: image→text (find an "
+        "image's caption), t2i: text→image. R@k: share of queries whose match is among the top k. "
+        "Highlighted: best per column. NaN: not measured, or the run diverged.")
+    if evals.empty:
+        st.info("No evaluation has been written yet.")
+        return
+    st.altair_chart(charts.retrieval_bars(charts.retrieval_frame(evals)), width="stretch")
+    chance = evals[(evals["metric"] == "chance_R@1") & (evals["split"] == "val")]["value"]
+    if not chance.empty:
+        st.caption(f"Chance R@1 (one over the number of validation images): {chance.max():.4f}.")
+
+
+def comparison(runs: list[run_store.Run], evals: pd.DataFrame) -> pd.DataFrame:
+    return charts.comparison_table([
+        {"run": r.key, "state": r.state, "config": r.config, "final": final_values(evals, r.key)}
+        for r in runs])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def curve_options(src: tuple) -> dict[str, str]:
+    """Option id -> readable name for every metric logged by the runs."""
+    metrics, evals = all_metrics(src), all_evals(src)
+    names = sorted(metrics["name"].unique()) if not metrics.empty else []
+    options = {f"train|{m}": f"{charts.label(m)} · training batches" for m in names}
+    if not evals.empty:
+        pairs = evals[["split", "metric"]].drop_duplicates().sort_values(["split", "metric"],
+                                                                         ascending=[False, True])
+        options |= {f"eval|{s}|{m}": f"{charts.label(m)} · evaluation on {s} split"
+                    for s, m in zip(pairs["split"], pairs["metric"])}
+    return options
+
+
+def curve_controls(options: dict[str, str]) -> tuple[str, str, float, bool]:
+    """Metric, x axis, EMA weight and log scale for the curves view."""
+    left, mid, right = st.columns([3, 2, 2])
+    ids = list(options)
+    choice = left.selectbox("Metric", ids, index=ids.index("train|loss") if "train|loss" in ids else 0,
+                            format_func=options.get)
+    x = mid.radio("x axis", list(charts.X_TITLES), horizontal=True, format_func=lambda k: k.replace("_", " "))
+    weight = right.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01,
+                          help="Weight of the past in the exponential moving average (0: raw values).")
+    log = right.checkbox("Log scale on y")
+    return choice, x, weight, log
+
+
+def curves_view(runs: list[run_store.Run]) -> None:
+    src = sources(runs)
+    options = curve_options(src)
+    if not options:
+        st.info("The selected runs have logged no metrics yet.")
+        return
+    choice, x, weight, log = curve_controls(options)
+    drawn, nan, thinned = curve_points(src, choice, weight)
+    if drawn.empty:
+        st.info("None of the selected runs logged this metric.")
+        return
+    st.altair_chart(charts.curves_chart(drawn, choice.split("|")[-1], x, log), width="stretch")
+    st.caption("Bold line: smoothed; faint line: raw values; dots: steps where the model was evaluated "
+               "(step 0 is before any training)."
+               + (" Long runs are drawn with every k-th step (smoothing uses all of them)." if thinned else ""))
+    for run, count in nan.items():
+        st.caption(f"{md(run)}: {count} NaN value(s) of this metric, left as gaps in the curve.")
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def curve_points(src: tuple, choice: str, weight: float) -> tuple[pd.DataFrame, pd.Series, bool]:
+    """What the curves chart draws (smoothed, thinned), NaN counts per run, whether thinned."""
+    frame = curve_frame(choice, all_metrics(src), all_evals(src))
+    if frame.empty:
+        return frame, pd.Series(dtype=int), False
+    columns = ["run", "step", "epoch", "wall_time", "value", "smoothed", "evaluated"]
+    drawn = charts.thin(charts.smooth(frame, weight)[columns])
+    return drawn, frame[frame["value"].isna()].groupby("run").size(), len(drawn) < len(frame)
+
+
+def curve_frame(choice: str, metrics: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """run, step, epoch, wall_time, value, evaluated: one metric of the curves view."""
+    kind, *rest = choice.split("|")
+    if kind == "train":
+        frame = metrics[metrics["name"] == rest[0]].copy()
+        eval_steps = set(zip(evals.get("run", []), evals.get("step", [])))
+        frame["evaluated"] = [(r, s) in eval_steps for r, s in zip(frame["run"], frame["step"])]
+        return frame
+    split, metric = rest
+    frame = evals[(evals["split"] == split) & (evals["metric"] == metric)]
+    return charts.with_wall_time(frame, metrics).assign(evaluated=True)
+
+
+def embedding_controls(labels: list[str]) -> tuple[str, str | None, bool]:
+    """Colouring, the label whose pairs get lines, thumbnails in tooltips."""
+    left, mid, right = st.columns([3, 3, 2])
+    color_by = left.radio("Colour by", list(charts.COLOR_BY), horizontal=True)
+    line_label = mid.selectbox("Join each image to its captions for label", ["(none)", *labels])
+    thumbs = right.checkbox("Thumbnails in tooltips", value=True,
+                            help=f"Only for charts of up to {THUMBNAIL_TOOLTIPS_UP_TO} points, which stay fast.")
+    return color_by, None if line_label == "(none)" else line_label, thumbs
+
+
+def embedding_view(runs: list[run_store.Run]) -> None:
+    keys = [r.key for r in runs]
+    picked = st.multiselect("Runs side by side (up to four)", keys, default=keys[:2],
+                            max_selections=MAX_UMAP_RUNS)
+    if not picked:
+        st.info("Pick at least one run above.")
+        return
+    index = by_key(runs)
+    points = {k: load_points(str(index[k].path), stamp(index[k])) for k in picked}
+    labels = sorted({str(v) for p in points.values() for v in p["label"]} - {"", "None", "nan"})
+    color_by, line_label, thumbs = embedding_controls(labels)
+    st.caption("UMAP of each run's validation embeddings after its last step: images (circles) and "
+               "captions (crosses) in one joint fit. Distances are only meaningful locally; each "
+               "run has its own fit, so compare shapes, not positions. Hover a point for its caption.")
+    evals = all_evals(sources([index[k] for k in picked]))
+    for column, key in zip(st.columns(len(picked)), picked):
+        with column:
+            embedding_panel(index[key], points[key], evals, color_by, labels, line_label, thumbs)
+
+
+def embedding_panel(run: run_store.Run, points: pd.DataFrame, evals: pd.DataFrame, color_by: str,
+                    labels: list[str], line_label: str | None, thumbs: bool) -> None:
+    key = run.key
+    final, first = final_values(evals, key), final_values(evals, key, step="first")
+    gap = final.get("modality_gap", float("nan"))
+    change = gap - first.get("modality_gap", float("nan"))
+    st.metric(f"modality gap · {md(key)}", f"{gap:.3f}", delta=f"{change:+.3f} since step 0", delta_color="off",
+              help="Distance between the centroids of the image and the caption embeddings "
+                   "(0: the two clouds are centred on each other).")
+    if points.empty:
+        st.info("No UMAP coordinates yet: training/train.py fits them once every run of its sweep has "
+                "finished (and only for the runs it trained in that call).")
+        return
+    if thumbs and len(points) <= THUMBNAIL_TOOLTIPS_UP_TO:
+        uris = load_images(str(run.path), stamp(run)).set_index("image_id")["thumbnail"]
+        points = points.assign(image=points["image_id"].map(uris))
+    lines = charts.pair_lines(points, line_label) if line_label else None
+    title = f"{key} (step {int(points['step'].max())})"
+    points = points[[c for c in UMAP_COLUMNS if c in points.columns]]  # only what is drawn travels
+    st.altair_chart(charts.umap_chart(points, color_by, title, labels, lines), width="stretch")
+
+
+SAMPLE_FILTERS = {
+    "all": "all images",
+    "fixed": "fixed by B: wrong under A, right under B",
+    "broken": "broken by B: right under A, wrong under B",
+    "hardest": "hardest under B: smallest margin first",
+}
+
+
+def sample_controls(runs: list[run_store.Run], labels: list[str]) -> tuple[str, str, str, str | None, int]:
+    """Runs A and B, the filter, a label and how many rows to show."""
+    keys = [r.key for r in runs]
+    c1, c2, c3, c4, c5 = st.columns([2, 2, 3, 2, 1])
+    a = c1.selectbox("Run A", keys, index=0)
+    b = c2.selectbox("Run B", keys, index=min(1, len(keys) - 1))
+    which = c3.selectbox("Show", list(SAMPLE_FILTERS), format_func=SAMPLE_FILTERS.get)
+    label = c4.selectbox("Label", ["(all labels)", *labels])
+    limit = c5.number_input("Rows", 10, 100_000, 200, step=50)
+    return a, b, which, None if label == "(all labels)" else label, int(limit)
+
+
+def sample_table(runs: list[run_store.Run], b: str) -> pd.DataFrame:
+    """Run B's per-image table with a rank column for every run."""
+    index = by_key(runs)
+    table = load_images(str(index[b].path), stamp(index[b]))
+    for r in runs:
+        table[f"rank · {r.key}"] = table["image_id"].map(load_ranks(str(r.path), stamp(r)))
+    return table
+
+
+def filter_samples(table: pd.DataFrame, a: str, b: str, which: str, label: str | None) -> pd.DataFrame:
+    rank_a, rank_b = table[f"rank · {a}"], table[f"rank · {b}"]
+    keep = {"all": table.index == table.index, "fixed": (rank_a > 1) & (rank_b == 1),
+            "broken": (rank_a == 1) & (rank_b > 1), "hardest": table.index == table.index}[which]
+    out = table[keep]
+    if label:
+        out = out[out["label"] == label]
+    return out.sort_values("margin", na_position="last") if which == "hardest" else out
+
+
+def samples_view(runs: list[run_store.Run]) -> None:
+    done = finished(runs)
+    if not done:
+        st.info("None of the selected runs has per-sample results yet (they are written when a run finishes).")
+        return
+    a, b, which, label, limit = sample_controls(done, image_labels(done[0]))
+    if a == b and which in ("fixed", "broken"):
+        st.info("Pick two different runs as A and B to see what B fixed or broke.")
+    table = filter_samples(sample_table(done, b), a, b, which, label)
+    st.caption(f"{len(table)} image(s); showing {min(limit, len(table))}. Rank: position of the image's first "
+               f"right caption among all validation captions (1 = right at R@1). Top captions and margin "
+               f"(true-pair cosine minus the best wrong caption's) are run B's ({b}).")
+    others = [c for c in table.columns if c.startswith("rank · ") and c not in (f"rank · {a}", f"rank · {b}")]
+    order = ["thumbnail", "image_id", "caption", "label", *dict.fromkeys([f"rank · {a}", f"rank · {b}"]),
+             "margin", "top_captions", "positive_cosine", *others]
+    st.dataframe(table.head(limit), hide_index=True, column_config=sample_columns(table), column_order=order,
+                 width="stretch")
+    st.download_button("Download this table (CSV)", lambda: table.drop(columns="thumbnail").to_csv(index=False),
+                       file_name="samples.csv", mime="text/csv", icon=":material/download:")
+    if not table.empty:
+        sample_detail(by_key(done), table, a, b)
+
+
+def image_labels(run: run_store.Run) -> list[str]:
+    """The labels of a run's validation images (the same for every run of one dataset)."""
+    return sorted({str(v) for v in load_images(str(run.path), stamp(run))["label"]} - {"", "None", "nan"})
+
+
+def sample_columns(table: pd.DataFrame) -> dict:
+    config = {"thumbnail": st.column_config.ImageColumn("image", width="small", pinned=True),
+              "image_id": "image id", "caption": st.column_config.TextColumn("caption", pinned=True),
+              "positive_cosine": st.column_config.NumberColumn("true-pair cosine", format="%.3f"),
+              "top_captions": st.column_config.TextColumn("top 3 captions under B (cosine)", width="large"),
+              "margin": st.column_config.NumberColumn("margin under B", format="%.3f")}
+    for column in table.columns:
+        if column.startswith("rank · "):
+            config[column] = st.column_config.NumberColumn(column, format="%d")
+    return config
+
+
+def sample_detail(index: dict, table: pd.DataFrame, a: str, b: str) -> None:
+    """One image: its nearest captions, and for each of its captions the nearest images."""
+    st.subheader("Sample detail")
+    st.caption("Nearest neighbours in the other modality: the captions closest to the image, and the "
+               "images closest to each of its captions, under runs A and B.")
+    captions = dict(zip(table["image_id"], table["caption"]))
+    image_id = st.selectbox("Image", list(captions), format_func=lambda i: f"{i}: {captions[i]}")
+    row = table[table["image_id"] == image_id].iloc[0]
+    picture, facts = st.columns([1, 8], vertical_alignment="center")
+    if row["thumbnail"]:
+        picture.image(row["thumbnail"], width=72)
+    facts.text(f"{image_id} · label: {row['label'] or '(none)'}\nfirst caption: {row['caption']}")
+    for column, key in zip(st.columns(2 if a != b else 1), dict.fromkeys([a, b])):
+        with column:
+            neighbours(index[key], image_id)
+
+
+def neighbours(run: run_store.Run, image_id: str) -> None:
+    samples = load_samples(str(run.path), stamp(run))
+    texts = samples[samples["kind"] == "text"]
+    caption_of = dict(zip(texts["sample_id"], texts["caption"]))
+    image_of = dict(zip(texts["sample_id"], texts["image_id"]))
+    image = samples[(samples["kind"] == "image") & (samples["image_id"] == image_id)]
+    st.markdown(f"**{md(run.key)}**")
+    if image.empty:
+        st.info("This run did not evaluate this image.")
+        return
+    img = image.iloc[0]
+    st.dataframe(pd.DataFrame({"nearest captions": [caption_of.get(i, i) for i in img["topk_ids"]],
+                               "cosine": img["topk_scores"],
+                               "right": [image_of.get(i) == image_id for i in img["topk_ids"]]}),
+                 hide_index=True, column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
+    thumbs = load_images(str(run.path), stamp(run)).set_index("image_id")["thumbnail"]
+    for _, cap in texts[texts["image_id"] == image_id].iterrows():
+        st.caption(f"Images nearest to the caption “{md(cap['caption'])}” (its image at rank {cap['rank']}):")
+        st.dataframe(pd.DataFrame({"image": [thumbs.get(i) for i in cap["topk_ids"]], "image id": cap["topk_ids"],
+                                   "cosine": cap["topk_scores"], "right": [i == image_id for i in cap["topk_ids"]]}),
+                     hide_index=True, column_config={"image": st.column_config.ImageColumn(width="small"),
+                                                     "cosine": st.column_config.NumberColumn(format="%.3f")})
+
+
+def matrix_controls(runs: list[run_store.Run], images: pd.DataFrame) -> tuple[str, str | None, list[str]]:
+    """Run A, optional run B, and up to twenty of the validation `images`."""
+    keys = [r.key for r in runs]
+    c1, c2, c3 = st.columns(3)
+    a = c1.selectbox("Run A", keys, key="matrix_a")
+    b = c2.selectbox("Run B (for the difference B − A)", ["(none)", *[k for k in keys if k != a]], key="matrix_b")
+    labels = sorted({str(v) for v in images["label"]} - {"", "None"})
+    label = c3.selectbox("Label", ["(all labels)", *labels], key="matrix_label")
+    if label != "(all labels)":
+        images = images[images["label"] == label]
+    captions = dict(zip(images["image_id"], images["caption"]))
+    ids = st.multiselect(f"Images (up to {MAX_MATRIX})", list(captions), default=list(captions)[:10],
+                         max_selections=MAX_MATRIX, format_func=lambda i: f"{i}: {captions[i]}")
+    return a, None if b == "(none)" else b, ids
+
+
+def matrix_view(runs: list[run_store.Run]) -> None:
+    done = finished(runs)
+    if not done:
+        st.info("None of the selected runs has embeddings yet (they are written when a run finishes).")
+        return
+    index = by_key(done)
+    a, b, ids = matrix_controls(done, load_images(str(done[0].path), stamp(done[0])))
+    if not ids:
+        st.info("Pick some images above.")
+        return
+    thumbs = load_images(str(index[a].path), stamp(index[a])).set_index("image_id")["thumbnail"]
+    shown = [(i, t) for i, t in zip(ids, thumbs.reindex(ids)) if t]
+    st.image([t for _, t in shown], caption=[i for i, _ in shown], width=72)
+    mat_a = charts.cosine_matrix(*load_vectors(str(index[a].path), stamp(index[a])), ids)
+    columns = st.columns(2 if b else 1)
+    columns[0].altair_chart(charts.cosine_heatmap(mat_a, f"Cosine similarity, {a}"), width="stretch")
+    export = mat_a.assign(run=a)
+    if b:
+        mat_b = charts.cosine_matrix(*load_vectors(str(index[b].path), stamp(index[b])), ids)
+        diff = charts.cosine_difference(mat_a, mat_b)
+        columns[1].altair_chart(charts.cosine_heatmap(diff, f"{b} minus {a}", difference=True), width="stretch")
+        export = pd.concat([export, mat_b.assign(run=b)], ignore_index=True)
+    st.caption("Each image against the first caption of every chosen image, after each run's last step. "
+               "Outlined cells are true pairs: a good run makes them the brightest of their row.")
+    st.download_button("Download these cosines (CSV)", lambda: export.to_csv(index=False),
+                       file_name="cosine_matrix.csv", mime="text/csv", icon=":material/download:")
+
+
+def forgetting_view(runs: list[run_store.Run]) -> None:
+    evals = all_evals(sources(runs))
+    if not evals.empty:
+        evals = evals[~evals["split"].isin(["train", "val"]) | evals["metric"].str.startswith("wise_")]
+    if evals.empty:
+        st.info("The selected runs have no forgetting evaluation: their eval.parquet holds only the train and "
+                "val splits, and no wise_ metrics.")
+        return
+    metric = st.selectbox("Metric", sorted(evals["metric"].unique()), format_func=charts.label)
+    every_split = all_evals(sources(runs))
+    st.altair_chart(charts.split_curves_chart(every_split[every_split["metric"] == metric], metric), width="stretch")
+
+
+def export_view(runs: list[run_store.Run]) -> None:
+    st.caption("Tables as CSV. Every chart also has a toolbar (hover its top right corner) with "
+               "Download as PNG, and every table one with Download as CSV.")
+    evals = all_evals(sources(runs))
+    tables = {
+        "run_comparison.csv": ("Run comparison (differing config values, final val metrics)",
+                               lambda: comparison(runs, evals).to_csv()),
+        "training_metrics.csv": ("Training metrics, long format",
+                                 lambda: all_metrics(sources(runs)).to_csv(index=False)),
+        "evaluation_metrics.csv": ("Evaluation metrics, long format", lambda: evals.to_csv(index=False)),
+        "image_ranks.csv": ("Per-image rank, top captions and margin, every run",
+                            lambda: image_ranks(runs).to_csv(index=False)),
+    }
+    for name, (title, make) in tables.items():
+        st.download_button(f"{title} · {name}", make, file_name=name, mime="text/csv", key=f"export_{name}",
+                           icon=":material/download:")
+    if not evals.empty:
+        chart = charts.retrieval_bars(charts.retrieval_frame(evals))
+        st.download_button("Final retrieval chart · final_retrieval.svg", lambda: svg(chart),
+                           file_name="final_retrieval.svg", mime="image/svg+xml", icon=":material/download:")
+
+
+def svg(chart) -> str:
+    """A chart as SVG, drawn on the server by vl-convert (no browser needed)."""
+    out = io.StringIO()
+    chart.save(out, format="svg")
+    return out.getvalue()
+
+
+def image_ranks(runs: list[run_store.Run]) -> pd.DataFrame:
+    frames = [load_images(str(r.path), stamp(r)).drop(columns="thumbnail").assign(run=r.key) for r in runs]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+VIEW_FUNCTIONS = {"Runs": runs_view, "Curves": curves_view, "Embedding space": embedding_view,
+                  "Samples": samples_view, "Similarity matrix": matrix_view, "Forgetting": forgetting_view,
+                  "Export": export_view}
+
+
+def live(view, root: Path, runs: list[run_store.Run]) -> None:
+    """Show a view as a fragment; while one of its runs is RUNNING, re-read the runs' status
+    and files every REFRESH_S seconds so new rows appear without a click."""
+    keys = [r.key for r in runs]
+    running = any(r.state == "RUNNING" for r in runs)
+
+    def body():
+        view(reload(root, keys) if running else runs)
+
+    if running:
+        st.caption(f"A run is RUNNING: this view refreshes every {REFRESH_S} s.")
+    st.fragment(body, run_every=REFRESH_S if running else None)()
+
+
+def reload(root: Path, keys: list[str]) -> list[run_store.Run]:
+    runs = []
+    for key in keys:
+        try:
+            runs.append(run_store.load_run(run_store.resolve_run(root, key), root))
+        except run_store.RunStoreError:
+            continue  # removed since the page was drawn; the next full rerun drops it
+    return [r for r in runs if not r.damaged]
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def empty_state(root: Path) -> None:
+    st.info(f"No runs under {md(root)} yet. Train some (a few minutes on a CPU), then reload this page:")
+    st.code(CREATE_RUNS.format(root=root), language="bash")
+    st.caption("Or point the dashboard at another folder: `streamlit run dashboard.py -- --runs-dir DIR`")
+
+
+def main(argv: list[str] | None = None) -> None:
+    st.set_page_config(page_title="CLIP workbench", layout="wide")
+    root = runs_root(sys.argv[1:] if argv is None else argv)
+    st.title("CLIP experiment workbench")
+    runs = run_store.list_runs(root)
+    good = [r for r in runs if not r.damaged]
+    damaged = len(runs) - len(good)
+    st.caption(f"Runs folder: {md(root)} · {len(good)} run(s)" + (f", {damaged} damaged" if damaged else ""))
+    for r in runs:
+        if r.damaged:
+            st.warning(f"Run {md(r.key)} is damaged and left out: {md('; '.join(r.problems))}.")
+    if not runs:
+        empty_state(root)
+        return
+    if not good:
+        st.info("Every run in this folder is damaged; fix or remove the files named above.")
+        return
+    selected = sidebar_filters(good)
+    attribution(good)
+    if not selected:
+        st.info("No run matches the filters in the sidebar.")
+        return
+    for tab, name in zip(st.tabs(VIEWS, key="view", bind="query-params"), VIEWS):
+        if tab.open:
+            with tab:
+                live(VIEW_FUNCTIONS[name], root, selected)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""The dashboard under Streamlit's AppTest (no browser), on tiny runs trained by train.py, on a
+damaged runs folder, on an empty one; plus the chart helpers it is built on.
+
+The runs folder reaches the app through $CLIP_RUNS_DIR (dashboard.py reads it when no
+--runs-dir follows `--` on the command line); the open tab through ?view=<tab label>.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import charts
+from tests.damaged_runs import DAMAGED, GOOD, make_damaged_runs
+from training import run_store
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard.py")
+
+
+def app(runs_dir: Path, monkeypatch, view: str = "Runs") -> AppTest:
+    monkeypatch.setenv("CLIP_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["view"] = view
+    return at.run()
+
+
+def widget(elements, label: str):
+    return next(e for e in elements if e.label == label)
+
+
+def chart_specs(at: AppTest) -> list[str]:
+    """Each chart's Vega-Lite spec as JSON text (non-ASCII kept, so labels read as shown)."""
+    return [json.dumps(json.loads(c.proto.spec), ensure_ascii=False) for c in at.get("vega_lite_chart")]
+
+
+def chart_data(at: AppTest, index: int = 0) -> list[pd.DataFrame]:
+    """The rows a chart sends to the browser, one frame per dataset of its layers."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return [convert_arrow_bytes_to_pandas_df(d.data.data) for d in at.get("vega_lite_chart")[index].proto.datasets]
+
+
+def plain(markdown: str) -> str:
+    """Markdown as read on screen: the dashboard backslash-escapes text it shows literally."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def texts(at: AppTest) -> str:
+    return plain("\n".join(str(e.value) for kind in (at.markdown, at.caption, at.info, at.warning) for e in kind))
+
+
+def assert_clean(at: AppTest, warnings: int = 0) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.warning) == warnings, [w.value for w in at.warning]
+
+
+@pytest.fixture(scope="module")
+def damaged(tiny_runs, tmp_path_factory) -> Path:
+    return make_damaged_runs(tiny_runs, tmp_path_factory.mktemp("damaged") / "runs")
+
+
+# ------------------------------------------------------------------------- every view
+
+
+def test_runs_view_compares_configs_and_final_metrics(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch)
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert sorted(table.index) == ["tiny/fixed-temp", "tiny/locked", "tiny/unlocked"]
+    assert {"unlock_text", "unlock_image", "learn_temperature", "init_temperature"} <= set(table.columns)
+    assert "lr" not in table.columns  # equal in every run, so not a difference
+    final = run_store.final_eval(tiny_runs / "tiny" / "locked")
+    assert table.loc["tiny/locked", "i2t_R@1"] == pytest.approx(final["i2t_R@1"])
+    assert "FINISHED" in texts(at)
+    (spec,) = chart_specs(at)
+    assert "Final validation retrieval" in spec
+    (bars,) = chart_data(at)
+    first = run_store.read_eval(tiny_runs / "tiny" / "locked").query("step == 0 and split == 'val'")
+    assert len(bars) == 3 * 4
+    assert bars.query("run == 'tiny/locked' and metric == 'i2t_R@1'")["baseline"].item() == pytest.approx(
+        first.set_index("metric").loc["i2t_R@1", "value"])
+
+
+def test_curves_view_switches_metric_axis_and_scale(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch, "Curves")
+    assert_clean(at)
+    metric = widget(at.selectbox, "Metric")
+    assert metric.value == "train|loss"
+    assert "image→text R@1 · evaluation on val split" in metric.options
+    metric.set_value("eval|val|i2t_R@1")
+    widget(at.radio, "x axis").set_value("wall_time")
+    widget(at.checkbox, "Log scale on y").check()
+    widget(at.slider, "EMA smoothing").set_value(0.0)
+    at.run()
+    assert_clean(at)
+    spec = chart_specs(at)[0]
+    assert "image→text R@1" in spec and "wall time" in spec and '"log"' in spec
+
+
+@pytest.mark.parametrize("colour", list(charts.COLOR_BY))
+def test_embedding_view_colours_and_joins_pairs(tiny_runs, monkeypatch, colour):
+    at = app(tiny_runs, monkeypatch, "Embedding space")
+    widget(at.radio, "Colour by").set_value(colour)
+    join = widget(at.selectbox, "Join each image to its captions for label")
+    lines_label = join.options[1]
+    join.set_value(lines_label)
+    at.run()
+    assert_clean(at)
+    assert len(chart_specs(at)) == 2  # two runs side by side by default
+    assert [plain(m.label) for m in at.metric][:1] == ["modality gap · tiny/fixed-temp"]
+    assert "UMAP 1" in chart_specs(at)[0]
+    lines, points = chart_data(at)
+    assert "embedding" not in points.columns  # vectors stay on the server
+    assert points["caption"].notna().all()
+    emb = run_store.read_embeddings(tiny_runs / "tiny" / "fixed-temp", with_vectors=False)
+    label_of = dict(zip(emb["sample_id"], emb["label"]))
+    assert len(lines) > 0 and {label_of[p] for p in lines["pair"]} == {lines_label}
+
+
+def test_samples_view_lists_every_validation_image(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch, "Samples")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    images = run_store.read_samples(tiny_runs / "tiny" / "locked").query("kind == 'image'")
+    assert sorted(table["image_id"]) == sorted(images["image_id"])
+    assert table["thumbnail"].str.startswith("data:image/png;base64,").all()
+    assert {f"rank · tiny/{r}" for r in ("locked", "unlocked", "fixed-temp")} <= set(table.columns)
+    for choice in ("fixed", "broken", "hardest"):
+        widget(at.selectbox, "Show").set_value(choice)
+        at.run()
+        assert_clean(at)
+    margins = at.dataframe[0].value["margin"].dropna()
+    assert list(margins) == sorted(margins)
+    assert "Sample detail" in [s.value for s in at.subheader]
+
+
+def test_similarity_view_draws_one_run_and_a_difference(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch, "Similarity matrix")
+    assert_clean(at)
+    assert len(chart_specs(at)) == 1
+    b = widget(at.selectbox, "Run B (for the difference B − A)")
+    b.set_value(b.options[1])
+    at.run()
+    assert_clean(at)
+    specs = chart_specs(at)
+    assert len(specs) == 2 and "minus" in specs[1]
+
+
+def test_forgetting_view_says_when_there_is_nothing(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch, "Forgetting")
+    assert_clean(at)
+    assert "no forgetting evaluation" in at.info[0].value
+
+
+def test_forgetting_view_draws_extra_splits(tiny_runs, tmp_path, monkeypatch):
+    import shutil
+
+    path = tmp_path / "tiny" / "wise"
+    shutil.copytree(tiny_runs / "tiny" / "locked", path)
+    writer = run_store.RunWriter(path)
+    for (step, epoch, split), rows in run_store.read_eval(path).groupby(["step", "epoch", "split"]):
+        writer.log_eval(step, epoch, split, dict(zip(rows["metric"], rows["value"])))
+        writer.log_eval(step, epoch, "imagenet", {"zero_shot_accuracy": 0.5 - step / 100})
+    writer.flush()
+    at = app(tmp_path, monkeypatch, "Forgetting")
+    assert_clean(at)
+    assert widget(at.selectbox, "Metric").value == "zero_shot_accuracy"
+    assert set(chart_data(at)[0]["split"]) == {"train", "val", "imagenet"}
+
+
+def test_export_view_offers_every_table(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch, "Export")
+    assert_clean(at)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert len(labels) == 5 and any("run_comparison.csv" in b for b in labels)
+
+
+def test_openmoji_runs_carry_the_attribution(tiny_runs, tmp_path, monkeypatch):
+    assert not any("OpenMoji" in c.value for c in app(tiny_runs, monkeypatch).sidebar.caption)
+    import shutil
+
+    path = tmp_path / "emoji" / "run"
+    shutil.copytree(tiny_runs / "tiny" / "locked", path)
+    config = json.loads((path / run_store.CONFIG).read_text())
+    run_store.atomic_write_json(path / run_store.CONFIG, dict(config, data="openmoji"))
+    captions = [c.value for c in app(tmp_path, monkeypatch).sidebar.caption]
+    assert any(c.startswith("Emoji images: OpenMoji (https://openmoji.org)") for c in captions)
+
+
+# ---------------------------------------------------------------- damaged and empty
+
+
+@pytest.mark.parametrize("view", ["Runs", "Curves", "Embedding space", "Samples", "Similarity matrix",
+                                  "Forgetting", "Export"])
+def test_damaged_folder_warns_once_per_damaged_run(damaged, monkeypatch, view):
+    at = app(damaged, monkeypatch, view)
+    assert_clean(at, warnings=len(DAMAGED))
+    for key in DAMAGED:
+        assert sum(key in plain(w.value) for w in at.warning) == 1
+    assert sorted(widget(at.sidebar.multiselect, "Runs").value) == sorted(GOOD)
+
+
+def test_damaged_folder_keeps_nan_and_shows_the_live_run(damaged, monkeypatch):
+    at = app(damaged, monkeypatch)
+    table = at.dataframe[0].value
+    assert math.isnan(table.loc["tiny/nan-loss", "zero_shot_accuracy"])
+    assert table.loc["tiny/live", "state"] == "RUNNING"
+    assert "refreshes every" in texts(at)
+    at = app(damaged, monkeypatch, "Curves")
+    assert "tiny/nan-loss: 3 NaN value(s)" in texts(at)
+
+
+def test_empty_folder_says_how_to_make_runs(tmp_path, monkeypatch):
+    at = app(tmp_path / "missing", monkeypatch)
+    assert_clean(at)
+    assert "No runs under" in at.info[0].value
+    assert "accelerate launch training/train.py" in at.code[0].value
+
+
+def test_dashboard_never_imports_torch(tiny_runs):
+    code = ("import sys; from streamlit.testing.v1 import AppTest;"
+            f"at = AppTest.from_file({APP!r}, default_timeout=60); at.query_params['view'] = 'Samples'; at.run();"
+            "assert not at.exception; assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            env={**__import__("os").environ, "CLIP_RUNS_DIR": str(tiny_runs)})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_command_line_runs_dir_wins_over_the_environment(tmp_path, monkeypatch):
+    import dashboard
+
+    monkeypatch.setenv("CLIP_RUNS_DIR", str(tmp_path / "env"))
+    assert dashboard.runs_root([]) == (tmp_path / "env").resolve()
+    assert dashboard.runs_root(["--runs-dir", str(tmp_path / "cli")]) == (tmp_path / "cli").resolve()
+    monkeypatch.delenv("CLIP_RUNS_DIR")
+    assert dashboard.runs_root([]) == ROOT / "runs"
+
+
+# ------------------------------------------------------------------- chart helpers
+
+
+def test_ema_keeps_nan_and_debiases():
+    values = pd.Series([1.0, np.nan, 3.0, 3.0])
+    smoothed = charts.ema(values, 0.5)
+    assert smoothed[0] == 1.0 and math.isnan(smoothed[1])
+    assert smoothed[2] == pytest.approx((0.5 * 1 + 3) / 1.5)  # the NaN step is skipped, not zeroed
+    assert list(charts.ema(values, 0.0).fillna(-1)) == [1.0, -1, 3.0, 3.0]
+
+
+def test_image_outcomes_margin_is_negative_when_a_wrong_caption_wins():
+    samples = pd.DataFrame([
+        dict(kind="image", sample_id="i1", image_id="a", caption="cat", label="x", rank=2, positive_cosine=0.5,
+             topk_ids=["t2", "t1"], topk_scores=[0.7, 0.5]),
+        dict(kind="image", sample_id="i2", image_id="b", caption="dog", label="x", rank=1, positive_cosine=0.9,
+             topk_ids=["t2", "t1"], topk_scores=[0.9, 0.6]),
+        dict(kind="text", sample_id="t1", image_id="a", caption="cat"),
+        dict(kind="text", sample_id="t2", image_id="b", caption="dog"),
+    ])
+    out = charts.image_outcomes(samples).set_index("image_id")
+    assert out.loc["a", "margin"] == pytest.approx(-0.2)
+    assert out.loc["b", "margin"] == pytest.approx(0.3)
+    assert out.loc["a", "top_captions"].startswith("dog (0.70) | cat (0.50)")
+
+
+def test_cosine_matrix_matches_dot_products_and_marks_true_pairs():
+    rows = pd.DataFrame({"modality": ["image", "image", "text", "text"], "image_id": ["a", "b", "a", "b"],
+                         "caption": ["cat", "dog", "cat", "cat"]})
+    vectors = np.array([[1, 0], [0, 1], [1, 0], [0.6, 0.8]], dtype=np.float32)
+    m = charts.cosine_matrix(rows, vectors, ["a", "b"]).set_index(["image", "caption_of"])
+    assert m.loc[("a", "a"), "cosine"] == pytest.approx(1.0)
+    assert m.loc[("b", "b"), "cosine"] == pytest.approx(0.8)
+    assert m["true_pair"].sum() == 2
+    assert sorted(m["caption"].unique()) == ["cat", "cat #2"]
+    diff = charts.cosine_difference(m.reset_index(), m.reset_index())
+    assert (diff["cosine"] == 0).all()
+
+
+def test_comparison_table_shows_only_differing_config():
+    runs = [{"run": "a", "state": "FINISHED", "config": {"lr": 1e-3, "epochs": 2}, "final": {"i2t_R@1": 0.5}},
+            {"run": "b", "state": "FAILED", "config": {"lr": 1e-4, "epochs": 2}, "final": {}}]
+    table = charts.comparison_table(runs)
+    assert "lr" in table.columns and "epochs" not in table.columns
+    assert math.isnan(table.loc["b", "i2t_R@1"])
