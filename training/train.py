@@ -256,7 +256,7 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                             "temperature": (-raw.logit_scale).exp().item(),
                             "grad_norm": grad_norm.item()})
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1, refresh=False)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 last = run_eval(float(epoch + 1))
                 bar.set_postfix(loss=f"{loss.item():.3f}", i2t_R1=f"{last.values['i2t_R@1']:.3f}")
@@ -356,9 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         stages = {k: round(v, 1) for k, v in timer.seconds.items()}
         wall = time.time() - t0
-        run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
-            wall_time=round(wall, 1), stages=stages, trained=[c.name for c, _ in todo], skipped=skipped,
-            states=states, argv=sys.argv[1:] if argv is None else argv, finished_at=time.time()))
+        if todo or per_run:  # a call that only skipped finished runs keeps the last summary
+            run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
+                wall_time=round(wall, 1), stages=stages, trained=[c.name for c, _ in todo], skipped=skipped,
+                states=states, argv=sys.argv[1:] if argv is None else argv, finished_at=time.time()))
         print(f"wall time {wall:.0f} s; sweep-level stages (s): {stages}")
     return 0 if all(s == "FINISHED" for s in states.values()) else 1
 
