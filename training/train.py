@@ -105,8 +105,6 @@ def ensure_data(configs: list[RunConfig], accelerator: Accelerator, timer: Timer
     for name in sorted({c.data for c in configs}):
         if (dataset_dir(name) / "manifest.parquet").exists():
             continue
-        if name not in AUTO_PREPARE:
-            load_manifest(name)  # raises DatasetNotFound with the fix
         with timer("prepare"), accelerator.main_process_first():
             if accelerator.is_main_process:
                 from data.prepare import prepare
@@ -320,17 +318,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep {sweep.name!r} from {sweep.source}: {len(frame)} runs")
         print(frame.T.to_string())
         return 0
-    todo, skipped = plan(sweep, args.runs_dir, args.overwrite)
-    for model_name in sorted({c.model for c, _ in todo}):
+    for model_name in sorted({c.model for c in sweep.runs}):
         check_available(model_name)
+    for name in sorted({c.data for c in sweep.runs} - set(AUTO_PREPARE)):
+        load_manifest(name)  # every dataset must exist before the first run starts
+    todo, skipped = plan(sweep, args.runs_dir, args.overwrite)
     accelerator = Accelerator(mixed_precision=sweep.runs[0].precision)
     if accelerator.device.type == "cpu":
         # `accelerate launch` sets OMP_NUM_THREADS=1 for CPU processes; share the cores
         # among this machine's processes instead, or one process runs at half speed on two.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
     ensure_data([c for c, _ in todo], accelerator, timer)
-    for cfg, _ in todo:
-        load_manifest(cfg.data)  # every dataset must exist before the first run starts
     if skipped and accelerator.is_main_process:
         print(f"skipping {len(skipped)} finished run(s) with the same config: {', '.join(skipped)} "
               f"(--overwrite retrains them)")
