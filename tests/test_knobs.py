@@ -1,0 +1,102 @@
+"""Each training knob does what it says: locked towers stay put, the temperature clamp
+holds, the schedule has its shape, weight decay skips what open_clip skips, and the
+feature cache is reused and invalidated as it should be."""
+
+import math
+
+import pytest
+import torch
+
+from data.manifest import load_manifest
+from training import features
+from training.config import RunConfig
+from training.features import TowerInputs
+from training.losses import clip_loss
+from training.models import MAX_LOGIT_SCALE, build_model
+from training.pairs import Pairs
+from training.train import lr_lambda, param_groups
+
+TINY = dict(model="tiny-clip", image_size=32, embed_dim=16)
+
+
+def _steps(model, cfg, inputs, n=3):
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    rows = torch.arange(8)
+    for _ in range(n):
+        image, text, scale = model(inputs.image_input(rows), inputs.text_input(rows))
+        clip_loss(image, text, scale).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.clamp_logit_scale()
+
+
+@pytest.fixture
+def pairs(synthetic_data):
+    return Pairs.from_manifest(load_manifest(synthetic_data))
+
+
+def test_locked_towers_get_no_gradient_and_keep_their_weights(pairs, tmp_path):
+    cfg = RunConfig(**TINY, unlock_text=-1)
+    model = build_model(cfg)
+    inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
+    inputs.attach()
+    image_before = {k: v.clone() for k, v in model.image_tower.state_dict().items()}
+    text_before = {k: v.clone() for k, v in model.text_tower.state_dict().items()}
+    head_before = model.image_head.weight.clone()
+    _steps(model, cfg, inputs)
+    assert all(p.grad is None for p in model.image_tower.parameters())
+    assert all(torch.equal(image_before[k], v) for k, v in model.image_tower.state_dict().items())
+    assert any(not torch.equal(text_before[k], v) for k, v in model.text_tower.state_dict().items())
+    assert not torch.equal(head_before, model.image_head.weight)
+
+
+def test_temperature_clamp_holds_when_the_scale_starts_above_it(pairs, tmp_path):
+    cfg = RunConfig(**TINY, init_temperature=0.01, lr=0.5)  # 1/0.01 = 100 = the limit
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(500.0))
+    inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
+    inputs.attach()
+    _steps(model, cfg, inputs, n=1)
+    assert model.logit_scale.item() <= MAX_LOGIT_SCALE + 1e-6
+
+
+def test_fixed_temperature_does_not_train():
+    model = build_model(RunConfig(**TINY, learn_temperature=False, init_temperature=0.05))
+    assert not model.logit_scale.requires_grad
+    assert math.exp(-model.logit_scale.item()) == pytest.approx(0.05)
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = RunConfig(warmup_steps=10)
+    f = lr_lambda(cfg, total_steps=110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
+    const = lr_lambda(RunConfig(warmup_steps=10, schedule="constant"), total_steps=110)
+    assert const(5) == pytest.approx(0.6) and const(100) == 1.0
+
+
+def test_no_weight_decay_on_biases_norms_embeddings_and_temperature():
+    cfg = RunConfig(**TINY, unlock_image=-1, unlock_text=-1, weight_decay=0.2, lr=1e-3, tower_lr=1e-5)
+    model = build_model(cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in param_groups(model, cfg):
+        for p in group["params"]:
+            name = names[id(p)]
+            exempt = p.ndim < 2 or "norm" in name or "embeddings" in name or "logit_scale" in name
+            assert group["weight_decay"] == (0.0 if exempt else 0.2), name
+            assert group["lr"] == (1e-5 if name.startswith(("image_tower", "text_tower")) else 1e-3), name
+    assert any(names[id(p)] == "logit_scale" for g in param_groups(model, cfg) for p in g["params"])
+
+
+def test_feature_cache_hit_on_second_run_and_invalidated_by_preprocessing(pairs, tmp_path, monkeypatch):
+    monkeypatch.setattr(features, "_memory", {})  # only the disk cache may serve the second run
+    first = TowerInputs(build_model(RunConfig(**TINY)), pairs, tmp_path, show_progress=False)
+    assert first.stats == {"image_cache": "miss (from cut 0)", "text_cache": "miss"}
+    monkeypatch.setattr(features, "_memory", {})
+    second = TowerInputs(build_model(RunConfig(**TINY)), pairs, tmp_path, show_progress=False)
+    assert second.stats == {"image_cache": "hit", "text_cache": "hit"}
+    assert torch.equal(first.image_prefix, second.image_prefix)
+    other = TowerInputs(build_model(RunConfig(**dict(TINY, image_size=48))), pairs, tmp_path,
+                        show_progress=False)
+    assert other.stats["image_cache"].startswith("miss")
