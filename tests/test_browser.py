@@ -6,7 +6,6 @@ runs, on a damaged runs folder, and on an empty one. Screenshots go to test-arti
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

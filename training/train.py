@@ -115,16 +115,14 @@ def ensure_data(configs: list[RunConfig], accelerator: Accelerator, timer: Timer
 def warm_feature_cache(configs: list[RunConfig], cache_dir: Path, show_progress: bool) -> None:
     """Extract image features once per (model, data, size), at the lowest cut any run needs:
     runs that lock more of the tower derive theirs from it in a fraction of the time."""
-    groups: dict[tuple, RunConfig] = {}
+    groups: dict[tuple, list[RunConfig]] = {}
     for cfg in configs:
-        if cfg.unlock_image < 0:
-            continue  # a fully trainable tower has nothing to cache
-        key = (cfg.model, cfg.data, cfg.image_size)
-        if key not in groups or cfg.unlock_image > groups[key].unlock_image:
-            groups[key] = cfg
-    for cfg in groups.values():
-        if sum(c.unlock_image != cfg.unlock_image for c in configs if c.data == cfg.data) == 0:
-            continue  # one cut only: the run itself extracts it
+        if cfg.unlock_image >= 0:  # a fully trainable tower has nothing to cache
+            groups.setdefault((cfg.model, cfg.data, cfg.image_size), []).append(cfg)
+    for group in groups.values():
+        if len({c.unlock_image for c in group}) < 2:
+            continue  # one cut only: the first run extracts it
+        cfg = max(group, key=lambda c: c.unlock_image)
         model = build_model(cfg)
         pairs = Pairs.from_manifest(load_manifest(cfg.data))
         TowerInputs(model, pairs, cache_dir, show_progress=show_progress, text=False)
