@@ -100,3 +100,26 @@ def test_feature_cache_hit_on_second_run_and_invalidated_by_preprocessing(pairs,
     other = TowerInputs(build_model(RunConfig(**dict(TINY, image_size=48))), pairs, tmp_path,
                         show_progress=False)
     assert other.stats["image_cache"].startswith("miss")
+
+
+@pytest.mark.parametrize("steps", [2, 4])
+def test_accumulation_equals_one_big_batch(pairs, tmp_path, steps):
+    """k micro-batches of b give the loss and the gradients of one batch of k*b."""
+    from training.losses import accumulated_clip_backward
+
+    cfg = RunConfig(**TINY, unlock_image=-1, unlock_text=1)
+    rows = torch.arange(8)
+    results = []
+    for k in (1, steps):
+        model = build_model(cfg)
+        inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
+        inputs.attach()
+        loss = accumulated_clip_backward(model, inputs.image_input(rows), inputs.text_input(rows), k,
+                                         lambda l: l.backward())
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss, grads))
+    (loss1, g1), (lossk, gk) = results
+    assert lossk.item() == pytest.approx(loss1.item(), rel=1e-5)
+    assert g1.keys() == gk.keys() and "logit_scale" in g1 and any(n.startswith("image_tower") for n in g1)
+    for name in g1:
+        assert torch.allclose(g1[name], gk[name], atol=1e-6, rtol=1e-4), name

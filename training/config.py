@@ -48,6 +48,7 @@ class RunConfig:
     unlock_text: int = 0  # text tower layers trained from the top: 0 locked, -1 all
     epochs: int = 20  # heads on cached features: an epoch costs well under a second
     batch_size: int = 128  # negatives per step; CLIP used 32k, but 3k pairs want more steps
+    accum_steps: int = 1  # split each batch into this many micro-batches to save memory; same result
     lr: float = 1e-3  # heads and temperature; fresh weights tolerate a high rate
     tower_lr: float = 1e-5  # unlocked pretrained layers: small, or they forget
     weight_decay: float = 0.1  # on weight matrices only, as open_clip does
@@ -77,6 +78,8 @@ class RunConfig:
             (self.unlock_image >= -1 and self.unlock_text >= -1, "unlock_* must be -1, 0 or a count"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 2, "batch_size must be at least 2 (a contrastive batch needs negatives)"),
+            (self.accum_steps >= 1 and self.batch_size % self.accum_steps == 0,
+             "accum_steps must be at least 1 and divide batch_size"),
             (self.lr > 0 and self.tower_lr >= 0, "lr must be positive and tower_lr non-negative"),
             (self.weight_decay >= 0, "weight_decay must be non-negative"),
             (self.warmup_steps >= 0, "warmup_steps must be non-negative"),

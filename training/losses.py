@@ -12,6 +12,8 @@ image: the other B - 1 are the negatives.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -21,3 +23,39 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
     logits = logit_scale.float().exp() * image_emb.float() @ text_emb.float().T
     target = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def _micro_batches(x, k: int) -> list:
+    if isinstance(x, dict):
+        parts = {key: value.chunk(k) for key, value in x.items()}
+        return [{key: parts[key][i] for key in x} for i in range(k)]
+    return list(x.chunk(k))
+
+
+def accumulated_clip_backward(model, image_input, text_input, steps: int, backward,
+                              no_sync=nullcontext) -> torch.Tensor:
+    """The loss of the whole batch and its gradients, computed `steps` micro-batches at a time
+    so that only one micro-batch's activations are alive at once (open_clip's accum-freq).
+
+    Every micro-batch still sees the whole batch as negatives: the embeddings of all
+    micro-batches are computed once without gradients, then each micro-batch is recomputed
+    with gradients and put in its place, and the full loss is backpropagated. The parameter
+    gradients add up to those of one pass over the whole batch; the temperature takes part
+    with gradients in one pass only, so that its gradient is counted once."""
+    if steps == 1:
+        image, text, scale = model(image_input, text_input)
+        loss = clip_loss(image, text, scale)
+        backward(loss)
+        return loss.detach()
+    images, texts = _micro_batches(image_input, steps), _micro_batches(text_input, steps)
+    steps = len(images)  # a short last batch may split into fewer pieces
+    with torch.no_grad():
+        frozen = [model(i, t)[:2] for i, t in zip(images, texts)]
+    for j in range(steps):
+        with no_sync() if j < steps - 1 else nullcontext():
+            image, text, scale = model(images[j], texts[j])
+            all_images = torch.cat([f[0] for f in frozen[:j]] + [image] + [f[0] for f in frozen[j + 1:]])
+            all_texts = torch.cat([f[1] for f in frozen[:j]] + [text] + [f[1] for f in frozen[j + 1:]])
+            loss = clip_loss(all_images, all_texts, scale if j == steps - 1 else scale.detach())
+            backward(loss)
+    return loss.detach()

@@ -36,7 +36,7 @@ from training import run_store  # noqa: E402
 from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, load_sweep, parse_set  # noqa: E402
 from training.evaluate import embeddings_frame, evaluate, samples_frame  # noqa: E402
 from training.features import CACHE_DIR, TowerInputs  # noqa: E402
-from training.losses import clip_loss  # noqa: E402
+from training.losses import accumulated_clip_backward  # noqa: E402
 from training.models import ModelUnavailable, build_model, check_available  # noqa: E402
 from training.pairs import PairDataset, Pairs, collate_rows, thumbnail_png  # noqa: E402
 from training.projection import project_runs  # noqa: E402
@@ -235,9 +235,8 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                     image_in = _to(inputs.image_input(batch["image_rows"].cpu()), accelerator.device)
                     text_in = _to(inputs.text_input(batch["caption_rows"].cpu()), accelerator.device)
                     with accelerator.autocast():
-                        image_emb, text_emb, logit_scale = model(image_in, text_in)
-                    loss = clip_loss(image_emb, text_emb, logit_scale)
-                    accelerator.backward(loss)
+                        loss = accumulated_clip_backward(model, image_in, text_in, cfg.accum_steps,
+                                                         accelerator.backward, lambda: accelerator.no_sync(model))
                     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
                     optimizer.step()
                     scheduler.step()
