@@ -131,3 +131,16 @@ def test_rerun_fits_umap_a_finished_run_lacks(tiny_runs, synthetic_data, tmp_pat
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert not run_store.needs_umap(path)
     assert run_store.read_sweep_summary(runs, "tiny")["skipped"] == ["locked", "unlocked", "fixed-temp"]
+
+
+def test_runs_saved_before_a_key_existed_count_as_its_default(tiny_runs, synthetic_data, tmp_path, capsys):
+    import json
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    for name in ("locked", "fixed-temp"):  # these use the default accum_steps
+        config = runs / "tiny" / name / "config.json"
+        config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "accum_steps"}))
+    assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "skipping 3 finished run(s)" in capsys.readouterr().out

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
 from training import run_store  # noqa: E402
-from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, load_sweep, parse_set  # noqa: E402
+from training.config import DEFAULT_SWEEP, FIELDS, ConfigError, RunConfig, load_sweep, parse_set  # noqa: E402
 from training.evaluate import embeddings_frame, evaluate, samples_frame  # noqa: E402
 from training.features import CACHE_DIR, TowerInputs  # noqa: E402
 from training.losses import accumulated_clip_backward  # noqa: E402
@@ -88,7 +88,8 @@ def plan(sweep, runs_dir: Path, overwrite: bool) -> tuple[list[tuple[RunConfig, 
         if state == "RUNNING":
             conflicts.append(f"{path} is being trained by another live process")
         elif state == "FINISHED" and not overwrite:
-            same = saved is not None and all(saved.get(k) == v for k, v in cfg.to_dict().items())
+            # A key the saved config lacks was written before the key existed: it ran with the default.
+            same = saved is not None and all(saved.get(k, FIELDS[k].default) == v for k, v in cfg.to_dict().items())
             if same:
                 skipped.append(cfg.name)
                 continue
