@@ -12,7 +12,7 @@ import torch
 from training import metrics
 from training.features import TowerInputs
 from training.models import ClipModel
-from training.pairs import SplitView
+from training.pairs import SplitView, to_device
 
 
 @dataclass
@@ -30,20 +30,12 @@ def embed(model: ClipModel, inputs: TowerInputs, view: SplitView, batch_size: in
     images, texts = [], []
     for lo in range(0, len(view.image_rows), batch_size):
         rows = torch.as_tensor(view.image_rows[lo:lo + batch_size])
-        x = _to(inputs.image_input(rows), device)
-        tower = model.image_tower
-        feats = tower.forward_units(x, model.image_start) if model.image_start else tower(x)
-        images.append(model.project_image(feats).float().cpu())
+        images.append(model.embed_image_input(to_device(inputs.image_input(rows), device)).float().cpu())
     for lo in range(0, len(view.caption_rows), batch_size):
         rows = torch.as_tensor(view.caption_rows[lo:lo + batch_size])
-        x = _to(inputs.text_input(rows), device)
-        feats = x if model.text_cached else model.text_tower(x)
-        texts.append(model.project_text(feats).float().cpu())
+        texts.append(model.embed_text_input(to_device(inputs.text_input(rows), device)).float().cpu())
     return torch.cat(images), torch.cat(texts)
 
-
-def _to(x, device):
-    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
 
 
 @torch.no_grad()
@@ -57,7 +49,7 @@ def evaluate(model: ClipModel, inputs: TowerInputs, view: SplitView, label_names
     values.update(metrics.pair_cosines(image_emb, text_emb, t2i))
     if label_names:
         device = model.logit_scale.device
-        tokens = _to(model.tokenize([prompt_template.format(n) for n in label_names]), device)
+        tokens = to_device(model.tokenize([prompt_template.format(n) for n in label_names]), device)
         label_emb = model.encode_text(tokens).float().cpu()
         values["zero_shot_accuracy"] = metrics.zero_shot_accuracy(
             image_emb, view.images["label"].tolist(), label_emb, label_names)

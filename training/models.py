@@ -119,10 +119,15 @@ class ClipModel(nn.Module):
     def forward(self, image_input, text_input):
         """Embeddings of a batch and the logit scale. Inputs are raw (pixels, tokens) or the
         cached outputs of the frozen tower parts, as set by training.features.TowerInputs."""
+        return self.embed_image_input(image_input), self.embed_text_input(text_input), self.logit_scale
+
+    def embed_image_input(self, image_input) -> torch.Tensor:
         tower = self.image_tower
-        image = tower.forward_units(image_input, self.image_start) if self.image_start else tower(image_input)
-        text = text_input if self.text_cached else self.text_tower(text_input)
-        return self.project_image(image), self.project_text(text), self.logit_scale
+        features = tower.forward_units(image_input, self.image_start) if self.image_start else tower(image_input)
+        return self.project_image(features)
+
+    def embed_text_input(self, text_input) -> torch.Tensor:
+        return self.project_text(text_input if self.text_cached else self.text_tower(text_input))
 
     def set_trainable(self, unlock_image: int, unlock_text: int) -> None:
         self.image_tower.unlock(unlock_image)

@@ -127,6 +127,11 @@ class PairDataset(torch.utils.data.Dataset):
         return row, int(self.image_index[row])
 
 
+def to_device(x, device):
+    """A batch input (a tensor, or a dict of token tensors) on `device`."""
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+
+
 def collate_rows(items: list[tuple[int, int]]) -> dict:
     rows, images = zip(*items)
     return {"caption_rows": torch.tensor(rows), "image_rows": torch.tensor(images)}

@@ -38,7 +38,7 @@ from training.evaluate import embeddings_frame, evaluate, samples_frame  # noqa:
 from training.features import CACHE_DIR, TowerInputs  # noqa: E402
 from training.losses import accumulated_clip_backward  # noqa: E402
 from training.models import ModelUnavailable, build_model, check_available  # noqa: E402
-from training.pairs import PairDataset, Pairs, collate_rows, thumbnail_png  # noqa: E402
+from training.pairs import PairDataset, Pairs, collate_rows, thumbnail_png, to_device  # noqa: E402
 from training.projection import project_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,10 +173,6 @@ def lr_lambda(cfg: RunConfig, total_steps: int):
     return factor
 
 
-def _to(x, device):
-    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
-
-
 def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache_dir: Path,
               thumbnails: dict) -> str:
     main = accelerator.is_main_process
@@ -233,8 +229,8 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
             raw.train()
             with timer("training"):
                 for i, batch in enumerate(loader):
-                    image_in = _to(inputs.image_input(batch["image_rows"].cpu()), accelerator.device)
-                    text_in = _to(inputs.text_input(batch["caption_rows"].cpu()), accelerator.device)
+                    image_in = to_device(inputs.image_input(batch["image_rows"].cpu()), accelerator.device)
+                    text_in = to_device(inputs.text_input(batch["caption_rows"].cpu()), accelerator.device)
                     with accelerator.autocast():
                         loss = accumulated_clip_backward(model, image_in, text_in, cfg.accum_steps,
                                                          accelerator.backward, lambda: accelerator.no_sync(model))
