@@ -144,3 +144,18 @@ def test_runs_saved_before_a_key_existed_count_as_its_default(tiny_runs, synthet
     assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "skipping 3 finished run(s)" in capsys.readouterr().out
+
+
+def test_an_exception_leaves_a_failed_run_with_its_traceback(synthetic_data, tmp_path, monkeypatch):
+    import training.train as train
+
+    def broken(cfg):
+        raise RuntimeError("the model exploded")
+
+    monkeypatch.setattr(train, "build_model", broken)
+    runs = tmp_path / "runs"
+    assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
+                 "--only", "locked", "--cache-dir", str(tmp_path / "cache")]) == 1
+    [run] = run_store.list_runs(runs)
+    assert run.state == "FAILED" and "the model exploded" in run.status["error"]
+    assert run.status["end_time"] >= run.status["start_time"]
