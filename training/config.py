@@ -62,6 +62,7 @@ class RunConfig:
     data_fraction: float = 1.0  # seeded share of the training images used
     max_text_len: int = 32  # captions pad to the longest in the batch, capped here
     precision: str = "no"  # 'no' (fp32), 'bf16' or 'fp16' through Accelerate; sweep-wide
+    on_nan: str = "stop"  # a NaN/inf loss: 'stop' the run (FAILED, naming the step) or 'skip' the batch
     eval_every: int = 1  # evaluate every N epochs (step 0 and the last epoch always)
     prompt_template: str = "a photo of a {}."  # zero-shot prompt per label
     top_k: int = 5  # captions and images kept per sample in samples.parquet
@@ -91,6 +92,7 @@ class RunConfig:
             (self.max_text_len >= 4, "max_text_len must be at least 4"),
             (self.precision in ("no", "bf16", "fp16"), "precision must be 'no', 'bf16' or 'fp16'"),
             (self.eval_every >= 1, "eval_every must be at least 1"),
+            (self.on_nan in ("stop", "skip"), "on_nan must be 'stop' or 'skip'"),
             ("{}" in self.prompt_template, "prompt_template must contain {} for the label"),
             (self.top_k >= 1, "top_k must be at least 1"),
             (self.num_workers >= 0, "num_workers must be non-negative"),

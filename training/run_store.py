@@ -109,6 +109,7 @@ class RunWriter:
         self._metrics: list[dict] = []
         self._eval: list[dict] = []
         self._status: dict = {}
+        self.logged_step = 0  # the last step whose metrics are logged (a signal may land between)
 
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.path / CONFIG, config)
@@ -131,6 +132,7 @@ class RunWriter:
     def log_metrics(self, step: int, epoch: float, wall_time: float, values: dict) -> None:
         self._metrics += [dict(step=step, epoch=epoch, wall_time=wall_time, name=k, value=float(v))
                           for k, v in values.items()]
+        self.logged_step = step
 
     def log_eval(self, step: int, epoch: float, split: str, values: dict) -> None:
         self._eval += [dict(step=step, epoch=epoch, split=split, metric=k, value=float(v))

@@ -15,6 +15,7 @@ import argparse
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +58,22 @@ def parse_args(argv):
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already finished")
     p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="feature cache folder")
     return p.parse_args(argv)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the run in progress is recorded as KILLED and the sweep stops."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite and the run is configured to stop on it."""
 
 
 class Timer:
@@ -182,7 +199,7 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
         writer.write_config(dict(cfg.to_dict(), sweep=sweep.name, sweep_file=sweep.source,
                                  provenance=provenance(accelerator)))
         writer.set_status("RUNNING", step=0)
-    step = 0
+    step, skipped = 0, 0
     try:
         set_seed(cfg.seed)
         manifest = load_manifest(cfg.data)
@@ -234,12 +251,16 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                     with accelerator.autocast():
                         loss = accumulated_clip_backward(model, image_in, text_in, cfg.accum_steps,
                                                          accelerator.backward, lambda: accelerator.no_sync(model))
+                    step += 1
                     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
-                    optimizer.step()
+                    finite = bool(torch.isfinite(loss))
+                    if finite:
+                        optimizer.step()
+                    else:
+                        skipped += 1
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     raw.clamp_logit_scale()
-                    step += 1
                     if main:
                         writer.log_metrics(step, epoch + (i + 1) / len(loader),
                                            time.time() - t_start, {
@@ -247,6 +268,9 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                             "logit_scale": raw.logit_scale.exp().item(),
                             "temperature": (-raw.logit_scale).exp().item(),
                             "grad_norm": grad_norm.item()})
+                    if not finite and cfg.on_nan == "stop":
+                        raise NonFiniteLoss(f"the loss is {loss.item()} at step {step}; set on_nan = \"skip\" "
+                                            f"to skip such batches, or lower lr")
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1, refresh=False)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -262,17 +286,19 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                                                    embeddings_frame(val_view, last, step)], ignore_index=True))
                 writer.write_samples(samples_frame(val_view, last, step, thumbnails))
             writer.set_status("FINISHED", step=step, timings=timer.seconds,
-                              cache=inputs.stats, train_pairs=len(dataset))
+                              cache=inputs.stats, train_pairs=len(dataset), skipped_steps=skipped)
         return "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if main:
             writer.flush()
-            writer.set_status("KILLED", step=step, error="interrupted (SIGINT)", timings=timer.seconds)
+            writer.set_status("KILLED", step=step, logged_step=writer.logged_step, timings=timer.seconds,
+                              error=f"interrupted ({e.args[0] if e.args else 'SIGINT'})")
         raise
     except Exception as e:
         if main:
             writer.flush()
-            writer.set_status("FAILED", step=step, error=traceback.format_exc(), timings=timer.seconds)
+            writer.set_status("FAILED", step=step, logged_step=writer.logged_step, timings=timer.seconds,
+                              error=traceback.format_exc())
         print(f"run {cfg.name} FAILED: {e.__class__.__name__}: {e}", file=sys.stderr)
         return "FAILED"
     finally:
@@ -357,11 +383,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupted)  # preemption: record KILLED, like Ctrl-C
     try:
         return main()
     except (ConfigError, DatasetNotFound, ModelUnavailable, run_store.RunStoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"interrupted by {signal.Signals(signum).name}: the run in progress is marked KILLED",
+              file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":
