@@ -52,6 +52,8 @@ class TowerInputs:
         self.image_cut = model.image_tower.cache_point
         self.image_prefix = None
         if cache and self.image_cut > 0:
+            # Once per unit: the search for a cached earlier cut asks for many prefixes.
+            self._unit_prints = [weights_fingerprint(u) for u in model.image_tower.units]
             self.image_prefix = self._image_prefix(base)
         self.text_features = None
         if cache and text and model.text_tower.locked:
@@ -60,9 +62,7 @@ class TowerInputs:
     # -------------------------------------------------------------- images
 
     def _image_key(self, base: dict, cut: int) -> str:
-        tower = self.model.image_tower
-        weights = [weights_fingerprint(u) for u in tower.units[:cut]]
-        return _key(dict(base, tower="image", cut=cut, weights=weights))
+        return _key(dict(base, tower="image", cut=cut, weights=self._unit_prints[:cut]))
 
     def _image_prefix(self, base: dict) -> torch.Tensor:
         cut = self.image_cut

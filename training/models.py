@@ -333,7 +333,7 @@ def weights_fingerprint(module: nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
-        t = tensor.detach().float().flatten()
-        h.update(t[:: max(1, t.numel() // 64)].cpu().numpy().tobytes())
+        t = tensor.detach().flatten()
+        h.update(t[:: max(1, t.numel() // 64)].float().cpu().numpy().tobytes())
         h.update(str(tuple(tensor.shape)).encode())
     return h.hexdigest()[:16]

@@ -89,11 +89,9 @@ def atomic_write_json(path: Path, obj: dict) -> None:
 
 def atomic_write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> None:
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    atomic_write_bytes(path, buffer.getvalue().to_pybytes())
 
 
 def run_dir(runs_dir: Path | str, sweep: str, name: str) -> Path:
@@ -376,18 +374,3 @@ def final_eval(path: Path | str, split: str = "val") -> dict[str, float]:
         return {}
     last = ev[ev["step"] == ev["step"].max()]
     return dict(zip(last["metric"], last["value"]))
-
-
-def existing_config(path: Path) -> dict | None:
-    """The saved config of a run folder, or None if the folder holds no readable config."""
-    try:
-        return json.loads((Path(path) / CONFIG).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def existing_state(path: Path) -> str | None:
-    try:
-        return json.loads((Path(path) / STATUS).read_text()).get("state")
-    except (OSError, ValueError, AttributeError):
-        return None

@@ -100,13 +100,14 @@ def plan(sweep, runs_dir: Path, overwrite: bool) -> tuple[list[tuple[RunConfig, 
     todo, skipped, conflicts = [], [], []
     for cfg in sweep.runs:
         path = run_store.run_dir(runs_dir, sweep.name, cfg.name)
-        saved = run_store.existing_config(path)
-        state = run_store.display_state(run_store.load_run(path).status) if path.exists() else None
+        run = run_store.load_run(path) if path.exists() else None
+        state = run.state if run else None
         if state == "RUNNING":
             conflicts.append(f"{path} is being trained by another live process")
         elif state == "FINISHED" and not overwrite:
             # A key the saved config lacks was written before the key existed: it ran with the default.
-            same = saved is not None and all(saved.get(k, FIELDS[k].default) == v for k, v in cfg.to_dict().items())
+            same = bool(run.config) and all(run.config.get(k, FIELDS[k].default) == v
+                                            for k, v in cfg.to_dict().items())
             if same:
                 skipped.append(cfg.name)
                 continue
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         # Every finished run of the sweep without coordinates, also one whose sweep was
         # interrupted before its UMAP stage.
         finished = [p for p in (run_store.run_dir(args.runs_dir, sweep.name, c.name) for c in sweep.runs)
-                    if run_store.existing_state(p) == "FINISHED" and run_store.needs_umap(p)]
+                    if run_store.load_run(p).status.get("state") == "FINISHED" and run_store.needs_umap(p)]
         with timer("umap"):
             per_run = project_runs(finished)
         for path, seconds in per_run.items():
