@@ -43,7 +43,7 @@ def load_manifest(name_or_path: str | Path, data_dir: Path = DATA_DIR) -> pd.Dat
         raise DatasetNotFound(
             f"dataset {str(name_or_path)!r} is not prepared: {path} does not exist. "
             f"Prepare it with: python data/prepare.py SOURCE --name {Path(str(name_or_path)).name} "
-            f"(sources: openmoji, synthetic; see README)")
+            f"(sources: openmoji, synthetic, coco, flickr, csv, jsonl, cc; see README)")
     frame = pd.read_parquet(path)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
