@@ -39,11 +39,12 @@ def load() -> dict:
 
 
 def record(name: str, value: float, unit: str, target: float | str | None, notes: str = "",
-           command: str = "") -> None:
+           command: str = "", measured_on: str | None = None) -> None:
     """Set one figure (a numeric target is an upper bound on the value; a text target is
-    shown as written), keep every other figure, and rewrite RESULTS.md."""
+    shown as written), keep every other figure, and rewrite RESULTS.md. `measured_on` names
+    the machine when it is not this one (a GPU machine's figures recorded here)."""
     results = load()
-    results[name] = {"value": value, "unit": unit, "target": target, "machine": machine(),
+    results[name] = {"value": value, "unit": unit, "target": target, "machine": measured_on or machine(),
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "notes": notes,
                      "command": command}
     tmp = RESULTS.with_name(f".{RESULTS.name}.{os.getpid()}.tmp")

@@ -67,10 +67,23 @@ class RunConfig:
     prompt_template: str = "a photo of a {}."  # zero-shot prompt per label
     top_k: int = 5  # captions and images kept per sample in samples.parquet
     num_workers: int = 0  # loader processes; features are cached, so decoding is rare
+    checkpoint_every: int = 0  # steps between checkpoints for --resume; 0 off: runs here take minutes
+    keep_checkpoints: int = 2  # the newest K kept: the last, and one more should a kill corrupt a file
+    group_by_length: bool = False  # batches of captions of similar length: less padding, faster text
+    #   tower; negatives then share a length, a mild bias, so off unless speed matters
+    compile: bool = False  # torch.compile the towers: faster GPU steps after a minute of compiling
     seed: int = 0
+    # Forgetting (see the two-stage example in sweeps/default.toml):
+    include_labels: list[str] | None = None  # train and validate only on rows with these labels; None: all
+    exclude_labels: list[str] | None = None  # drop rows with these labels from training and validation
+    init_from: str | None = None  # start from a finished run's final weights: "<run>" (this sweep) or "<sweep>/<run>"
+    extra_evals: list[dict] | None = None  # more evaluation sets, evaluated with train and val (step 0, the end):
+    #   {name, data (default: this run's), split (default "val"), include_labels, exclude_labels}
+    wise_ft_ratios: list[float] | None = None  # at the end, evaluate (1-a)*start + a*end weights per ratio a
 
     def __post_init__(self):
         _check_types(self)
+        object.__setattr__(self, "extra_evals", _normalise_extra_evals(self))
         checks = [
             (bool(_NAME.match(self.name)), "name must be letters, digits, and _ . = + -"),
             (self.image_size >= 16, "image_size must be at least 16"),
@@ -96,6 +109,13 @@ class RunConfig:
             ("{}" in self.prompt_template, "prompt_template must contain {} for the label"),
             (self.top_k >= 1, "top_k must be at least 1"),
             (self.num_workers >= 0, "num_workers must be non-negative"),
+            (not (self.include_labels and self.exclude_labels) and self.include_labels != [],
+             "set include_labels or exclude_labels, not both, and include_labels must name a label"),
+            (self.init_from is None or self.init_from.strip("/") not in ("", self.name),
+             "init_from must name another run"),
+            (all(0 <= r <= 1 for r in self.wise_ft_ratios or []), "wise_ft_ratios must lie in [0, 1]"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be non-negative (0 turns checkpoints off)"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -115,9 +135,24 @@ def _allowed_types(annotation) -> tuple[type, ...]:
     return tuple(type(None) if a is type(None) else a for a in args)
 
 
+def _check_list(cfg: RunConfig, name: str, hint) -> None:
+    """A list-valued key: a list whose items all have the declared type (ints pass as floats)."""
+    value, item = getattr(cfg, name), typing.get_args(hint)[0]
+    if not isinstance(value, list) or not all(isinstance(v, item) or (item is float and type(v) is int)
+                                              for v in value):
+        raise ConfigError(f"config key {name!r} must be a list of {item.__name__}, or null; got {value!r}")
+    if item is float:
+        object.__setattr__(cfg, name, [float(v) for v in value])
+
+
 def _check_types(cfg: RunConfig) -> None:
     for name in FIELDS:
         value, allowed = getattr(cfg, name), _allowed_types(name)
+        lists = [a for a in allowed if typing.get_origin(a) is list]
+        if lists:
+            if value is not None:
+                _check_list(cfg, name, lists[0])
+            continue
         if float in allowed and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(cfg, name, float(value))
             continue
@@ -125,6 +160,39 @@ def _check_types(cfg: RunConfig) -> None:
         if bad_bool or not isinstance(value, allowed):
             want = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
             raise ConfigError(f"config key {name!r} must be {want}, got {value!r}")
+
+
+EXTRA_EVAL_KEYS = ("name", "data", "split", "include_labels", "exclude_labels")
+
+
+def _normalise_extra_evals(cfg: RunConfig) -> list[dict] | None:
+    """Each extra evaluation set with every key filled in (the saved config shows them all)."""
+    if cfg.extra_evals is None:
+        return None
+    out = []
+    for i, spec in enumerate(cfg.extra_evals):
+        where = f"run {cfg.name!r}: extra_evals[{i}]"
+        unknown = set(spec) - set(EXTRA_EVAL_KEYS)
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {sorted(unknown)}; known: {', '.join(EXTRA_EVAL_KEYS)}")
+        full = {"data": cfg.data, "split": "val", "include_labels": None, "exclude_labels": None, **spec}
+        name = full.get("name")
+        if not isinstance(name, str) or not _NAME.match(name) or name in ("train", "val"):
+            raise ConfigError(f"{where} needs a name (letters, digits, _ . = + -) other than 'train' and 'val', "
+                              f"got {name!r}: it becomes the split column of eval.parquet")
+        if not isinstance(full["data"], str) or not isinstance(full["split"], str):
+            raise ConfigError(f"{where}: data and split must be strings")
+        for key in ("include_labels", "exclude_labels"):
+            if full[key] is not None and not (isinstance(full[key], list) and full[key]
+                                              and all(isinstance(v, str) for v in full[key])):
+                raise ConfigError(f"{where}: {key} must be a non-empty list of label strings")
+        if full["include_labels"] and full["exclude_labels"]:
+            raise ConfigError(f"{where}: set include_labels or exclude_labels, not both")
+        out.append({k: full[k] for k in EXTRA_EVAL_KEYS})
+    names = [e["name"] for e in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"run {cfg.name!r}: extra_evals names a set twice: {names}")
+    return out
 
 
 def check_keys(overrides: dict, where: str) -> None:

@@ -9,10 +9,53 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data.manifest import load_manifest
 from training import metrics
 from training.features import TowerInputs
 from training.models import ClipModel
-from training.pairs import SplitView, to_device
+from training.pairs import Pairs, SplitView, to_device
+
+
+@dataclass
+class EvalSet:
+    """What one evaluation covers: its name (the split column of eval.parquet), the rows, the
+    tower inputs that serve them, and the labels zero-shot classification chooses among."""
+
+    name: str
+    view: SplitView
+    inputs: TowerInputs
+    labels: list[str]
+
+
+def dataset_labels(pairs: Pairs) -> list[str]:
+    return sorted(set(pairs.images["label"]) - {""})
+
+
+def select(pairs: Pairs, spec: dict, where: str) -> SplitView:
+    """The rows an evaluation set spec names (split, include_labels, exclude_labels); none is an error."""
+    for key in ("include_labels", "exclude_labels"):
+        pairs.check_labels(spec.get(key), where)
+    view = pairs.subset(spec["split"], include_labels=spec.get("include_labels"),
+                        exclude_labels=spec.get("exclude_labels"))
+    if len(view.image_rows) < 2:
+        splits = sorted(set(pairs.images["split"]))
+        raise ValueError(f"{where} selects {len(view.image_rows)} image(s) (split {spec['split']!r}; "
+                         f"the dataset's splits: {splits}): retrieval needs at least two")
+    return view
+
+
+def extra_eval_sets(cfg, model: ClipModel, pairs: Pairs, inputs: TowerInputs, cache_dir,
+                    show_progress: bool) -> list[EvalSet]:
+    """The run's extra evaluation sets (cfg.extra_evals); another dataset gets its own tower
+    inputs, served by the feature cache like the run's own."""
+    out = []
+    for spec in cfg.extra_evals or []:
+        own = spec["data"] == cfg.data
+        set_pairs = pairs if own else Pairs.from_manifest(load_manifest(spec["data"]))
+        set_inputs = inputs if own else TowerInputs(model, set_pairs, cache_dir, show_progress=show_progress)
+        view = select(set_pairs, spec, f"extra evaluation set {spec['name']!r}")
+        out.append(EvalSet(spec["name"], view, set_inputs, dataset_labels(set_pairs)))
+    return out
 
 
 @dataclass

@@ -32,8 +32,12 @@ def _micro_batches(x, k: int) -> list:
     return list(x.chunk(k))
 
 
+def _local(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def accumulated_clip_backward(model, image_input, text_input, steps: int, backward,
-                              no_sync=nullcontext) -> torch.Tensor:
+                              no_sync=nullcontext, gather=_local) -> torch.Tensor:
     """The loss of the whole batch and its gradients, computed `steps` micro-batches at a time
     so that only one micro-batch's activations are alive at once (open_clip's accum-freq).
 
@@ -41,10 +45,14 @@ def accumulated_clip_backward(model, image_input, text_input, steps: int, backwa
     micro-batches are computed once without gradients, then each micro-batch is recomputed
     with gradients and put in its place, and the full loss is backpropagated. The parameter
     gradients add up to those of one pass over the whole batch; the temperature takes part
-    with gradients in one pass only, so that its gradient is counted once."""
+    with gradients in one pass only, so that its gradient is counted once.
+
+    `gather` joins this process's embeddings with every other process's (see
+    training/distributed.py), so the negatives are the global batch; it must keep the
+    gradient path to the local slice. The default keeps the batch local (one process)."""
     if steps == 1:
         image, text, scale = model(image_input, text_input)
-        loss = clip_loss(image, text, scale)
+        loss = clip_loss(gather(image), gather(text), scale)
         backward(loss)
         return loss.detach()
     images, texts = _micro_batches(image_input, steps), _micro_batches(text_input, steps)
@@ -56,6 +64,6 @@ def accumulated_clip_backward(model, image_input, text_input, steps: int, backwa
             image, text, scale = model(images[j], texts[j])
             all_images = torch.cat([f[0] for f in frozen[:j]] + [image] + [f[0] for f in frozen[j + 1:]])
             all_texts = torch.cat([f[1] for f in frozen[:j]] + [text] + [f[1] for f in frozen[j + 1:]])
-            loss = clip_loss(all_images, all_texts, scale if j == steps - 1 else scale.detach())
+            loss = clip_loss(gather(all_images), gather(all_texts), scale if j == steps - 1 else scale.detach())
             backward(loss)
     return loss.detach()

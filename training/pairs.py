@@ -1,6 +1,6 @@
 """Image-caption pairs from a manifest, as tensors a CLIP model can take.
 
-Images are decoded once into tensors by `load_pixels` (alpha composited on white,
+Images are decoded into tensors by `load_pixels` (alpha composited on white,
 shortest side resized, centre crop, normalised); the training loop usually sees cached
 tower features instead (training/features.py) and decodes nothing.
 """
@@ -8,6 +8,7 @@ tower features instead (training/features.py) and decodes nothing.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from training.models import Preprocess
+from training.models import Preprocess, tokenize
 
 
 def open_rgb(path: str) -> Image.Image:
@@ -27,21 +28,30 @@ def open_rgb(path: str) -> Image.Image:
     return img.convert("RGB")
 
 
+def pixels_uint8(path: str, pre: Preprocess) -> torch.Tensor:
+    """[3, S, S] uint8: shortest side to S (bicubic), centre crop. Loader workers send these,
+    a quarter of the bytes of floats; `normalize` runs on the training device."""
+    img = open_rgb(path)
+    s = pre.image_size / min(img.size)
+    w, h = max(pre.image_size, round(img.width * s)), max(pre.image_size, round(img.height * s))
+    img = img.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = (w - pre.image_size) // 2, (h - pre.image_size) // 2
+    img = img.crop((left, top, left + pre.image_size, top + pre.image_size))
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+
+
+def normalize(pixels: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """uint8 [B, 3, S, S] to the model's normalised float input, on the pixels' device."""
+    mean = torch.tensor(pre.mean, device=pixels.device)[:, None, None] * 255.0
+    std = torch.tensor(pre.std, device=pixels.device)[:, None, None] * 255.0
+    return (pixels.float() - mean) / std
+
+
 def load_pixels(paths: list[str], pre: Preprocess) -> torch.Tensor:
-    """[B, 3, S, S] float tensor: shortest side to S (bicubic), centre crop, normalised."""
-    out = torch.empty(len(paths), 3, pre.image_size, pre.image_size)
-    mean = torch.tensor(pre.mean)[:, None, None]
-    std = torch.tensor(pre.std)[:, None, None]
-    for i, path in enumerate(paths):
-        img = open_rgb(path)
-        s = pre.image_size / min(img.size)
-        w, h = max(pre.image_size, round(img.width * s)), max(pre.image_size, round(img.height * s))
-        img = img.resize((w, h), Image.Resampling.BICUBIC)
-        left, top = (w - pre.image_size) // 2, (h - pre.image_size) // 2
-        img = img.crop((left, top, left + pre.image_size, top + pre.image_size))
-        arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        out[i] = (arr - mean) / std
-    return out
+    """[B, 3, S, S] float: the model's normalised input for these images."""
+    if not paths:
+        return torch.empty(0, 3, pre.image_size, pre.image_size)
+    return normalize(torch.stack([pixels_uint8(path, pre) for path in paths]), pre)
 
 
 def thumbnail_png(path: str, size: int = 64) -> bytes:
@@ -62,6 +72,13 @@ class Pairs:
     images: pd.DataFrame
     captions: pd.DataFrame
 
+    def check_labels(self, labels: list[str] | None, where: str) -> None:
+        """Fail, naming them, on labels this dataset does not have (a typo would silently select nothing)."""
+        known = set(self.images["label"])
+        unknown = sorted(set(labels or []) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown label(s) {unknown}; this dataset's labels: {sorted(known - {''})}")
+
     @classmethod
     def from_manifest(cls, manifest: pd.DataFrame) -> "Pairs":
         captions = manifest.reset_index(drop=True).copy()
@@ -73,10 +90,17 @@ class Pairs:
         captions["image_index"] = captions["image_id"].map(position).astype(int)
         return cls(images, captions)
 
-    def subset(self, split: str, fraction: float = 1.0, seed: int = 0,
-               max_images: int | None = None) -> "SplitView":
-        """Rows of one split; a seeded share (or count) of its images, with all their captions."""
-        image_rows = np.flatnonzero(self.images["split"].to_numpy() == split)
+    def subset(self, split: str, fraction: float = 1.0, seed: int = 0, max_images: int | None = None,
+               include_labels: list[str] | None = None, exclude_labels: list[str] | None = None) -> "SplitView":
+        """Rows of one split, only of the included labels or without the excluded ones; a seeded
+        share (or count) of its images, with all their captions."""
+        in_split = self.images["split"].to_numpy() == split
+        labels = self.images["label"]
+        if include_labels is not None:
+            in_split &= labels.isin(include_labels).to_numpy()
+        if exclude_labels is not None:
+            in_split &= ~labels.isin(exclude_labels).to_numpy()
+        image_rows = np.flatnonzero(in_split)
         rng = np.random.default_rng(seed)
         keep = len(image_rows)
         if fraction < 1.0:
@@ -113,25 +137,85 @@ class SplitView:
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """One item per caption row: (caption row, image row) into the whole `Pairs` tables."""
+    """One item per caption row of a view: its caption and image row numbers into the whole
+    `Pairs` tables and, when the training loop needs raw inputs, the decoded pixels and the
+    caption text, so that loader workers (not the training process) decode and tokenize."""
 
-    def __init__(self, view: SplitView):
+    def __init__(self, view: SplitView, preprocess: Preprocess | None = None, with_text: bool = False):
         self.caption_rows = view.caption_rows
         self.image_index = view.pairs.captions["image_index"].to_numpy()
+        self.paths = view.pairs.images["image_path"].to_numpy() if preprocess else None
+        self.captions = view.pairs.captions["caption"].to_numpy() if with_text else None
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.caption_rows)
 
-    def __getitem__(self, i: int) -> tuple[int, int]:
+    def __getitem__(self, i: int) -> dict:
         row = int(self.caption_rows[i])
-        return row, int(self.image_index[row])
+        item = {"caption_row": row, "image_row": int(self.image_index[row])}
+        if self.paths is not None:
+            item["pixels"] = pixels_uint8(self.paths[item["image_row"]], self.preprocess)
+        if self.captions is not None:
+            item["caption"] = self.captions[row]
+        return item
 
 
 def to_device(x, device):
     """A batch input (a tensor, or a dict of token tensors) on `device`."""
-    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
 
 
-def collate_rows(items: list[tuple[int, int]]) -> dict:
-    rows, images = zip(*items)
-    return {"caption_rows": torch.tensor(rows), "image_rows": torch.tensor(images)}
+class Collate:
+    """Items to a batch: row numbers, stacked uint8 pixels, and captions tokenized (padded to the
+    batch's longest) when the items carry them."""
+
+    def __init__(self, tokenizer=None, max_text_len: int = 77):
+        self.tokenizer, self.max_text_len = tokenizer, max_text_len
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = {"caption_rows": torch.tensor([it["caption_row"] for it in items]),
+                 "image_rows": torch.tensor([it["image_row"] for it in items])}
+        if "pixels" in items[0]:
+            batch["pixels"] = torch.stack([it["pixels"] for it in items])
+        if "caption" in items[0]:
+            batch["tokens"] = tokenize(self.tokenizer, [it["caption"] for it in items], self.max_text_len)
+        return batch
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Shuffled batches of captions of similar token length, as Hugging Face's group_by_length:
+    shuffle, cut into pools of `pool` batches, sort each pool by length, cut it into batches,
+    shuffle the batches. Padding to each batch's longest caption then costs little."""
+
+    def __init__(self, lengths, batch_size: int, drop_last: bool, seed: int, pool: int = 64):
+        self.lengths = list(lengths)
+        self.batch_size, self.drop_last, self.seed, self.pool = batch_size, drop_last, seed, pool
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.pool * self.batch_size
+        batches = []
+        for lo in range(0, len(order), size):
+            chunk = sorted(order[lo:lo + size], key=self.lengths.__getitem__)
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __iter__(self):
+        batches = self._batches()
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+

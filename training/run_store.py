@@ -7,6 +7,11 @@
                        eval.parquet      long format: step, epoch, split, metric, value
                        embeddings.parquet  per evaluated sample and modality, with UMAP x/y
                        samples.parquet   per image and per caption: rank, top-k with cosines
+                       final_weights.safetensors  the weights the run trained (heads, temperature,
+                                         unlocked tower layers), for init_from and WiSE-FT
+                       tracker/          --report-to: TensorBoard event files or wandb's run
+                       checkpoints/step-00000040/   a complete checkpoint (checkpoint_every)
+                       checkpoints/.step-00000050.partial/   one being written: never listed
 
 Training writes through `RunWriter`; the dashboard and the notebook read through
 `list_runs`, `load_run` and the `read_*` helpers. Only pandas and pyarrow are imported
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -39,6 +45,11 @@ SWEEP_SUMMARY = "sweep.json"
 CONFIG, STATUS = "config.json", "status.json"
 METRICS, EVAL = "metrics.parquet", "eval.parquet"
 EMBEDDINGS, SAMPLES = "embeddings.parquet", "samples.parquet"
+FINAL_WEIGHTS = "final_weights.safetensors"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: step, epoch, processes
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{8,})$")
+TRACKER = "tracker"
 REQUIRED_FILES = (CONFIG, STATUS, METRICS, EVAL)
 FINISHED_FILES = REQUIRED_FILES + (EMBEDDINGS, SAMPLES)
 
@@ -48,8 +59,11 @@ METRICS_SCHEMA = pa.schema(
 )
 EVAL_SCHEMA = pa.schema(
     [("step", pa.int64()), ("epoch", pa.float64()), ("split", pa.string()),
-     ("metric", pa.string()), ("value", pa.float64())]
+     ("metric", pa.string()), ("value", pa.float64()), ("wise_ft_ratio", pa.float64())]
 )
+# Columns added after runs were already written: an older file without them is still whole,
+# and readers fill them in (NaN: an ordinary evaluation, not a WiSE-FT interpolation).
+ADDED_COLUMNS = {EVAL: ("wise_ft_ratio",)}
 EMBEDDINGS_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("modality", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("split", pa.string()),
@@ -98,12 +112,19 @@ def run_dir(runs_dir: Path | str, sweep: str, name: str) -> Path:
     return Path(runs_dir) / sweep / name
 
 
+def runs_root(path: Path | str) -> Path:
+    """The runs folder that holds the run folder `path` (the inverse of `run_dir`)."""
+    return Path(path).resolve().parent.parent
+
+
 class RunWriter:
     """Writes one run's files. Create it only on the main process."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.glob(".*.tmp"):  # a write that a kill cut short; this writer owns the run now
+            stale.unlink(missing_ok=True)
         self._metrics: list[dict] = []
         self._eval: list[dict] = []
         self._status: dict = {}
@@ -132,9 +153,21 @@ class RunWriter:
                           for k, v in values.items()]
         self.logged_step = step
 
-    def log_eval(self, step: int, epoch: float, split: str, values: dict) -> None:
-        self._eval += [dict(step=step, epoch=epoch, split=split, metric=k, value=float(v))
-                       for k, v in values.items()]
+    def log_eval(self, step: int, epoch: float, split: str, values: dict,
+                 wise_ft_ratio: float | None = None) -> None:
+        """One evaluation of `split` (train, val or an extra evaluation set's name); with
+        `wise_ft_ratio`, of the weights interpolated that far from the start to the end."""
+        ratio = math.nan if wise_ft_ratio is None else float(wise_ft_ratio)
+        self._eval += [{"step": step, "epoch": epoch, "split": split, "metric": k, "value": float(v),
+                        "wise_ft_ratio": ratio} for k, v in values.items()]
+
+    def resume(self, step: int) -> None:
+        """Continue a run from its checkpoint at `step`: keep the rows logged up to it and drop
+        later ones, which the resumed run logs again (one row per step, never two)."""
+        metrics, evals = read_metrics(self.path), read_eval(self.path)  # WiSE-FT rows come after any checkpoint
+        self._metrics = metrics[metrics["step"] <= step].to_dict("records")
+        self._eval = evals[evals["step"] <= step].to_dict("records")
+        self.logged_step = step
 
     def flush(self) -> None:
         """Rewrite metrics.parquet and eval.parquet with everything logged so far."""
@@ -150,6 +183,87 @@ class RunWriter:
 
 def _frame(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=schema.names)
+
+
+def final_weights_path(path: Path | str) -> Path:
+    return Path(path) / FINAL_WEIGHTS
+
+
+def write_final_weights(path: Path | str, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """A run's trained tensors (name -> torch tensor) as safetensors, written atomically."""
+    # Imported here: safetensors.torch imports torch, which the Parquet readers never pay for.
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(final_weights_path(path), data)
+
+
+def read_final_weights(path: Path | str) -> dict:
+    """name -> torch tensor of a finished run's trained weights (safetensors: never unpickles)."""
+    from safetensors.torch import load_file
+
+    file = final_weights_path(path)
+    if not file.exists():
+        raise RunStoreError(f"{path} has no {FINAL_WEIGHTS}: the run did not finish, or predates saving them")
+    return load_file(file)
+
+
+def read_final_weights_metadata(path: Path | str) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(final_weights_path(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def checkpoint_dir(path: Path | str, step: int) -> Path:
+    """Where the complete checkpoint of `step` lives."""
+    return Path(path) / CHECKPOINTS / f"step-{step:08d}"
+
+
+def partial_checkpoint_dir(path: Path | str, step: int) -> Path:
+    """Where the checkpoint of `step` is written before it is renamed to `checkpoint_dir`:
+    a dot name, so that a half-written checkpoint is never listed as one."""
+    return Path(path) / CHECKPOINTS / f".step-{step:08d}.partial"
+
+
+def discarded_checkpoint_dir(path: Path | str, step: int) -> Path:
+    """An old checkpoint is renamed here before it is deleted, so that a half-deleted one is
+    never listed either."""
+    return Path(path) / CHECKPOINTS / f".step-{step:08d}.discarded"
+
+
+def list_checkpoints(path: Path | str) -> list[tuple[int, Path]]:
+    """(step, folder) of a run's complete checkpoints, oldest first."""
+    folder = Path(path) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = _CHECKPOINT_NAME.match(child.name)
+        if match and (child / CHECKPOINT_STATE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def unfinished_checkpoint_dirs(path: Path | str) -> list[Path]:
+    """Leftovers of a checkpoint write or delete that a kill interrupted."""
+    folder = Path(path) / CHECKPOINTS
+    return sorted(p for p in folder.iterdir() if p.name.startswith(".")) if folder.is_dir() else []
+
+
+def tracker_dir(path: Path | str) -> Path:
+    """Where --report-to's tracker (TensorBoard, wandb) writes for this run."""
+    return Path(path) / TRACKER
+
+
+def init_from_dir(path: Path | str, source: str) -> Path:
+    """The folder of the run that the run at `path` starts from (its init_from): "<run>" in the
+    same sweep, or "<sweep>/<run>" in the same runs folder."""
+    path = Path(path)
+    parts = source.split("/") if "/" in source else [path.parent.name, source]
+    if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        raise RunStoreError(f"init_from = {source!r} is not a run name: use \"<run>\" or \"<sweep>/<run>\"")
+    return run_dir(path.parent.parent, *parts)
 
 
 def update_umap(path: Path, umap_xy: dict[tuple[str, str, int], tuple[float, float]]) -> None:
@@ -313,7 +427,7 @@ def _parquet_problem(path: Path) -> str | None:
     except Exception as e:  # pyarrow raises several types for truncated or foreign files
         return f"{path.name} is unreadable ({e.__class__.__name__})"
     expected = SCHEMAS[path.name].names
-    missing = [c for c in expected if c not in schema.names]
+    missing = [c for c in expected if c not in schema.names and c not in ADDED_COLUMNS.get(path.name, ())]
     if missing:
         return f"{path.name} lacks column(s) {', '.join(missing)}"
     return None
@@ -333,8 +447,14 @@ def read_metrics(path: Path | str) -> pd.DataFrame:
     return _read_parquet(Path(path) / METRICS, METRICS_SCHEMA)
 
 
-def read_eval(path: Path | str) -> pd.DataFrame:
-    return _read_parquet(Path(path) / EVAL, EVAL_SCHEMA)
+def read_eval(path: Path | str, wise_ft: bool = False) -> pd.DataFrame:
+    """A run's evaluations: the ordinary ones (step 0, every eval_every epochs, the end), or
+    with `wise_ft` only the WiSE-FT rows (the end of training, one per mixing ratio)."""
+    frame = _read_parquet(Path(path) / EVAL, EVAL_SCHEMA)
+    if "wise_ft_ratio" not in frame.columns:  # written before WiSE-FT existed
+        frame["wise_ft_ratio"] = math.nan
+    wise = frame["wise_ft_ratio"].notna()
+    return frame[wise if wise_ft else ~wise].reset_index(drop=True)[EVAL_SCHEMA.names]
 
 
 def read_embeddings(path: Path | str, with_vectors: bool = True) -> pd.DataFrame:
@@ -342,8 +462,9 @@ def read_embeddings(path: Path | str, with_vectors: bool = True) -> pd.DataFrame
     return _read_parquet(Path(path) / EMBEDDINGS, EMBEDDINGS_SCHEMA, cols)
 
 
-def read_samples(path: Path | str) -> pd.DataFrame:
-    return _read_parquet(Path(path) / SAMPLES, SAMPLES_SCHEMA)
+def read_samples(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A run's per-sample results; `columns` reads only those (thumbnails and top-k lists are most of the file)."""
+    return _read_parquet(Path(path) / SAMPLES, SAMPLES_SCHEMA, columns)
 
 
 def file_stamp(path: Path | str) -> tuple:

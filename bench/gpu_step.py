@@ -1,0 +1,489 @@
+"""GPU benchmarks 1 and 2 of the performance issue, as one script that runs in under five minutes.
+
+1. Training-step throughput of openai/clip-vit-base-patch32's architecture with random weights,
+   bf16 autocast, batch 256, AdamW, one process on one GPU: the project's step (the model from
+   training/models.py, the loss and update that training/train.py runs every step) against
+   open_clip's ViT-B-32 stepped by a minimal loop (open_clip's ClipLoss, AdamW grouped as its
+   training script does, the logit-scale clamp), both measured here in one process:
+   (a) both at 77 tokens;
+   (b) COCO-like caption lengths: the project pads each batch to its longest caption (random
+       batches, and batches of similar lengths with `group_by_length`), open_clip to 77.
+   FLOPs per step are counted by torch's FlopCounterMode on the real step, so the achieved
+   FLOP/s, its share of the card's measured bf16 matrix rate, and the speed-up the FLOP count
+   alone allows are measured, not estimated.
+2. The input pipeline: `accelerate launch training/train.py` end to end (JPEGs prepared at
+   256 px, decoded by loader workers) against the same project step on in-memory tensors with
+   the same captions.
+
+    python bench/gpu_step.py --out DIR               # on the GPU machine; writes DIR/gpu_bench.json
+    python bench/gpu_step.py --record DIR/gpu_bench.json   # here: into bench/results.json
+    python bench/gpu_step.py --smoke --out DIR       # on the CPU with tiny sizes: checks the script
+
+COCO's caption lengths (CLIP BPE tokens with start and end: mean 13.7, 99th percentile 24,
+longest 46) are drawn from a log-normal fitted to the mean and the 99th percentile, clipped to
+[5, 46]; the drawn lengths' own statistics are printed and recorded next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+COMMAND = "python bench/gpu_step.py --out DIR (on the GPU), then --record DIR/gpu_bench.json"
+LOGNORMAL = (2.585, 0.255)  # exp(mu + sigma^2/2) = 13.7, exp(mu + 2.326 sigma) = 24
+OPENAI_SOT, OPENAI_EOT = 49406, 49407
+
+
+def coco_lengths(n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(np.rint(rng.lognormal(*LOGNORMAL, size=n)), 5, 46).astype(int)
+
+
+def matmul_tflops(device, size: int, repeats: int = 10) -> float:
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def project_tokens(lengths, device, tok) -> dict:
+    """MiniLM-style ids ([CLS] ... [SEP], padding after), padded to the batch's longest."""
+    width = int(max(lengths))
+    ids = torch.randint(1000, 29000, (len(lengths), width))
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, 0], ids[i, n - 1] = tok.cls_token_id, tok.sep_token_id
+        ids[i, n:] = tok.pad_token_id
+        mask[i, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def openclip_tokens(lengths, device) -> torch.Tensor:
+    """open_clip's layout: start, ids, end, zeros up to 77 (its tokenizer always pads to 77)."""
+    ids = torch.randint(1, OPENAI_SOT - 1, (len(lengths), 77))
+    for i, n in enumerate(lengths):
+        ids[i, 0], ids[i, n - 1] = OPENAI_SOT, OPENAI_EOT
+        ids[i, n:] = 0
+    return ids.to(device)
+
+
+def batches_of_lengths(lengths: np.ndarray, batch: int, grouped: bool, seed: int) -> list[list[int]]:
+    """Random batches, or the project's LengthGroupedBatches over the same lengths."""
+    from training.pairs import LengthGroupedBatches
+
+    if grouped:
+        order = list(LengthGroupedBatches(lengths.tolist(), batch, drop_last=True, seed=seed))
+    else:
+        perm = np.random.default_rng(seed).permutation(len(lengths))
+        order = [perm[i:i + batch].tolist() for i in range(0, len(perm) - batch + 1, batch)]
+    return [lengths[b].tolist() for b in order]
+
+
+# ----------------------------------------------------------------------------- steppers
+
+
+def project_model(model_name: str, compile_: bool, device, image_size: int = 224, seed: int = 0):
+    from training.config import RunConfig
+    from training.models import build_model
+
+    cfg = RunConfig(model=model_name, image_size=image_size, unlock_image=-1, unlock_text=-1, max_text_len=77, lr=5e-4,
+                    tower_lr=5e-4, weight_decay=0.2, precision="bf16", compile=compile_, seed=seed)
+    return build_model(cfg).to(device), cfg
+
+
+def project_stepper(model, cfg, device):
+    """The body of train.py's step loop: accumulated_clip_backward under bf16 autocast, the
+    gradient norm, AdamW (fused on a GPU), the schedule, the clamp, and the values it logs."""
+    from training.losses import accumulated_clip_backward
+    from training.train import lr_lambda, make_optimizer
+
+    opt = make_optimizer(model, cfg, fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, 10**6))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+
+    def forward_backward(images, tokens):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return accumulated_clip_backward(model, images, tokens, cfg.accum_steps, lambda loss: loss.backward())
+
+    def step(images, tokens):
+        loss = forward_backward(images, tokens)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        model.clamp_logit_scale()
+        return loss.item(), grad_norm.item(), model.logit_scale.exp().item()
+
+    return step, forward_backward
+
+
+def openclip_stepper(device, smoke: bool):
+    """open_clip's ViT-B-32 as its training script steps it: fp32 weights, bf16 autocast,
+    ClipLoss, AdamW(betas 0.9/0.98, eps 1e-6) with no decay on gains and biases, clamp."""
+    import open_clip
+    from open_clip.loss import ClipLoss
+
+    model = open_clip.create_model("ViT-B-32", pretrained=None).to(device)
+    model.train()
+    loss_fn = ClipLoss()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
+    opt = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": 0.2}],
+                            lr=5e-4, betas=(0.9, 0.98), eps=1e-6)
+
+    def forward_backward(images, tokens):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            image_f, text_f, scale = model(images, tokens)
+            loss = loss_fn(image_f, text_f, scale)
+        loss.backward()
+        return loss.detach()
+
+    def step(images, tokens):
+        forward_backward(images, tokens)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+
+    return step, forward_backward, model
+
+
+def count_flops(forward_backward, images, tokens) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        forward_backward(images, tokens)
+    return float(counter.get_total_flops())
+
+
+def time_steps(step, inputs: list, warmup: int, steps: int, device) -> float:
+    """Seconds per step over `steps` steps cycling through `inputs`, after warm-up steps over
+    every input (each padded width meets its kernels and allocations before the clock starts)."""
+    for i in range(max(warmup, len(inputs))):
+        step(*inputs[i % len(inputs)])
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(*inputs[i % len(inputs)])
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+# ----------------------------------------------------------------------------- benchmark 1
+
+
+def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
+    from training.models import tokenizer_for_tests
+
+    tok = tokenizer_for_tests()
+    batch, size = args.batch, args.image_size
+    rng = np.random.default_rng(0)
+    n_inputs = 8
+    images = [torch.randn(batch, 3, size, size, device=device) for _ in range(2)]
+    openclip_images = [torch.randn(batch, 3, 224, 224, device=device) for _ in range(2)]
+    lengths = coco_lengths(batch * 64, rng)
+    random_batches = batches_of_lengths(lengths, batch, grouped=False, seed=1)[:n_inputs]
+    grouped_batches = batches_of_lengths(lengths, batch, grouped=True, seed=1)
+    results["coco_lengths"] = dict(
+        drawn=len(lengths), mean=float(lengths.mean()), p99=float(np.percentile(lengths, 99)),
+        max=int(lengths.max()),
+        mean_padded_random=float(np.mean([max(b) for b in batches_of_lengths(lengths, batch, False, 1)])),
+        mean_padded_grouped=float(np.mean([max(b) for b in grouped_batches])))
+    # The timed grouped batches are a random draw of the epoch's batches (lengths vary).
+    pick = np.random.default_rng(2).choice(len(grouped_batches), size=min(n_inputs * 2, len(grouped_batches)),
+                                           replace=False)
+    grouped_batches = [grouped_batches[i] for i in pick]
+    full = [[args.full_len] * batch]
+    rows = results.setdefault("step", {})
+
+    def measure(name, stepper_fb, make_tokens, length_batches, note, pixels=images, fixed_width=False):
+        step, fb = stepper_fb
+        inputs = [(pixels[i % 2], make_tokens(lb)) for i, lb in enumerate(length_batches)]
+        sec = time_steps(step, inputs, args.warmup, args.steps, device)
+        width = (lambda lb: 77) if fixed_width else max  # noqa: E731
+        by_width = {}
+        for lb in length_batches:  # FLOPs depend on the padded width only: count once per width
+            if width(lb) not in by_width:
+                by_width[width(lb)] = count_flops(fb, pixels[0], make_tokens(lb))
+        mean_flops = float(np.mean([by_width[width(lb)] for lb in length_batches]))
+        rows[name] = dict(samples_per_s=batch / sec, step_ms=sec * 1e3, flops_per_sample=mean_flops / batch,
+                          tflops=mean_flops / sec / 1e12, share_of_peak=mean_flops / sec / 1e12 / peak_tflops,
+                          note=note)
+        print(f"  {name:34s} {batch / sec:9.1f} samples/s  {mean_flops / sec / 1e12:7.1f} TFLOP/s  "
+              f"{mean_flops / batch / 1e9:6.2f} GFLOP/sample", flush=True)
+
+    def free():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    print("benchmark 1: training step, batch", batch, flush=True)
+    oc_step, oc_fb, oc_model = openclip_stepper(device, args.smoke)
+    measure("open_clip@77", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), [[77] * batch],
+            "open_clip, 77 tokens", openclip_images, True)
+    measure("open_clip@coco", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), random_batches,
+            "open_clip, COCO-like lengths padded to 77", openclip_images, True)
+    del oc_step, oc_fb, oc_model
+    free()
+    for compile_ in ([False, True] if args.compile else [False]):
+        if compile_ and time.time() - START > args.compile_deadline:
+            print("  (skipping torch.compile: time budget)", flush=True)
+            results["compile_skipped"] = True
+            break
+        tag = "+compile" if compile_ else ""
+        model, cfg = project_model(args.model, compile_, device, args.image_size)
+        stepper = project_stepper(model, cfg, device)
+        mk = lambda lb: project_tokens(lb, device, tok)  # noqa: E731
+        measure(f"project@77{tag}", stepper, mk, full, "project step, 77 tokens")
+        measure(f"project@coco-random{tag}", stepper, mk, random_batches,
+                "project step, padded to each random batch's longest caption")
+        measure(f"project@coco-grouped{tag}", stepper, mk, grouped_batches,
+                "project step, group_by_length batches padded to their longest")
+        del model, stepper
+        free()
+
+
+# ----------------------------------------------------------------------------- benchmark 2
+
+WORDS = ("a man woman child dog cat bus train plate table street kitchen sitting standing next to "
+         "with of on in the large small red white blue green black group people two three holding "
+         "riding playing field water grass snow city building car truck bike horse bird pizza food "
+         "bowl room bed window sign tree beach ocean wave surfboard skateboard tennis racket ball "
+         "frisbee phone computer desk chair couch").split()
+
+
+def _write_jpeg(job) -> None:
+    from PIL import Image
+
+    path, seed = job
+    rng = np.random.default_rng(seed)
+    w, h = (341, 256) if seed % 2 else (256, 341)
+    low = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    img = Image.fromarray(low).resize((w, h), Image.Resampling.BICUBIC)
+    arr = np.asarray(img, dtype=np.int16) + rng.integers(-20, 20, size=(h, w, 3))
+    Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def prepared_dataset(folder: Path, n: int, workers: int) -> Path:
+    """n JPEGs at 256 px on the shortest side (as `prepare.py --resize 256` stores them) with
+    one COCO-length caption each, as a manifest the training script reads."""
+    import pandas as pd
+    from multiprocessing import Pool
+
+    from data.manifest import split_of, write_manifest
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    jobs = [(str(folder / "images" / f"{i:06d}.jpg"), i) for i in range(n)]
+    with Pool(workers) as pool:
+        pool.map(_write_jpeg, jobs, chunksize=64)
+    rng = np.random.default_rng(0)
+    words = [" ".join(rng.choice(WORDS, size=max(1, k - 2))) for k in coco_lengths(n, rng)]
+    frame = pd.DataFrame(dict(image_id=[f"{i:06d}" for i in range(n)],
+                              image_path=[f"images/{i:06d}.jpg" for i in range(n)], caption=words,
+                              split=[split_of(f"{i:06d}", 0.02, 0) for i in range(n)], label=""))
+    write_manifest(frame, folder, {"source": "bench/gpu_step.py", "images": n})
+    return folder
+
+
+def end_to_end(args, device, results: dict) -> None:
+    import pandas as pd
+
+    from data.manifest import load_manifest
+    from training import run_store
+    from training.models import tokenize
+
+    print("benchmark 2: train.py end to end", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-e2e-"))
+    t0 = time.time()
+    data = prepared_dataset(tmp / "data", args.e2e_images, max(1, (os.cpu_count() or 2) - 1))
+    print(f"  {args.e2e_images} JPEGs prepared in {time.time() - t0:.1f} s", flush=True)
+    sweep = tmp / "e2e.toml"
+    sweep.write_text(f"""name = "gpu-e2e"
+[base]
+model = "{args.model}"
+unlock_image = -1
+unlock_text = -1
+batch_size = {args.batch}
+epochs = 2
+eval_every = 100
+lr = 5e-4
+tower_lr = 5e-4
+max_text_len = 77
+precision = "bf16"
+num_workers = {args.workers}
+[runs.e2e]
+""")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16",
+           "--dynamo_backend", "no", "training/train.py", "--sweep", str(sweep), "--runs-dir", str(tmp / "runs"),
+           "--data", str(data), "--cache-dir", str(tmp / "cache")]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    results["e2e_wall_s"] = time.time() - t0
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-4000:])
+        raise RuntimeError("train.py failed")
+    run = tmp / "runs" / "gpu-e2e" / "e2e"
+    wall = run_store.read_metrics(run).groupby("step")["wall_time"].first().sort_index()  # long format
+    steady = wall.iloc[min(10, len(wall) // 4):]  # past the workers' start
+    e2e = (len(steady) - 1) * args.batch / (steady.iloc[-1] - steady.iloc[0])
+    status = run_store.load_run(run).status
+    print(f"  train.py: {e2e:.1f} samples/s over steps {steady.index[0]}-{steady.index[-1]} "
+          f"(timings {status.get('timings')})", flush=True)
+
+    # The same step on in-memory tensors: random pixels on the device, the dataset's captions.
+    model, cfg = project_model(args.model, False, device, args.image_size)
+    step, _ = project_stepper(model, cfg, device)
+    manifest = load_manifest(data)
+    captions = manifest.loc[manifest["split"] == "train", "caption"].tolist()
+    rng = np.random.default_rng(0)
+    images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    inputs = []
+    for _ in range(8):
+        picked = [captions[i] for i in rng.choice(len(captions), size=args.batch, replace=False)]
+        tokens = tokenize(model.tokenizer, picked, 77)
+        inputs.append((images, {k: v.to(device) for k, v in tokens.items()}))
+    sec = time_steps(step, inputs, args.warmup, args.steps, device)
+    memory = args.batch / sec
+    print(f"  in-memory step on the same captions: {memory:.1f} samples/s; ratio {e2e / memory:.3f}", flush=True)
+    results["e2e"] = dict(train_py_samples_per_s=e2e, in_memory_samples_per_s=memory, ratio=e2e / memory,
+                          images=args.e2e_images, workers=args.workers, steps_measured=len(steady) - 1,
+                          step_wall_times=steady.round(4).tolist(),
+                          timings=status.get("timings"), mean_tokens=float(pd.Series(
+                              [len(t) for t in model.tokenizer(captions[:2000])["input_ids"]]).mean()))
+
+
+# ----------------------------------------------------------------------------- record
+
+
+def record_results(path: Path) -> None:
+    from bench.results import record
+
+    r = json.loads(path.read_text())
+    on = f"{r['device']} (torch {r['torch']})"
+    s, c = r["step"], r["coco_lengths"]
+    peak = r["matmul_tflops"]
+    record("gpu.matmul_bf16_tflops", round(peak, 1), "TFLOP/s", "", "8192^3 bf16 matmul, mean of 10 after 3 warm-ups",
+           COMMAND, on)
+    for name, row in s.items():
+        record(f"gpu.step.{name}.samples_per_s", round(row["samples_per_s"], 1), "samples/s", "",
+               f"{row['note']}; {row['tflops']:.1f} TFLOP/s achieved = {100 * row['share_of_peak']:.1f}% of the "
+               f"measured bf16 matmul rate; {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample (FlopCounterMode)",
+               COMMAND, on)
+    best77 = max((k for k in s if k.startswith("project@77")), key=lambda k: s[k]["samples_per_s"])
+    record("gpu.step.ratio_77_tokens", round(s[best77]["samples_per_s"] / s["open_clip@77"]["samples_per_s"], 3),
+           "x open_clip", ">= 1.0", f"{best77} vs open_clip@77, batch 256, bf16", COMMAND, on)
+    for kind in ("random", "grouped"):
+        keys = [k for k in s if k.startswith(f"project@coco-{kind}")]
+        best = max(keys, key=lambda k: s[k]["samples_per_s"])
+        bound = s["open_clip@coco"]["flops_per_sample"] / s[best]["flops_per_sample"]
+        record(f"gpu.step.ratio_coco_{kind}", round(s[best]["samples_per_s"] / s["open_clip@coco"]["samples_per_s"], 3),
+               "x open_clip", ">= 1.3" if kind == "grouped" else "",
+               f"{best} vs open_clip padding to 77; the FLOP count alone allows {bound:.2f}x; drawn lengths: mean "
+               f"{c['mean']:.1f}, p99 {c['p99']:.0f}, max {c['max']}, mean padded width {c['mean_padded_' + kind]:.1f}",
+               COMMAND, on)
+    if "e2e" in r:
+        e = r["e2e"]
+        record("gpu.input_pipeline_ratio", round(e["ratio"], 3), "x in-memory step", ">= 0.9",
+               f"train.py {e['train_py_samples_per_s']:.0f} samples/s end to end ({e['images']} JPEGs at 256 px, "
+               f"{e['workers']} loader workers) vs the in-memory step on the same captions "
+               f"{e['in_memory_samples_per_s']:.0f} samples/s", COMMAND, on)
+
+
+# ----------------------------------------------------------------------------- main
+
+START = time.time()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, help="folder for gpu_bench.json")
+    p.add_argument("--record", type=Path, help="record a gpu_bench.json into bench/results.json")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks the script runs")
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--skip-e2e", action="store_true", help="benchmark 1 only")
+    p.add_argument("--skip-steps", action="store_true", help="benchmark 2 only")
+    args = p.parse_args(argv)
+    if args.record:
+        record_results(args.record)
+        return 0
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if args.smoke:
+        args.model, args.batch, args.image_size, args.warmup, args.steps = "tiny-clip", 8, 32, 1, 2
+        args.e2e_images, args.workers, args.compile, args.compile_deadline = 400, 2, False, 0
+        args.full_len = 40  # the tiny model has 64 positions
+    else:
+        if device.type != "cuda":
+            print("no GPU here: this benchmark needs one (use --smoke to check the script on the CPU)")
+            return 2
+        args.model, args.batch, args.image_size, args.warmup, args.steps = "random-clip-vit-b32", 256, 224, 6, 20
+        args.e2e_images, args.workers, args.compile_deadline = 25600, min(14, (os.cpu_count() or 2) - 2), 150
+        args.full_len = 77
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke test)"
+    results = dict(device=name, torch=torch.__version__, batch=args.batch, model=args.model)
+    out = args.out / "gpu_bench.json" if args.out else None
+
+    def save():
+        results["seconds"] = time.time() - START
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2))
+
+    results["matmul_tflops"] = matmul_tflops(device, 8192 if device.type == "cuda" else 512)
+    print(f"{name}: bf16 matmul {results['matmul_tflops']:.1f} TFLOP/s", flush=True)
+    if not args.skip_steps:
+        try:
+            step_throughput(args, device, results["matmul_tflops"], results)
+        finally:
+            save()
+    if not args.skip_e2e:
+        try:
+            end_to_end(args, device, results)
+        finally:
+            save()
+    s = results.get("step")
+    if not s:
+        return 0
+    print("\nratios: 77 tokens {:.3f}x, COCO random {:.3f}x, COCO grouped {:.3f}x; input pipeline {}".format(
+        max(v["samples_per_s"] for k, v in s.items() if k.startswith("project@77")) / s["open_clip@77"]["samples_per_s"],
+        max(v["samples_per_s"] for k, v in s.items() if k.startswith("project@coco-random"))
+        / s["open_clip@coco"]["samples_per_s"],
+        max(v["samples_per_s"] for k, v in s.items() if k.startswith("project@coco-grouped"))
+        / s["open_clip@coco"]["samples_per_s"],
+        f"{results['e2e']['ratio']:.3f}" if "e2e" in results else "not measured"))
+    print(f"total {time.time() - START:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

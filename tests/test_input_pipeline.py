@@ -1,0 +1,86 @@
+"""The input pipeline the GPU benchmarks rely on: uint8 pixels from the loader workers,
+tokens padded per batch, batches grouped by caption length, metrics in float32 under
+autocast, and the ViT-B/32 architecture built without the hub."""
+
+from __future__ import annotations
+
+import torch
+
+from training import metrics
+from training.config import RunConfig
+from training.models import IMAGENET_MEAN, IMAGENET_STD, Preprocess, tokenizer_for_tests
+from training.pairs import Collate, LengthGroupedBatches, PairDataset, Pairs, load_pixels, normalize, pixels_uint8
+
+
+def test_uint8_pixels_normalised_on_the_device_equal_load_pixels(synthetic_data):
+    from data.manifest import load_manifest
+
+    pre = Preprocess(40, IMAGENET_MEAN, IMAGENET_STD)
+    paths = load_manifest(synthetic_data)["image_path"].drop_duplicates().tolist()[:4]
+    raw = torch.stack([pixels_uint8(p, pre) for p in paths])
+    assert raw.dtype == torch.uint8 and raw.shape == (4, 3, 40, 40)
+    torch.testing.assert_close(normalize(raw, pre), load_pixels(paths, pre), atol=1e-6, rtol=0)
+
+
+def test_loader_items_carry_raw_inputs_and_batches_pad_to_their_longest_caption(synthetic_data):
+    from data.manifest import load_manifest
+
+    pairs = Pairs.from_manifest(load_manifest(synthetic_data))
+    view = pairs.subset("train")
+    pre = Preprocess(32, IMAGENET_MEAN, IMAGENET_STD)
+    dataset = PairDataset(view, pre, with_text=True)
+    tokenizer = tokenizer_for_tests()
+    items = [dataset[i] for i in range(6)]
+    batch = Collate(tokenizer, max_text_len=64)(items)
+    assert batch["pixels"].shape == (6, 3, 32, 32) and batch["pixels"].dtype == torch.uint8
+    lengths = [len(tokenizer(it["caption"])["input_ids"]) for it in items]
+    assert batch["tokens"]["input_ids"].shape == (6, max(lengths))  # not 64, not 77
+    assert batch["tokens"]["attention_mask"].sum(1).tolist() == lengths
+    # Without raw inputs requested, items are row numbers only (cached features are looked up).
+    assert set(PairDataset(view)[0]) == {"caption_row", "image_row"}
+
+
+def test_length_grouped_batches_cover_every_sample_once_with_little_padding():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 47, (1000,), generator=g).tolist()
+    sampler = LengthGroupedBatches(lengths, batch_size=32, drop_last=False, seed=3, pool=8)
+    epoch0, epoch1 = list(sampler), list(sampler)
+    assert sorted(i for b in epoch0 for i in b) == list(range(1000))
+    assert len(epoch0) == len(sampler) == 32
+    assert epoch0 != epoch1  # reshuffled every epoch
+    sampler.set_epoch(0)
+    assert list(sampler) == epoch0  # and reproducible from (seed, epoch)
+
+    def mean_padding(batches):
+        return sum(max(lengths[i] for i in b) - lengths[i] for b in batches for i in b) / 1000
+
+    perm = torch.randperm(1000, generator=g).tolist()
+    random_batches = [perm[i:i + 32] for i in range(0, 1000, 32)]
+    assert mean_padding(epoch0) < 0.25 * mean_padding(random_batches)
+
+
+def test_metrics_stay_float32_inside_a_bf16_autocast_region():
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(50, 32, generator=g), dim=1)
+    t2i = torch.arange(50).repeat_interleave(2)
+    txt = torch.nn.functional.normalize(img[t2i] + 0.5 * torch.randn(100, 32, generator=g), dim=1)
+    plain = metrics.retrieval(img, txt, t2i, chunk=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = metrics.retrieval(img, txt, t2i, chunk=16)
+        gap = metrics.modality_gap(img, txt)
+    assert inside.metrics == plain.metrics
+    assert gap == metrics.modality_gap(img, txt)
+
+
+def test_random_vit_b32_has_the_openai_architecture_offline():
+    from training.models import build_model
+
+    model = build_model(RunConfig(model="random-clip-vit-b32", unlock_image=-1, unlock_text=-1))
+    vision = model.image_tower.units[0].model.config
+    text = model.text_tower.units[0].model.config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.patch_size, vision.image_size) == (768, 12, 32, 224)
+    assert (text.hidden_size, text.num_hidden_layers, text.max_position_embeddings, text.vocab_size) == \
+        (512, 12, 77, 49408)
+    assert model.image_head.out_features == model.text_head.out_features == 512
+    n = sum(p.numel() for p in model.parameters())
+    assert 149e6 < n < 153e6  # openai/clip-vit-base-patch32 has 151.3M parameters
