@@ -11,6 +11,7 @@ here reads run files or imports streamlit. Frames come from training/run_store.p
 from __future__ import annotations
 
 import base64
+import math
 
 import altair as alt
 import numpy as np
@@ -215,30 +216,37 @@ def cosine_difference(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 
 def curves_chart(frame: pd.DataFrame, metric: str, x: str = "step", log: bool = False,
-                 height: int = 360) -> alt.Chart:
-    """One metric over training for several runs: faint raw values, the smoothed line, and a
-    point wherever the model was evaluated (`evaluated` column)."""
-    data = frame.copy()
+                 height: int = 360, raw: bool = True) -> alt.Chart:
+    """One metric over training for several runs: faint raw values (unless not `raw`), the
+    smoothed line, and a point wherever the model was evaluated (`evaluated` column).
+
+    Drawing cost in the browser grows with points times per-point expressions, so only the
+    columns drawn travel, the lines carry no per-point ARIA text, and the line's tooltip names
+    its run only (a line's tooltip shows one fixed point of the line, not the one under the cursor);
+    values are in the tooltips of the evaluation points."""
+    data = frame[[c for c in dict.fromkeys(["run", "step", x, "value", "smoothed", "evaluated"])
+                  if c in frame.columns]].copy()
     if log:  # a log axis cannot place values <= 0; they are left out rather than clipped
         data[["value", "smoothed"]] = data[["value", "smoothed"]].where(data[["value", "smoothed"]] > 0)
     y_title = label(metric) + (" (log scale)" if log else "")
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
-    base = alt.Chart(data).encode(
+    base = alt.Chart().encode(  # the layer holds the data: Altair then has no layers' data to compare
         x=alt.X(f"{x}:Q", title=X_TITLES[x]),
         color=alt.Color("run:N", title="run", legend=alt.Legend(symbolOpacity=1)))
-    raw = base.mark_line(opacity=0.25, strokeWidth=1).encode(y=alt.Y("value:Q", scale=scale, title=y_title))
-    line = base.mark_line(strokeWidth=2).encode(
-        y=alt.Y("smoothed:Q", scale=scale, title=y_title),
-        tooltip=["run:N", "step:Q", alt.Tooltip("epoch:Q", format=".2f"),
-                 alt.Tooltip("value:Q", format=".4g"), alt.Tooltip("smoothed:Q", format=".4g")])
+    faint = base.mark_line(opacity=0.25, strokeWidth=1, aria=False).encode(
+        y=alt.Y("value:Q", scale=scale, title=y_title))
+    line = base.mark_line(strokeWidth=2, aria=False).encode(
+        y=alt.Y("smoothed:Q", scale=scale, title=y_title), tooltip=["run:N"])
     points = base.transform_filter("datum.evaluated").mark_point(filled=True, size=45).encode(
-        y=alt.Y("smoothed:Q", scale=scale), tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".4g")])
-    return (raw + line + points).properties(height=height, title=f"{label(metric)} by {X_TITLES[x]}")
+        y=alt.Y("smoothed:Q", scale=scale),
+        tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".4g"), alt.Tooltip("smoothed:Q", format=".4g")])
+    layers = [faint, line, points] if raw else [line, points]
+    return alt.layer(*layers, data=data).properties(height=height, title=f"{label(metric)} by {X_TITLES[x]}")
 
 
 def retrieval_bars(frame: pd.DataFrame, height: int = 320) -> alt.Chart:
     """Final validation R@1/R@5 both ways, one bar per run, a black tick at the step-0 value."""
-    base = alt.Chart(frame).encode(
+    base = alt.Chart().encode(
         x=alt.X("measure:N", title=None, sort=[label(m) for m in RETRIEVAL], axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("run:N"))
     bars = base.mark_bar().encode(
@@ -251,7 +259,7 @@ def retrieval_bars(frame: pd.DataFrame, height: int = 320) -> alt.Chart:
         y="baseline:Q", y2="baseline:Q", tooltip=["run:N", alt.Tooltip("baseline:Q", format=".3f", title="step 0")])
     title = alt.TitleParams("Final validation retrieval",
                             subtitle="black tick: the same run before fine-tuning (step 0)")
-    return (bars + ticks).properties(height=height, title=title)
+    return alt.layer(bars, ticks, data=frame).properties(height=height, title=title)
 
 
 def umap_chart(points: pd.DataFrame, color_by: str, title: str, labels: list[str] | None = None,
@@ -266,14 +274,16 @@ def umap_chart(points: pd.DataFrame, color_by: str, title: str, labels: list[str
     tooltip = ["caption:N", "label:N", "modality:N", "rank:Q"]
     if "image" in points.columns:  # vega-tooltip draws a field named "image" as a picture
         tooltip.append("image:N")
-    xy = dict(x=alt.X("umap_x:Q", title="UMAP 1", axis=alt.Axis(labels=False, ticks=False)),
-              y=alt.Y("umap_y:Q", title="UMAP 2", axis=alt.Axis(labels=False, ticks=False)))
-    scatter = alt.Chart(points).mark_point(filled=True, size=30, opacity=0.7).encode(
+    xy = {"x": alt.X("umap_x:Q", title="UMAP 1", axis=alt.Axis(labels=False, ticks=False)),
+          "y": alt.Y("umap_y:Q", title="UMAP 2", axis=alt.Axis(labels=False, ticks=False))}
+    # No per-point ARIA text: thousands of formatted descriptions slow every redraw.
+    scatter = alt.Chart(points).mark_point(filled=True, size=30, opacity=0.7, aria=False).encode(
         **xy, color=color, tooltip=tooltip,
         shape=alt.Shape("modality:N", scale=alt.Scale(domain=MODALITIES, range=["circle", "cross"])))
     layers = scatter
     if lines is not None and not lines.empty:
-        layers = alt.Chart(lines).mark_line(color="#444", strokeWidth=1).encode(**xy, detail="pair:N") + scatter
+        layers = alt.Chart(lines).mark_line(color="#444", strokeWidth=1, aria=False).encode(
+            **xy, detail="pair:N") + scatter
     # Thousands of SVG nodes make the browser crawl; a canvas draws them in one go.
     return layers.properties(height=height, title=title, usermeta={"embedOptions": {"renderer": "canvas"}})
 
@@ -289,7 +299,7 @@ def cosine_heatmap(matrix: pd.DataFrame, title: str, difference: bool = False, h
     else:
         scale = alt.Scale(scheme="viridis")
     legend = "cosine B − A (red: B higher)" if difference else "cosine"
-    base = alt.Chart(matrix).encode(
+    base = alt.Chart().encode(
         x=alt.X("caption:N", sort=order_cap, title="caption",
                 axis=alt.Axis(labelAngle=-45, labelLimit=160, labelOverlap=False)),
         y=alt.Y("image:N", sort=order_img, title="image"))
@@ -297,7 +307,7 @@ def cosine_heatmap(matrix: pd.DataFrame, title: str, difference: bool = False, h
         color=alt.Color("cosine:Q", scale=scale, title=legend),
         tooltip=["image:N", "caption:N", alt.Tooltip("cosine:Q", format=".3f")])
     outline = base.transform_filter("datum.true_pair").mark_rect(fill=None, stroke="black", strokeWidth=2)
-    return (cells + outline).properties(height=height, title=title)
+    return alt.layer(cells, outline, data=matrix).properties(height=height, title=title)
 
 
 def split_curves_chart(frame: pd.DataFrame, metric: str, height: int = 320) -> alt.Chart:
@@ -308,3 +318,53 @@ def split_curves_chart(frame: pd.DataFrame, metric: str, height: int = 320) -> a
         color=alt.Color("run:N", title="run"), strokeDash=alt.StrokeDash("split:N", title="evaluation split"),
         tooltip=["run:N", "split:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
     ).properties(height=height, title=f"{label(metric)} per evaluation split")
+
+
+def forgetting_frame(evals: pd.DataFrame, wise: pd.DataFrame, metric: str, held_out: str) -> pd.DataFrame:
+    """Per run that evaluated `held_out` (an extra evaluation set): the metric on its own
+    validation data (the fine-tuning data) and on `held_out`, at the end of training and at
+    each WiSE-FT ratio, each as a change from the run's step 0. `evals` and `wise` are
+    read_eval frames (ordinary and WiSE-FT rows) stacked with a `run` column."""
+    rows = []
+    for run, own in evals[evals["metric"] == metric].groupby("run", sort=True):
+        if held_out not in set(own["split"]):
+            continue
+        first = own[own["step"] == own["step"].min()].set_index("split")["value"]
+        last = own[own["step"] == own["step"].max()].set_index("split")["value"]
+        if not {"val", held_out} <= set(first.index) & set(last.index):
+            continue
+        points = [("end of training", math.nan, last["val"], last[held_out])]
+        mixed = wise[(wise["run"] == run) & (wise["metric"] == metric)] if not wise.empty else wise
+        for ratio, at in mixed.groupby("wise_ft_ratio", sort=True):
+            values = at.set_index("split")["value"]
+            if {"val", held_out} <= set(values.index):
+                points.append((f"WiSE-FT {ratio:g}", float(ratio), values["val"], values[held_out]))
+        for point, ratio, own_value, held_value in points:
+            rows.append({"run": run, "point": point, "wise_ft_ratio": ratio,
+                         "fine_tuning_data": own_value, "held_out": held_value,
+                         "gain_on_fine_tuning_data": own_value - first["val"],
+                         "change_on_held_out": held_value - first[held_out]})
+    return pd.DataFrame(rows, columns=["run", "point", "wise_ft_ratio", "fine_tuning_data", "held_out",
+                                       "gain_on_fine_tuning_data", "change_on_held_out"])
+
+
+def forgetting_chart(frame: pd.DataFrame, metric: str, held_out: str, height: int = 360) -> alt.Chart:
+    """Gain on the fine-tuning data (x) against the change on a held-out set (y, below zero is
+    forgetting), both from step 0; one line per run through its WiSE-FT ratios, a diamond for
+    the end of training."""
+    x = alt.X("gain_on_fine_tuning_data:Q", title=f"gain in {label(metric)} on the run's own val data")
+    y = alt.Y("change_on_held_out:Q", title=f"change in {label(metric)} on {held_out}")
+    tooltip = ["run:N", "point:N", alt.Tooltip("fine_tuning_data:Q", format=".3f", title="own val"),
+               alt.Tooltip("held_out:Q", format=".3f", title=held_out),
+               alt.Tooltip("gain_on_fine_tuning_data:Q", format="+.3f", title="gain"),
+               alt.Tooltip("change_on_held_out:Q", format="+.3f", title="held-out change")]
+    base = alt.Chart(frame).encode(x=x, y=y, color=alt.Color("run:N", title="run"), tooltip=tooltip)
+    wise = base.transform_filter("isValid(datum.wise_ft_ratio)")
+    line = wise.mark_line(point=True).encode(order="wise_ft_ratio:Q")
+    ratios = wise.mark_text(dx=8, dy=-8, fontSize=11).encode(text=alt.Text("wise_ft_ratio:Q", format=".2~f"))
+    end = base.transform_filter("!isValid(datum.wise_ft_ratio)").mark_point(shape="diamond", size=120, filled=True)
+    zero = alt.Chart(pd.DataFrame({"zero": [0.0]}))
+    rules = zero.mark_rule(color="gray", strokeDash=[4, 4]).encode(y="zero:Q") + \
+        zero.mark_rule(color="gray", strokeDash=[4, 4]).encode(x="zero:Q")
+    return (rules + line + ratios + end).properties(
+        height=height, title=f"Gain vs forgetting: {label(metric)} (numbers: WiSE-FT ratio; diamond: end of training)")

@@ -8,14 +8,17 @@ embedding space, per-sample wins and losses, similarity matrices.
 The runs folder named at start-up is the only root: runs are picked from what
 training/run_store.py lists under it, never from a typed path. Only the open tab runs, and
 it is kept in the URL (?view=Curves). Frames are cached per run file and keyed on
-run_store.file_stamp, so a refresh shows what a live run has written since.
+run_store.file_stamp, so a refresh shows what a live run has written since; so are the
+finished chart specs, so that a rerun only rebuilds what its widgets changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -35,10 +38,19 @@ VIEWS = ["Runs", "Curves", "Embedding space", "Samples", "Similarity matrix", "F
 # Charts are built from tested code; validating each one as it is built costs tens of
 # milliseconds per chart on every rerun. Altair still validates the final spec.
 alt.utils.schemapi.disable_debug_mode()
+# No width/height defaults in specs: Streamlit sizes charts to their column. (st.altair_chart
+# switches this theme on and off around each chart; set once, it is never switched.)
+alt.theme.enable("none")
 REFRESH_S = 10  # a live run flushes its metrics once per epoch; faster polling shows nothing new
 MAX_UMAP_RUNS = 4
 UMAP_COLUMNS = ["umap_x", "umap_y", "modality", "label", "caption", "rank", "outcome", "image"]
 MAX_MATRIX = 20  # beyond this the heatmap's labels no longer fit
+# Rows one curves chart draws, all runs together (each run gets 40 to 150): the browser redraws
+# the chart on every widget change, in time that grows with the rows.
+CURVE_POINTS = 1000
+# Above this many runs the faint raw-value lines start off (a checkbox brings them back): a
+# dozen overlapping faint lines are mostly haze, and they are a third of the chart's redraw time.
+RAW_LINES_UP_TO = 4
 THUMBNAIL_TOOLTIPS_UP_TO = 2000  # points per chart; above this the data URIs slow the page down
 OPENMOJI = ("Emoji images: OpenMoji (https://openmoji.org), the open-source emoji and icon "
             "project, CC BY-SA 4.0.")
@@ -66,22 +78,22 @@ def runs_root(argv: list[str]) -> Path:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def load_metrics(path: str, stamp: tuple) -> pd.DataFrame:
+def load_metrics(path: str, stamp: str) -> pd.DataFrame:
     return run_store.read_metrics(path)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def load_eval(path: str, stamp: tuple) -> pd.DataFrame:
+def load_eval(path: str, stamp: str) -> pd.DataFrame:
     return run_store.read_eval(path)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def load_samples(path: str, stamp: tuple) -> pd.DataFrame:
+def load_samples(path: str, stamp: str) -> pd.DataFrame:
     return run_store.read_samples(path)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def load_images(path: str, stamp: tuple) -> pd.DataFrame:
+def load_images(path: str, stamp: str) -> pd.DataFrame:
     """Per validation image: outcome, top captions, margin and thumbnail as a data URI."""
     samples = load_samples(path, stamp)
     out = charts.image_outcomes(samples)
@@ -90,26 +102,39 @@ def load_images(path: str, stamp: tuple) -> pd.DataFrame:
     return out
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def load_captions(path: str, stamp: str) -> pd.DataFrame:
+    """image_id, caption and label of each validation image (load_images without the thumbnails)."""
+    return load_images(path, stamp)[["image_id", "caption", "label"]]
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def thumbnails(path: str, stamp: str, image_ids: tuple) -> dict[str, str]:
+    """image_id -> thumbnail data URI of the given images that have one, in the given order."""
+    uris = load_images(path, stamp).set_index("image_id")["thumbnail"].reindex(list(image_ids))
+    return {i: t for i, t in uris.items() if isinstance(t, str) and t}
+
+
 @st.cache_data(max_entries=512, show_spinner=False)
-def load_ranks(path: str, stamp: tuple) -> pd.Series:
+def load_ranks(path: str, stamp: str) -> pd.Series:
     """image_id -> rank of the image's first right caption (small: what other views join on)."""
-    samples = run_store.read_samples(path)
+    samples = run_store.read_samples(path, columns=["kind", "image_id", "rank"])
     return samples[samples["kind"] == "image"].set_index("image_id")["rank"]
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def load_points(path: str, stamp: tuple) -> pd.DataFrame:
+def load_points(path: str, stamp: str) -> pd.DataFrame:
     """UMAP points of the last evaluated step, with rank and right/wrong at R@1."""
     emb = run_store.read_embeddings(path, with_vectors=False)
     emb = emb[emb["step"] == emb["step"].max()].dropna(subset=["umap_x", "umap_y"])
-    ranks = load_samples(path, stamp).rename(columns={"kind": "modality"})[["sample_id", "modality", "rank"]]
+    ranks = run_store.read_samples(path, columns=["kind", "sample_id", "rank"]).rename(columns={"kind": "modality"})
     emb = emb.merge(ranks, on=["sample_id", "modality"], how="left")
-    emb["outcome"] = emb["rank"].map(lambda r: charts.OUTCOMES[0] if r == 1 else charts.OUTCOMES[1])
+    emb["outcome"] = np.where(emb["rank"] == 1, charts.OUTCOMES[0], charts.OUTCOMES[1])
     return emb.reset_index(drop=True)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def load_vectors(path: str, stamp: tuple):
+def load_vectors(path: str, stamp: str):
     """Rows and vectors (float32 matrix) of the last evaluated step's embeddings."""
     emb = run_store.read_embeddings(path)
     last = emb[emb["step"] == emb["step"].max()].reset_index(drop=True)
@@ -117,8 +142,9 @@ def load_vectors(path: str, stamp: tuple):
     return last, vectors
 
 
-def stamp(run: run_store.Run) -> tuple:
-    return run_store.file_stamp(run.path)
+def stamp(run: run_store.Run) -> str:
+    """The run's file stamp as one string: a cache key that is cheap to hash on every rerun."""
+    return repr(run_store.file_stamp(run.path))
 
 
 def sources(runs: list[run_store.Run]) -> tuple:
@@ -159,6 +185,51 @@ def by_key(runs: list[run_store.Run]) -> dict[str, run_store.Run]:
 def finished(runs: list[run_store.Run]) -> list[run_store.Run]:
     """Runs with per-sample files: run_store has checked that a FINISHED run's are readable."""
     return [r for r in runs if r.state == "FINISHED"]
+
+
+# ------------------------------------------------------------------------------- charts
+# A view draws a chart from a cached function that returns vega_lite(chart): a rerun with the
+# same inputs (a widget another chart listens to, a tab switch, a new session) then neither
+# builds nor validates the Altair chart again.
+
+
+def vega_lite(chart: alt.TopLevelMixin) -> dict:
+    """An Altair chart as a Vega-Lite spec with its data frames under "datasets" (Streamlit
+    sends those to the browser as Arrow, not as JSON rows).
+
+    Frames are swapped for named data before the conversion, so it never goes through Altair's
+    global data transformer, which st.altair_chart switches on other sessions' threads. Each
+    dataset is named after its content: the browser then redraws a chart whose data changed
+    even where its spec did not."""
+    frames: dict[str, pd.DataFrame] = {}
+
+    def named(part):
+        part = part.copy(deep=False)
+        if isinstance(part.data, pd.DataFrame):
+            name = dataset_name(part.data)
+            frames[name] = part.data
+            part.data = alt.NamedData(name=name)
+        if isinstance(part, alt.LayerChart):
+            part.layer = [named(layer) for layer in part.layer]
+        return part
+
+    spec = named(chart).to_dict()
+    spec["datasets"] = frames
+    return spec
+
+
+def dataset_name(frame: pd.DataFrame) -> str:
+    digest = hashlib.sha1(repr(list(frame.columns)).encode())
+    try:
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    except TypeError:  # unhashable cells (lists): hash the pickled frame instead
+        digest.update(pickle.dumps(frame))
+    return f"data-{digest.hexdigest()[:20]}"
+
+
+def draw(spec: dict, where=None) -> None:
+    """A vega_lite() spec as a chart as wide as its column (`where`: a column, else the page)."""
+    (where or st).vega_lite_chart(spec=spec, width="stretch")
 
 
 # ------------------------------------------------------------------------------ sidebar
@@ -208,8 +279,9 @@ def runs_view(runs: list[run_store.Run]) -> None:
         if r.state in ("FAILED", "KILLED") and r.status.get("error"):
             with st.expander(f"Why {md(r.key)} is {r.state}"):
                 st.code(r.status["error"], language=None)
-    evals = all_evals(sources(runs))
-    table = comparison(runs, evals)
+    src = sources(runs)
+    evals = all_evals(src)
+    table = comparison(runs)
     st.subheader("What differs, and how well each run retrieves")
     st.dataframe(charts.style_best(table))
     differing = [c for c in table.columns if c not in charts.TABLE_METRICS and c != "state"]
@@ -222,16 +294,30 @@ def runs_view(runs: list[run_store.Run]) -> None:
     if evals.empty:
         st.info("No evaluation has been written yet.")
         return
-    st.altair_chart(charts.retrieval_bars(charts.retrieval_frame(evals)), width="stretch")
+    draw(retrieval_spec(src))
     chance = evals[(evals["metric"] == "chance_R@1") & (evals["split"] == "val")]["value"]
     if not chance.empty:
         st.caption(f"Chance R@1 (one over the number of validation images): {chance.max():.4f}.")
 
 
-def comparison(runs: list[run_store.Run], evals: pd.DataFrame) -> pd.DataFrame:
+def comparison(runs: list[run_store.Run]) -> pd.DataFrame:
+    """One row per run: state, the config values that differ, final validation metrics."""
+    return comparison_of(sources(runs), tuple(r.state for r in runs), runs)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def comparison_of(src: tuple, states: tuple, _runs: list[run_store.Run]) -> pd.DataFrame:
+    """comparison(); `_runs` is left out of the cache key: the file stamps in `src` cover
+    their config.json and status.json, and `states` what the status means now."""
+    evals = all_evals(src)
     return charts.comparison_table([
-        {"run": r.key, "state": r.state, "config": r.config, "final": final_values(evals, r.key)}
-        for r in runs])
+        {"run": r.key, "state": state, "config": r.config, "final": final_values(evals, r.key)}
+        for r, state in zip(_runs, states)])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def retrieval_spec(src: tuple) -> dict:
+    return vega_lite(charts.retrieval_bars(charts.retrieval_frame(all_evals(src))))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -248,8 +334,8 @@ def curve_options(src: tuple) -> dict[str, str]:
     return options
 
 
-def curve_controls(options: dict[str, str]) -> tuple[str, str, float, bool]:
-    """Metric, x axis, EMA weight and log scale for the curves view."""
+def curve_controls(options: dict[str, str], runs: int) -> tuple[str, str, float, bool, bool]:
+    """Metric, x axis, EMA weight, log scale, and whether to draw the raw values of `runs` runs."""
     left, mid, right = st.columns([3, 2, 2])
     ids = list(options)
     choice = left.selectbox("Metric", ids, index=ids.index("train|loss") if "train|loss" in ids else 0,
@@ -258,7 +344,9 @@ def curve_controls(options: dict[str, str]) -> tuple[str, str, float, bool]:
     weight = right.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01,
                           help="Weight of the past in the exponential moving average (0: raw values).")
     log = right.checkbox("Log scale on y")
-    return choice, x, weight, log
+    raw = right.checkbox("Raw values (faint lines)", value=runs <= RAW_LINES_UP_TO,
+                         help=f"On by default for up to {RAW_LINES_UP_TO} runs.")
+    return choice, x, weight, log, raw
 
 
 def curves_view(runs: list[run_store.Run]) -> None:
@@ -267,14 +355,14 @@ def curves_view(runs: list[run_store.Run]) -> None:
     if not options:
         st.info("The selected runs have logged no metrics yet.")
         return
-    choice, x, weight, log = curve_controls(options)
+    choice, x, weight, log, raw = curve_controls(options, len(runs))
     drawn, nan, thinned = curve_points(src, choice, weight)
     if drawn.empty:
         st.info("None of the selected runs logged this metric.")
         return
-    st.altair_chart(charts.curves_chart(drawn, choice.split("|")[-1], x, log), width="stretch")
-    st.caption("Bold line: smoothed; faint line: raw values; dots: steps where the model was evaluated "
-               "(step 0 is before any training)."
+    draw(curve_spec(src, choice, weight, x, log, raw))
+    st.caption("Bold line: smoothed" + ("; faint line: raw values" if raw else "")
+               + "; dots: steps where the model was evaluated (step 0 is before any training)."
                + (" Long runs are drawn with every k-th step (smoothing uses all of them)." if thinned else ""))
     for run, count in nan.items():
         st.caption(f"{md(run)}: {count} NaN value(s) of this metric, left as gaps in the curve.")
@@ -287,8 +375,15 @@ def curve_points(src: tuple, choice: str, weight: float) -> tuple[pd.DataFrame, 
     if frame.empty:
         return frame, pd.Series(dtype=int), False
     columns = ["run", "step", "epoch", "wall_time", "value", "smoothed", "evaluated"]
-    drawn = charts.thin(charts.smooth(frame, weight)[columns])
+    per_run = max(40, min(150, CURVE_POINTS // frame["run"].nunique()))
+    drawn = charts.thin(charts.smooth(frame, weight)[columns], per_run)
     return drawn, frame[frame["value"].isna()].groupby("run").size(), len(drawn) < len(frame)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def curve_spec(src: tuple, choice: str, weight: float, x: str, log: bool, raw: bool) -> dict:
+    drawn, _, _ = curve_points(src, choice, weight)
+    return vega_lite(charts.curves_chart(drawn, choice.split("|")[-1], x, log, raw=raw))
 
 
 def curve_frame(choice: str, metrics: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
@@ -322,8 +417,7 @@ def embedding_view(runs: list[run_store.Run]) -> None:
         st.info("Pick at least one run above.")
         return
     index = by_key(runs)
-    points = {k: load_points(str(index[k].path), stamp(index[k])) for k in picked}
-    labels = sorted({str(v) for p in points.values() for v in p["label"]} - {"", "None", "nan"})
+    labels = umap_labels(sources([index[k] for k in picked]))
     color_by, line_label, thumbs = embedding_controls(labels)
     st.caption("UMAP of each run's validation embeddings after its last step: images (circles) and "
                "captions (crosses) in one joint fit. Distances are only meaningful locally; each "
@@ -331,11 +425,17 @@ def embedding_view(runs: list[run_store.Run]) -> None:
     evals = all_evals(sources([index[k] for k in picked]))
     for column, key in zip(st.columns(len(picked)), picked):
         with column:
-            embedding_panel(index[key], points[key], evals, color_by, labels, line_label, thumbs)
+            embedding_panel(index[key], evals, color_by, labels, line_label, thumbs)
 
 
-def embedding_panel(run: run_store.Run, points: pd.DataFrame, evals: pd.DataFrame, color_by: str,
-                    labels: list[str], line_label: str | None, thumbs: bool) -> None:
+@st.cache_data(max_entries=64, show_spinner=False)
+def umap_labels(src: tuple) -> list[str]:
+    """The labels of the UMAP points of several runs (one legend for every panel)."""
+    return sorted({str(v) for _, path, s in src for v in load_points(path, s)["label"]} - {"", "None", "nan"})
+
+
+def embedding_panel(run: run_store.Run, evals: pd.DataFrame, color_by: str, labels: list[str],
+                    line_label: str | None, thumbs: bool) -> None:
     key = run.key
     final, first = final_values(evals, key), final_values(evals, key, step="first")
     gap = final.get("modality_gap", float("nan"))
@@ -343,17 +443,28 @@ def embedding_panel(run: run_store.Run, points: pd.DataFrame, evals: pd.DataFram
     st.metric(f"modality gap · {md(key)}", f"{gap:.3f}", delta=f"{change:+.3f} since step 0", delta_color="off",
               help="Distance between the centroids of the image and the caption embeddings "
                    "(0: the two clouds are centred on each other).")
-    if points.empty:
+    spec = umap_spec(str(run.path), stamp(run), key, color_by, tuple(labels), line_label, thumbs)
+    if spec is None:
         st.info("No UMAP coordinates yet: training/train.py fits them once every run of its sweep has "
                 "finished (and only for the runs it trained in that call).")
         return
+    draw(spec)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def umap_spec(path: str, stamp: str, key: str, color_by: str, labels: tuple, line_label: str | None,
+              thumbs: bool) -> dict | None:
+    """One run's UMAP chart (None: no coordinates yet); thumbnails ride along only on small charts."""
+    points = load_points(path, stamp)
+    if points.empty:
+        return None
     if thumbs and len(points) <= THUMBNAIL_TOOLTIPS_UP_TO:
-        uris = load_images(str(run.path), stamp(run)).set_index("image_id")["thumbnail"]
+        uris = load_images(path, stamp).set_index("image_id")["thumbnail"]
         points = points.assign(image=points["image_id"].map(uris))
     lines = charts.pair_lines(points, line_label) if line_label else None
     title = f"{key} (step {int(points['step'].max())})"
     points = points[[c for c in UMAP_COLUMNS if c in points.columns]]  # only what is drawn travels
-    st.altair_chart(charts.umap_chart(points, color_by, title, labels, lines), width="stretch")
+    return vega_lite(charts.umap_chart(points, color_by, title, list(labels), lines))
 
 
 SAMPLE_FILTERS = {
@@ -498,39 +609,72 @@ def matrix_view(runs: list[run_store.Run]) -> None:
         st.info("None of the selected runs has embeddings yet (they are written when a run finishes).")
         return
     index = by_key(done)
-    a, b, ids = matrix_controls(done, load_images(str(done[0].path), stamp(done[0])))
+    a, b, ids = matrix_controls(done, load_captions(str(done[0].path), stamp(done[0])))
     if not ids:
         st.info("Pick some images above.")
         return
-    thumbs = load_images(str(index[a].path), stamp(index[a])).set_index("image_id")["thumbnail"]
-    shown = [(i, t) for i, t in zip(ids, thumbs.reindex(ids)) if t]
-    st.image([t for _, t in shown], caption=[i for i, _ in shown], width=72)
-    mat_a = charts.cosine_matrix(*load_vectors(str(index[a].path), stamp(index[a])), ids)
+    shown = thumbnails(str(index[a].path), stamp(index[a]), tuple(ids))
+    st.image(list(shown.values()), caption=list(shown), width=72)
+    run_b = sources([index[b]])[0] if b else None
+    spec_a, spec_diff, export = matrix_charts(sources([index[a]])[0], run_b, tuple(ids))
     columns = st.columns(2 if b else 1)
-    columns[0].altair_chart(charts.cosine_heatmap(mat_a, f"Cosine similarity, {a}"), width="stretch")
-    export = mat_a.assign(run=a)
-    if b:
-        mat_b = charts.cosine_matrix(*load_vectors(str(index[b].path), stamp(index[b])), ids)
-        diff = charts.cosine_difference(mat_a, mat_b)
-        columns[1].altair_chart(charts.cosine_heatmap(diff, f"{b} minus {a}", difference=True), width="stretch")
-        export = pd.concat([export, mat_b.assign(run=b)], ignore_index=True)
+    draw(spec_a, columns[0])
+    if spec_diff is not None:
+        draw(spec_diff, columns[1])
     st.caption("Each image against the first caption of every chosen image, after each run's last step. "
                "Outlined cells are true pairs: a good run makes them the brightest of their row.")
     st.download_button("Download these cosines (CSV)", lambda: export.to_csv(index=False),
                        file_name="cosine_matrix.csv", mime="text/csv", icon=":material/download:")
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def matrix_charts(a: tuple, b: tuple | None, ids: tuple) -> tuple[dict, dict | None, pd.DataFrame]:
+    """The heatmap of run A, that of B minus A (None without a B), and the cosines of both
+    runs as one frame with a `run` column. a, b: (key, path, file stamp) of a run."""
+    (key_a, path_a, stamp_a), ids = a, list(ids)
+    mat_a = charts.cosine_matrix(*load_vectors(path_a, stamp_a), ids)
+    spec_a = vega_lite(charts.cosine_heatmap(mat_a, f"Cosine similarity, {key_a}"))
+    if b is None:
+        return spec_a, None, mat_a.assign(run=key_a)
+    key_b, path_b, stamp_b = b
+    mat_b = charts.cosine_matrix(*load_vectors(path_b, stamp_b), ids)
+    diff = charts.cosine_difference(mat_a, mat_b)
+    spec_diff = vega_lite(charts.cosine_heatmap(diff, f"{key_b} minus {key_a}", difference=True))
+    return spec_a, spec_diff, pd.concat([mat_a.assign(run=key_a), mat_b.assign(run=key_b)], ignore_index=True)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def all_wise_ft(src: tuple) -> pd.DataFrame:
+    """The WiSE-FT rows of several runs' eval.parquet (one per mixing ratio), with a `run` column."""
+    return stack([run_store.read_eval(path, wise_ft=True).assign(run=key) for key, path, _ in src])
+
+
 def forgetting_view(runs: list[run_store.Run]) -> None:
-    evals = all_evals(sources(runs))
-    if not evals.empty:
-        evals = evals[~evals["split"].isin(["train", "val"]) | evals["metric"].str.startswith("wise_")]
-    if evals.empty:
-        st.info("The selected runs have no forgetting evaluation: their eval.parquet holds only the train and "
-                "val splits, and no wise_ metrics.")
-        return
-    metric = st.selectbox("Metric", sorted(evals["metric"].unique()), format_func=charts.label)
     every_split = all_evals(sources(runs))
+    wise = all_wise_ft(sources(runs))
+    extra = every_split[~every_split["split"].isin(["train", "val"])] if not every_split.empty else every_split
+    if extra.empty and wise.empty:
+        st.info("The selected runs have no forgetting evaluation: their eval.parquet holds only the train and "
+                "val splits, and no WiSE-FT rows. A run gets them with extra_evals and wise_ft_ratios in its "
+                "sweep (the default sweep's stage2-people has both).")
+        return
+    metric = st.selectbox("Metric", sorted(set(extra.get("metric", [])) | set(wise.get("metric", []))),
+                          format_func=charts.label)
     st.altair_chart(charts.split_curves_chart(every_split[every_split["metric"] == metric], metric), width="stretch")
+    held_out_sets = sorted(set(extra.get("split", [])))
+    if not held_out_sets:
+        return
+    held_out = st.selectbox("Held-out evaluation set", held_out_sets)
+    points = charts.forgetting_frame(every_split, wise, metric, held_out)
+    if points.empty:
+        st.info(f"No run evaluated {charts.label(metric)} on both its val split and {held_out} at step 0 and "
+                f"at its end.")
+        return
+    st.altair_chart(charts.forgetting_chart(points, metric, held_out), width="stretch")
+    st.caption(f"Each point is a change from the run's step 0: right is better on the run's own validation data "
+               f"(the data it fine-tunes on), down is forgetting on {held_out}. WiSE-FT mixes the weights the run "
+               f"started from (ratio 0) and ended with (ratio 1).")
+    st.dataframe(points, hide_index=True)
 
 
 def export_view(runs: list[run_store.Run]) -> None:
@@ -539,7 +683,7 @@ def export_view(runs: list[run_store.Run]) -> None:
     evals = all_evals(sources(runs))
     tables = {
         "run_comparison.csv": ("Run comparison (differing config values, final val metrics)",
-                               lambda: comparison(runs, evals).to_csv()),
+                               lambda: comparison(runs).to_csv()),
         "training_metrics.csv": ("Training metrics, long format",
                                  lambda: all_metrics(sources(runs)).to_csv(index=False)),
         "evaluation_metrics.csv": ("Evaluation metrics, long format", lambda: evals.to_csv(index=False)),
@@ -550,8 +694,8 @@ def export_view(runs: list[run_store.Run]) -> None:
         st.download_button(f"{title} · {name}", make, file_name=name, mime="text/csv", key=f"export_{name}",
                            icon=":material/download:")
     if not evals.empty:
-        chart = charts.retrieval_bars(charts.retrieval_frame(evals))
-        st.download_button("Final retrieval chart · final_retrieval.svg", lambda: svg(chart),
+        st.download_button("Final retrieval chart · final_retrieval.svg",  # drawn when downloaded
+                           lambda: svg(charts.retrieval_bars(charts.retrieval_frame(evals))),
                            file_name="final_retrieval.svg", mime="image/svg+xml", icon=":material/download:")
 
 

@@ -107,6 +107,47 @@ def test_curves_view_switches_metric_axis_and_scale(tiny_runs, monkeypatch):
     assert "image→text R@1" in spec and "wall time" in spec and '"log"' in spec
 
 
+def test_curves_view_reuses_its_chart_and_draws_raw_lines_on_request(tiny_runs, monkeypatch):
+    import streamlit as st
+
+    st.cache_data.clear()
+    built = []
+    real = charts.curves_chart
+    monkeypatch.setattr(charts, "curves_chart", lambda *a, **k: built.append(k.get("raw")) or real(*a, **k))
+    at = app(tiny_runs, monkeypatch, "Curves")
+    assert_clean(at)
+    assert len(json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"]) == 3  # raw, smoothed, evaluations
+    widget(at.radio, "x axis").set_value("epoch").run()
+    widget(at.radio, "x axis").set_value("step").run()
+    assert built == [True, True]  # back to step: the chart of the first run, not built again
+    widget(at.checkbox, "Raw values (faint lines)").uncheck().run()
+    assert_clean(at)
+    assert len(json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"]) == 2
+    assert "faint line" not in texts(at)
+
+
+def test_chart_specs_carry_their_own_frames_named_by_content():
+    import altair as alt
+
+    import dashboard
+
+    def line(frame):
+        return alt.layer(alt.Chart().mark_line().encode(x="x:Q", y="y:Q"), data=frame)
+
+    def refuse(data, **kwargs):
+        raise AssertionError("vega_lite() went through Altair's global data transformer")
+
+    a = pd.DataFrame({"x": [1, 2, 3], "y": [3.0, 4.0, 5.0]})
+    alt.data_transformers.register("refuse", refuse)
+    with alt.data_transformers.enable("refuse"):  # what st.altair_chart does on another session's thread
+        spec_a, again, spec_b = (dashboard.vega_lite(line(f)) for f in (a, a.copy(), a.assign(y=[3.0, 4.0, 6.0])))
+    (name,) = spec_a["datasets"]
+    assert spec_a["data"] == {"name": name}
+    pd.testing.assert_frame_equal(spec_a["datasets"][name], a)
+    assert again["datasets"].keys() == spec_a["datasets"].keys()  # same rows, same name
+    assert spec_b["datasets"].keys() != spec_a["datasets"].keys()  # same shape, other rows: a new name
+
+
 @pytest.mark.parametrize("colour", list(charts.COLOR_BY))
 def test_embedding_view_colours_and_joins_pairs(tiny_runs, monkeypatch, colour):
     at = app(tiny_runs, monkeypatch, "Embedding space")
@@ -231,7 +272,7 @@ def test_dashboard_never_imports_torch(tiny_runs):
     code = ("import sys; from streamlit.testing.v1 import AppTest;"
             f"at = AppTest.from_file({APP!r}, default_timeout=60); at.query_params['view'] = 'Samples'; at.run();"
             "assert not at.exception; assert 'torch' not in sys.modules, 'torch was imported'")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
                             env={**__import__("os").environ, "CLIP_RUNS_DIR": str(tiny_runs)})
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -259,12 +300,12 @@ def test_ema_keeps_nan_and_debiases():
 
 def test_image_outcomes_margin_is_negative_when_a_wrong_caption_wins():
     samples = pd.DataFrame([
-        dict(kind="image", sample_id="i1", image_id="a", caption="cat", label="x", rank=2, positive_cosine=0.5,
-             topk_ids=["t2", "t1"], topk_scores=[0.7, 0.5]),
-        dict(kind="image", sample_id="i2", image_id="b", caption="dog", label="x", rank=1, positive_cosine=0.9,
-             topk_ids=["t2", "t1"], topk_scores=[0.9, 0.6]),
-        dict(kind="text", sample_id="t1", image_id="a", caption="cat"),
-        dict(kind="text", sample_id="t2", image_id="b", caption="dog"),
+        {"kind": "image", "sample_id": "i1", "image_id": "a", "caption": "cat", "label": "x", "rank": 2,
+         "positive_cosine": 0.5, "topk_ids": ["t2", "t1"], "topk_scores": [0.7, 0.5]},
+        {"kind": "image", "sample_id": "i2", "image_id": "b", "caption": "dog", "label": "x", "rank": 1,
+         "positive_cosine": 0.9, "topk_ids": ["t2", "t1"], "topk_scores": [0.9, 0.6]},
+        {"kind": "text", "sample_id": "t1", "image_id": "a", "caption": "cat"},
+        {"kind": "text", "sample_id": "t2", "image_id": "b", "caption": "dog"},
     ])
     out = charts.image_outcomes(samples).set_index("image_id")
     assert out.loc["a", "margin"] == pytest.approx(-0.2)
