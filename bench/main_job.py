@@ -27,12 +27,14 @@ COMMAND = "accelerate launch training/train.py"
 
 
 def main() -> int:
+    # --set KEY=VALUE ... times a variant of the main command (printed, not recorded)
+    variant = sys.argv[sys.argv.index("--set"):] if "--set" in sys.argv else []
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         accelerate = ROOT / ".venv" / "bin" / "accelerate"
         t0 = time.time()
-        proc = subprocess.run([str(accelerate), "launch", "training/train.py"], cwd=clone,
+        proc = subprocess.run([str(accelerate), "launch", "training/train.py", *variant], cwd=clone,
                               capture_output=True, text=True)
         wall = time.time() - t0
         print(proc.stdout[-3000:])
@@ -49,16 +51,25 @@ def main() -> int:
                 if stage in ("features", "training", "evaluation"):
                     stages[stage] += seconds
         stages["other (model loading, imports)"] = wall - sum(stages.values())
-        best = max(runs, key=lambda r: run_store.final_eval(r.path).get("i2t_R@1", -1))
+        precision = sorted({str(r.config.get("provenance", {}).get("precision")) for r in runs})
+        # Runs validated on a label subset (the two-stage forgetting example) are not comparable.
+        full_val = [r for r in runs if not (r.config.get("include_labels") or r.config.get("exclude_labels"))]
+        best = max(full_val, key=lambda r: run_store.final_eval(r.path).get("i2t_R@1", -1))
         best_eval = run_store.final_eval(best.path)
     print(f"\n{'stage':34s} seconds")
     for stage, seconds in stages.items():
         print(f"{stage:34s} {seconds:7.1f}")
     print(f"{'wall time':34s} {wall:7.1f}")
     print(f"best run {best.name}: i2t R@1 {best_eval['i2t_R@1']:.3f} on N={int(best_eval['n_images'])}")
+    if variant:
+        print(f"variant {' '.join(variant)}: not recorded")
+        return 0
     cmd = ".venv/bin/python bench/main_job.py"
+    print(f"precision: {', '.join(precision)}; UMAP share of the wall time {stages['umap'] / wall:.1%}")
     record("main_job.wall_time", round(wall, 1), "s", "<= 600 (issue 2), <= 360 (issue 8)",
-           f"clean clone, {len(runs)} runs of the default sweep", cmd)
+           f"clean clone, {len(runs)} runs of the default sweep, precision {', '.join(precision)}", cmd)
+    record("main_job.umap_share", round(stages["umap"] / wall, 3), "of the wall time", "",
+           f"UMAP stage {stages['umap']:.1f} s of {wall:.1f} s", cmd)
     for stage, seconds in stages.items():
         record(f"main_job.stage.{stage.split(' ')[0]}", round(seconds, 1), "s", "", "", cmd)
     record("main_job.best_val_i2t_R@1", round(best_eval["i2t_R@1"], 4), "fraction", ">= 0.35",

@@ -84,3 +84,31 @@ def test_random_vit_b32_has_the_openai_architecture_offline():
     assert model.image_head.out_features == model.text_head.out_features == 512
     n = sum(p.numel() for p in model.parameters())
     assert 149e6 < n < 153e6  # openai/clip-vit-base-patch32 has 151.3M parameters
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from training.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    assert resolve_precision("auto") == "no"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_precision("auto") == "bf16"
+    assert resolve_precision("fp16") == "fp16" and resolve_precision("no") == "no"
+
+
+def test_bf16_features_are_cached_apart_from_fp32_ones(synthetic_data, tmp_path):
+    from data.manifest import load_manifest
+    from training.features import TowerInputs
+    from training.models import build_model
+
+    model = build_model(RunConfig(model="tiny-clip", image_size=32))
+    pairs = Pairs.from_manifest(load_manifest(synthetic_data))
+    fp32 = TowerInputs(model, pairs, tmp_path, show_progress=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = TowerInputs(model, pairs, tmp_path, show_progress=False)
+    assert fp32.stats["image_cache"].startswith("miss") and bf16.stats["image_cache"].startswith("miss")
+    assert not torch.equal(bf16.image_prefix.float(), fp32.image_prefix)  # computed in bf16, not reused
+    torch.testing.assert_close(bf16.image_prefix.float(), fp32.image_prefix, atol=0.1, rtol=0.05)
+    assert len(list(tmp_path.glob("*.pt"))) == 4  # image and text, once per precision

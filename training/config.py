@@ -61,7 +61,8 @@ class RunConfig:
     init_temperature: float | None = None  # None: the checkpoint's own, or 0.07 (CLIP's init)
     data_fraction: float = 1.0  # seeded share of the training images used
     max_text_len: int = 32  # captions pad to the longest in the batch, capped here
-    precision: str = "no"  # 'no' (fp32), 'bf16' or 'fp16' through Accelerate; sweep-wide
+    precision: str = "no"  # 'no' (fp32), 'bf16', 'fp16' through Accelerate, or 'auto': bf16 where the
+    #   hardware computes it natively (a bf16 GPU; a CPU with AMX or AVX512-BF16), else fp32; sweep-wide
     on_nan: str = "stop"  # a NaN/inf loss: 'stop' the run (FAILED, naming the step) or 'skip' the batch
     eval_every: int = 1  # evaluate every N epochs (step 0 and the last epoch always)
     prompt_template: str = "a photo of a {}."  # zero-shot prompt per label
@@ -103,7 +104,8 @@ class RunConfig:
              "init_temperature must be between 0.01 and 10 (CLIP clamps at 0.01)"),
             (0 < self.data_fraction <= 1, "data_fraction must be in (0, 1]"),
             (self.max_text_len >= 4, "max_text_len must be at least 4"),
-            (self.precision in ("no", "bf16", "fp16"), "precision must be 'no', 'bf16' or 'fp16'"),
+            (self.precision in ("no", "bf16", "fp16", "auto"),
+             "precision must be 'no', 'bf16', 'fp16' or 'auto'"),
             (self.eval_every >= 1, "eval_every must be at least 1"),
             (self.on_nan in ("stop", "skip"), "on_nan must be 'stop' or 'skip'"),
             ("{}" in self.prompt_template, "prompt_template must contain {} for the label"),

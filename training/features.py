@@ -34,6 +34,14 @@ def data_fingerprint(pairs: Pairs) -> str:
     return h.hexdigest()[:20]
 
 
+def _autocast_state() -> str:
+    """The precision features are computed at (callers enter the run's autocast): bf16
+    features are close to, but not, the fp32 ones, so each has its own cache entry."""
+    if torch.is_autocast_enabled("cpu"):
+        return f"cpu:{torch.get_autocast_dtype('cpu')}"
+    return "off"
+
+
 def _key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -48,7 +56,7 @@ class TowerInputs:
         self.batch_size, self.show_progress = batch_size, show_progress
         self.stats = {"image_cache": "off", "text_cache": "off"}
         base = dict(model=model.name, data=data_fingerprint(pairs), preprocess=model.preprocess.__dict__,
-                    max_text_len=model.max_text_len)
+                    max_text_len=model.max_text_len, autocast=_autocast_state())
         self.image_cut = model.image_tower.cache_point
         self.image_prefix = None
         if cache and self.image_cut > 0:

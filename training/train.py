@@ -251,6 +251,18 @@ def warm_feature_cache(configs: list[RunConfig], cache_dir: Path, show_progress:
         TowerInputs(model, pairs, cache_dir, show_progress=show_progress, text=False)
 
 
+def resolve_precision(precision: str) -> str:
+    """'auto' becomes bf16 where the hardware has native bf16 arithmetic (about twice the fp32
+    speed on an AMX CPU, measured in bench/main_job.py's notes), else fp32 ('no')."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    native = any(getattr(torch.cpu, probe, lambda: False)()
+                 for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return "bf16" if native else "no"
+
+
 def provenance(accelerator: Accelerator) -> dict:
     import accelerate
     import transformers
@@ -261,6 +273,7 @@ def provenance(accelerator: Accelerator) -> dict:
     except (OSError, subprocess.SubprocessError):
         rev = None
     return dict(git_revision=rev, device=str(accelerator.device), processes=accelerator.num_processes,
+                precision=accelerator.mixed_precision,
                 host=platform.node(), python=platform.python_version(),
                 versions=dict(torch=torch.__version__, transformers=transformers.__version__,
                               accelerate=accelerate.__version__))
@@ -396,7 +409,7 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
             changed |= load_init_from(model, cfg, path)
         start_weights = state_of(model, changed)
         start_tracking(accelerator, cfg, path, sweep)
-        with timer("features"):
+        with timer("features"), accelerator.autocast():  # frozen parts at the run's precision
             inputs = TowerInputs(model, pairs, cache_dir, show_progress=main)
             inputs.attach()
             eval_sets = [EvalSet("train", probe_view, inputs, labels), EvalSet("val", val_view, inputs, labels),
@@ -589,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     resumes = resume_points(todo, explicit_resume) if args.resume else {}
     # The seedable sampler shuffles by (seed, epoch), the same on every process and after a
     # resume; the schedule steps once per global step (see train_run).
-    accelerator = Accelerator(mixed_precision=sweep.runs[0].precision, step_scheduler_with_optimizer=False,
+    accelerator = Accelerator(mixed_precision=resolve_precision(sweep.runs[0].precision), step_scheduler_with_optimizer=False,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
                               log_with=args.report_to, project_config=ProjectConfiguration(logging_dir=str(args.runs_dir)))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -606,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipping {len(skipped)} finished run(s) with the same config: {', '.join(skipped)} "
               f"(--overwrite retrains them)")
     if accelerator.is_main_process:
-        with timer("features"):
+        with timer("features"), accelerator.autocast():
             warm_feature_cache([c for c, _ in todo], args.cache_dir, show_progress=True)
     accelerator.wait_for_everyone()
     states, thumbnails = {}, {}
