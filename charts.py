@@ -11,6 +11,7 @@ here reads run files or imports streamlit. Frames come from training/run_store.p
 from __future__ import annotations
 
 import base64
+import json
 import math
 
 import altair as alt
@@ -102,9 +103,17 @@ def comparison_table(runs: list[dict]) -> pd.DataFrame:
 
     Each item of `runs` has keys run, state, config (dict) and final (metric -> value)."""
     keys = differing_keys([r["config"] for r in runs])
-    rows = [{"run": r["run"], "state": r["state"], **{k: r["config"].get(k) for k in keys},
+    rows = [{"run": r["run"], "state": r["state"], **{k: _cell(r["config"].get(k)) for k in keys},
              **{m: r["final"].get(m, np.nan) for m in TABLE_METRICS}} for r in runs]
     return pd.DataFrame(rows, columns=["run", "state", *keys, *TABLE_METRICS]).set_index("run")
+
+
+def _cell(value):
+    """A config value as a table cell: lists and tables (label subsets, extra evaluation sets)
+    become compact text, so a column can be compared and styled."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return value
 
 
 def style_best(table: pd.DataFrame):

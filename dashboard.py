@@ -658,8 +658,9 @@ def forgetting_view(runs: list[run_store.Run]) -> None:
                 "val splits, and no WiSE-FT rows. A run gets them with extra_evals and wise_ft_ratios in its "
                 "sweep (the default sweep's stage2-people has both).")
         return
-    metric = st.selectbox("Metric", sorted(set(extra.get("metric", [])) | set(wise.get("metric", []))),
-                          format_func=charts.label)
+    metrics = sorted(set(extra.get("metric", [])) | set(wise.get("metric", [])))
+    metric = st.selectbox("Metric", metrics, format_func=charts.label,
+                          index=metrics.index("i2t_R@1") if "i2t_R@1" in metrics else 0)
     st.altair_chart(charts.split_curves_chart(every_split[every_split["metric"] == metric], metric), width="stretch")
     held_out_sets = sorted(set(extra.get("split", [])))
     if not held_out_sets:

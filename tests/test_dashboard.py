@@ -332,3 +332,19 @@ def test_comparison_table_shows_only_differing_config():
     table = charts.comparison_table(runs)
     assert "lr" in table.columns and "epochs" not in table.columns
     assert math.isnan(table.loc["b", "i2t_R@1"])
+
+
+def test_comparison_table_shows_list_valued_config_keys():
+    """Label subsets and extra evaluation sets are lists in config.json; the Runs table must
+    still compare and highlight them (it crashed on the real default sweep once)."""
+    import charts
+
+    runs = [{"run": "a", "state": "FINISHED", "config": {"lr": 1e-3, "exclude_labels": ["People & Body"]},
+             "final": {"i2t_R@1": 0.2}},
+            {"run": "b", "state": "FINISHED", "config": {"lr": 1e-4, "exclude_labels": None,
+                                                         "extra_evals": [{"name": "held-out", "split": "val"}]},
+             "final": {"i2t_R@1": 0.3}}]
+    table = charts.comparison_table(runs)
+    assert table.loc["a", "exclude_labels"] == '["People & Body"]'
+    html = charts.style_best(table).to_html()
+    assert "People & Body" in html and "held-out" in html

@@ -98,10 +98,13 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     assert resolve_precision("fp16") == "fp16" and resolve_precision("no") == "no"
 
 
-def test_bf16_features_are_cached_apart_from_fp32_ones(synthetic_data, tmp_path):
+def test_bf16_features_are_cached_apart_from_fp32_ones(synthetic_data, tmp_path, monkeypatch):
     from data.manifest import load_manifest
+    from training import features
     from training.features import TowerInputs
     from training.models import build_model
+
+    monkeypatch.setattr(features, "_memory", {})  # other tests' features stay in memory otherwise
 
     model = build_model(RunConfig(model="tiny-clip", image_size=32))
     pairs = Pairs.from_manifest(load_manifest(synthetic_data))
