@@ -115,3 +115,24 @@ def test_bf16_features_are_cached_apart_from_fp32_ones(synthetic_data, tmp_path,
     assert not torch.equal(bf16.image_prefix.float(), fp32.image_prefix)  # computed in bf16, not reused
     torch.testing.assert_close(bf16.image_prefix.float(), fp32.image_prefix, atol=0.1, rtol=0.05)
     assert len(list(tmp_path.glob("*.pt"))) == 4  # image and text, once per precision
+
+
+def test_train_py_decodes_and_tokenizes_in_loader_workers_with_length_groups(synthetic_data, tmp_path, monkeypatch):
+    """Both towers trainable (nothing cached): pixels and tokens come from 2 loader workers,
+    batches are length-grouped through Accelerate's prepared loader, and the run finishes
+    with one metrics row per step."""
+    from training import run_store
+    from training import train as train_module
+
+    monkeypatch.setattr(train_module, "project_runs", lambda paths: {})  # UMAP is not under test
+    code = train_module.main(["--data", str(synthetic_data), "--model", "tiny-clip", "--runs-dir", str(tmp_path / "runs"),
+                              "--cache-dir", str(tmp_path / "cache"), "--only", "heads-only", "--set",
+                              "epochs=2", "batch_size=8", "image_size=32", "unlock_image=-1", "unlock_text=-1",
+                              "num_workers=2", "group_by_length=true", "eval_every=2"])
+    assert code == 0
+    run = run_store.list_runs(tmp_path / "runs")[0]
+    assert run.state == "FINISHED"
+    metrics = run_store.read_metrics(run.path)
+    steps = sorted(metrics["step"].unique())
+    assert steps == list(range(1, run.status["step"] + 1)) and len(steps) >= 4
+    assert run.status["cache"] == {"image_cache": "off", "text_cache": "off"}
