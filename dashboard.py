@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import logging
 import os
 import pickle
 import re
@@ -27,6 +28,12 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
+
+if __name__ != "__main__":
+    # Imported once by the server at start (the st.App at the end of this file): the cached
+    # functions below are never called in that copy of the module, so Streamlit's notice that
+    # they have no runtime yet is noise.
+    logging.getLogger("streamlit.runtime.caching.cache_data_api").setLevel(logging.ERROR)
 
 import charts
 from training import run_store
@@ -778,5 +785,10 @@ def main(argv: list[str] | None = None) -> None:
                 live(VIEW_FUNCTIONS[name], root, selected)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # Streamlit runs this file once per session and rerun
     main()
+else:
+    # `streamlit run dashboard.py` finds this st.App and serves it: the server imports this
+    # module once at start, so pandas, altair and pyarrow are loaded before the first visitor
+    # instead of during their first page load.
+    app = st.App(__file__)
