@@ -94,6 +94,11 @@ def load_eval(path: str, stamp: str) -> pd.DataFrame:
     return run_store.read_eval(path)
 
 
+@st.cache_data(max_entries=512, show_spinner=False)
+def load_wise_ft(path: str, stamp: str) -> pd.DataFrame:
+    return run_store.read_eval(path, wise_ft=True)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def load_samples(path: str, stamp: str) -> pd.DataFrame:
     return run_store.read_samples(path)
@@ -288,7 +293,7 @@ def runs_view(runs: list[run_store.Run]) -> None:
                 st.code(r.status["error"], language=None)
     src = sources(runs)
     evals = all_evals(src)
-    table = comparison(runs)
+    table = comparison_of(src, tuple(r.state for r in runs), runs)
     st.subheader("What differs, and how well each run retrieves")
     st.dataframe(charts.style_best(table))
     differing = [c for c in table.columns if c not in charts.TABLE_METRICS and c != "state"]
@@ -424,12 +429,13 @@ def embedding_view(runs: list[run_store.Run]) -> None:
         st.info("Pick at least one run above.")
         return
     index = by_key(runs)
-    labels = umap_labels(sources([index[k] for k in picked]))
+    src = sources([index[k] for k in picked])
+    labels = umap_labels(src)
     color_by, line_label, thumbs = embedding_controls(labels)
     st.caption("UMAP of each run's validation embeddings after its last step: images (circles) and "
                "captions (crosses) in one joint fit. Distances are only meaningful locally; each "
                "run has its own fit, so compare shapes, not positions. Hover a point for its caption.")
-    evals = all_evals(sources([index[k] for k in picked]))
+    evals = all_evals(src)
     for column, key in zip(st.columns(len(picked)), picked):
         with column:
             embedding_panel(index[key], evals, color_by, labels, line_label, thumbs)
@@ -653,12 +659,13 @@ def matrix_charts(a: tuple, b: tuple | None, ids: tuple) -> tuple[dict, dict | N
 @st.cache_data(max_entries=64, show_spinner=False)
 def all_wise_ft(src: tuple) -> pd.DataFrame:
     """The WiSE-FT rows of several runs' eval.parquet (one per mixing ratio), with a `run` column."""
-    return stack([run_store.read_eval(path, wise_ft=True).assign(run=key) for key, path, _ in src])
+    return stack([load_wise_ft(path, s).assign(run=key) for key, path, s in src])
 
 
 def forgetting_view(runs: list[run_store.Run]) -> None:
-    every_split = all_evals(sources(runs))
-    wise = all_wise_ft(sources(runs))
+    src = sources(runs)
+    every_split = all_evals(src)
+    wise = all_wise_ft(src)
     extra = every_split[~every_split["split"].isin(["train", "val"])] if not every_split.empty else every_split
     if extra.empty and wise.empty:
         st.info("The selected runs have no forgetting evaluation: their eval.parquet holds only the train and "
@@ -688,12 +695,13 @@ def forgetting_view(runs: list[run_store.Run]) -> None:
 def export_view(runs: list[run_store.Run]) -> None:
     st.caption("Tables as CSV. Every chart also has a toolbar (hover its top right corner) with "
                "Download as PNG, and every table one with Download as CSV.")
-    evals = all_evals(sources(runs))
+    src = sources(runs)
+    evals = all_evals(src)
     tables = {
         "run_comparison.csv": ("Run comparison (differing config values, final val metrics)",
                                lambda: comparison(runs).to_csv()),
         "training_metrics.csv": ("Training metrics, long format",
-                                 lambda: all_metrics(sources(runs)).to_csv(index=False)),
+                                 lambda: all_metrics(src).to_csv(index=False)),
         "evaluation_metrics.csv": ("Evaluation metrics, long format", lambda: evals.to_csv(index=False)),
         "image_ranks.csv": ("Per-image rank, top captions and margin, every run",
                             lambda: image_ranks(runs).to_csv(index=False)),

@@ -26,7 +26,7 @@ grp = g.batches_of_lengths(lengths, B, True, 1)
 grp = [grp[i] for i in np.random.default_rng(2).choice(len(grp), 16, replace=False)]
 imgs = torch.randn(B, 3, 224, 224, device=dev)
 out = {}
-oc_step, oc_fb, m = g.openclip_stepper(dev, False)
+oc_step, oc_fb, m = g.openclip_stepper(dev)
 out["open_clip@coco"] = B / g.time_steps(oc_step, [(imgs, g.openclip_tokens(lb, dev)) for lb in rand], 6, 20, dev)
 del oc_step, oc_fb, m; torch.cuda.empty_cache()
 model, cfg = g.project_model("random-clip-vit-b32", False, dev)

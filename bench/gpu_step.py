@@ -146,7 +146,7 @@ def project_stepper(model, cfg, device):
     return step, forward_backward
 
 
-def openclip_stepper(device, smoke: bool):
+def openclip_stepper(device):
     """open_clip's ViT-B-32 as its training script steps it: fp32 weights, bf16 autocast,
     ClipLoss, AdamW(betas 0.9/0.98, eps 1e-6) with no decay on gains and biases, clamp."""
     import open_clip
@@ -212,12 +212,13 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
     images = [torch.randn(batch, 3, size, size, device=device) for _ in range(2)]
     openclip_images = [torch.randn(batch, 3, 224, 224, device=device) for _ in range(2)]
     lengths = coco_lengths(batch * 64, rng)
-    random_batches = batches_of_lengths(lengths, batch, grouped=False, seed=1)[:n_inputs]
+    every_random = batches_of_lengths(lengths, batch, grouped=False, seed=1)
+    random_batches = every_random[:n_inputs]
     grouped_batches = batches_of_lengths(lengths, batch, grouped=True, seed=1)
     results["coco_lengths"] = dict(
         drawn=len(lengths), mean=float(lengths.mean()), p99=float(np.percentile(lengths, 99)),
         max=int(lengths.max()),
-        mean_padded_random=float(np.mean([max(b) for b in batches_of_lengths(lengths, batch, False, 1)])),
+        mean_padded_random=float(np.mean([max(b) for b in every_random])),
         mean_padded_grouped=float(np.mean([max(b) for b in grouped_batches])))
     # The timed grouped batches are a random draw of the epoch's batches (lengths vary).
     pick = np.random.default_rng(2).choice(len(grouped_batches), size=min(n_inputs * 2, len(grouped_batches)),
@@ -247,7 +248,7 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
             torch.cuda.empty_cache()
 
     print("benchmark 1: training step, batch", batch, flush=True)
-    oc_step, oc_fb, oc_model = openclip_stepper(device, args.smoke)
+    oc_step, oc_fb, oc_model = openclip_stepper(device)
     measure("open_clip@77", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), [[77] * batch],
             "open_clip, 77 tokens", openclip_images, True)
     measure("open_clip@coco", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), random_batches,

@@ -23,8 +23,6 @@ sys.path.insert(0, str(ROOT))
 from bench.results import record  # noqa: E402
 from training import run_store  # noqa: E402
 
-COMMAND = "accelerate launch training/train.py"
-
 
 def main() -> int:
     # --set KEY=VALUE ... times a variant of the main command (printed, not recorded)

@@ -28,8 +28,6 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 from data.manifest import DATA_DIR, write_manifest  # noqa: E402
 from data.sources.skips import summary_lines  # noqa: E402
 
-SOURCES = ("openmoji", "synthetic", "coco", "flickr", "csv", "jsonl", "cc")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -281,6 +281,12 @@ def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
     return Sweep(name=str(spec.get("name", path.stem)), source=str(path), runs=runs)
 
 
+def changed_keys(saved: dict, cfg: RunConfig) -> list[str]:
+    """Keys in which a run's saved config.json differs from `cfg`; a key the saved config lacks
+    was written before the key existed, so that run used the key's default."""
+    return [k for k, v in cfg.to_dict().items() if saved.get(k, FIELDS[k].default) != v]
+
+
 def differing_keys(configs: list[dict]) -> list[str]:
     """Config keys whose value is not the same in every run (what a comparison should show)."""
     keys = [k for k in FIELDS if k != "name"]

@@ -16,16 +16,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from data.sources.image_check import to_rgb
 from training.models import Preprocess, tokenize
 
 
 def open_rgb(path: str) -> Image.Image:
-    img = Image.open(path)
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(canvas, img)
-    return img.convert("RGB")
+    return to_rgb(Image.open(path))
 
 
 def pixels_uint8(path: str, pre: Preprocess) -> torch.Tensor:

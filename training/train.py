@@ -35,7 +35,8 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
 from training import checkpoints, run_store  # noqa: E402
-from training.config import DEFAULT_SWEEP, FIELDS, ConfigError, RunConfig, Sweep, load_sweep, parse_set  # noqa: E402
+from training.config import (  # noqa: E402
+    DEFAULT_SWEEP, FIELDS, ConfigError, RunConfig, Sweep, changed_keys, load_sweep, parse_set)
 from training.distributed import gather_with_grad  # noqa: E402
 from training.evaluate import (  # noqa: E402
     EvalSet, dataset_labels, embeddings_frame, evaluate, extra_eval_sets, samples_frame, select)
@@ -50,7 +51,7 @@ from training.weight_interpolation import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTO_PREPARE = {"openmoji": ["openmoji"]}  # datasets train.py may prepare on first use
-TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}  # --report-to value -> the package it needs
+TRACKERS = ("tensorboard", "wandb")  # --report-to values, each the name of the package it needs
 
 
 def parse_args(argv):
@@ -64,7 +65,7 @@ def parse_args(argv):
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and exit")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already finished")
     p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="feature cache folder")
-    p.add_argument("--report-to", choices=sorted(TRACKER_PACKAGES),
+    p.add_argument("--report-to", choices=TRACKERS,
                    help="also log to TensorBoard or wandb (Accelerate's trackers), inside each run folder; "
                         "the Parquet files are written either way. wandb without network: WANDB_MODE=offline")
     p.add_argument("--resume", metavar="RUN_DIR|auto",
@@ -118,10 +119,7 @@ def plan(sweep, runs_dir: Path, overwrite: bool) -> tuple[list[tuple[RunConfig, 
         if state == "RUNNING":
             conflicts.append(f"{path} is being trained by another live process")
         elif state == "FINISHED" and not overwrite:
-            # A key the saved config lacks was written before the key existed: it ran with the default.
-            same = bool(run.config) and all(run.config.get(k, FIELDS[k].default) == v
-                                            for k, v in cfg.to_dict().items())
-            if same:
+            if run.config and not changed_keys(run.config, cfg):
                 skipped.append(cfg.name)
                 continue
             conflicts.append(f"{path} holds a finished run with a different config")
@@ -215,8 +213,7 @@ def resume_points(todo: list[tuple[RunConfig, Path]], explicit: bool) -> dict[st
                 raise ConfigError(f"{path} has no complete checkpoint to resume from (checkpoint_every = "
                                   f"{cfg.checkpoint_every}); run without --resume to train it from step 0")
             continue
-        saved = run_store.load_run(path).config
-        differing = [k for k, v in cfg.to_dict().items() if saved.get(k, FIELDS[k].default) != v]
+        differing = changed_keys(run_store.load_run(path).config, cfg)
         if differing:
             raise ConfigError(f"cannot resume {path}: its saved config differs in {', '.join(differing)}. Fix: "
                               f"resume with the same settings, or drop --resume to train it from step 0")
@@ -252,8 +249,8 @@ def warm_feature_cache(configs: list[RunConfig], cache_dir: Path, show_progress:
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto' becomes bf16 where the hardware has native bf16 arithmetic (about twice the fp32
-    speed on an AMX CPU, measured in bench/main_job.py's notes), else fp32 ('no')."""
+    """'auto' becomes bf16 where the hardware has native bf16 arithmetic, else fp32 ('no');
+    bench/cpu_precision.py measures what it changes on a CPU."""
     if precision != "auto":
         return precision
     if torch.cuda.is_available():
@@ -316,7 +313,7 @@ def make_loader(view, inputs: TowerInputs, cfg: RunConfig, pin_memory: bool = Fa
     common = dict(collate_fn=collate, num_workers=cfg.num_workers, pin_memory=pin_memory,
                   persistent_workers=cfg.num_workers > 0)
     if cfg.group_by_length:
-        captions = view.pairs.captions["caption"].to_numpy()[view.caption_rows].tolist()
+        captions = view.captions["caption"].tolist()
         lengths = [len(ids) for ids in model.tokenizer(captions, truncation=True,
                                                           max_length=model.max_text_len)["input_ids"]]
         sampler = LengthGroupedBatches(lengths, cfg.batch_size, drop_last, cfg.seed)
@@ -481,10 +478,10 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                                                          accelerator.backward, lambda: accelerator.no_sync(model),
                                                          gather=gather_with_grad)
                     # Every process's loss, averaged: one value per step, and one decision on a NaN.
-                    loss = accelerator.reduce(loss, reduction="mean")
+                    loss = accelerator.reduce(loss, reduction="mean").item()  # the step's one loss sync
                     step += 1
                     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
-                    finite = bool(torch.isfinite(loss))
+                    finite = math.isfinite(loss)
                     if finite:
                         optimizer.step()
                     else:
@@ -493,21 +490,21 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                     optimizer.zero_grad(set_to_none=True)
                     raw.clamp_logit_scale()
                     if main:
-                        values = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                        values = {"loss": loss, "lr": scheduler.get_last_lr()[0],
                                   "logit_scale": raw.logit_scale.exp().item(),
                                   "temperature": (-raw.logit_scale).exp().item(), "grad_norm": grad_norm.item()}
                         writer.log_metrics(step, epoch + (i + 1) / len(loader), time.time() - t_start, values)
                         accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
                     if not finite and cfg.on_nan == "stop":
-                        raise NonFiniteLoss(f"the loss is {loss.item()} at step {step}; set on_nan = \"skip\" "
+                        raise NonFiniteLoss(f"the loss is {loss} at step {step}; set on_nan = \"skip\" "
                                             f"to skip such batches, or lower lr")
                     if i + 1 < len(loader):
                         checkpoint(epoch, i + 1)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1, refresh=False)
+                    bar.set_postfix(loss=f"{loss:.3f}", epoch=epoch + 1, refresh=False)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 last = run_eval(float(epoch + 1))
-                bar.set_postfix(loss=f"{loss.item():.3f}", i2t_R1=f"{last.values['i2t_R@1']:.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}", i2t_R1=f"{last.values['i2t_R@1']:.3f}")
             if main:
                 writer.flush()
                 writer.heartbeat(step)
@@ -596,9 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         load_manifest(name)  # every dataset must exist before the first run starts
     todo, skipped = plan(sweep, args.runs_dir, args.overwrite)
     todo = order_for_init_from(todo)
-    if args.report_to and importlib.util.find_spec(TRACKER_PACKAGES[args.report_to]) is None:
-        raise ConfigError(f"--report-to {args.report_to} needs the {TRACKER_PACKAGES[args.report_to]!r} package, "
-                          f"which is not installed: .venv/bin/pip install {TRACKER_PACKAGES[args.report_to]}")
+    if args.report_to and importlib.util.find_spec(args.report_to) is None:
+        raise ConfigError(f"--report-to {args.report_to} needs the {args.report_to!r} package, "
+                          f"which is not installed: .venv/bin/pip install {args.report_to}")
     resumes = resume_points(todo, explicit_resume) if args.resume else {}
     # The seedable sampler shuffles by (seed, epoch), the same on every process and after a
     # resume; the schedule steps once per global step (see train_run).

@@ -49,20 +49,20 @@ def _official(obj: dict, path: Path, images: Path, log: SkipLog) -> tuple[list[d
     m = _SPLIT_FOLDER.search(path.name)
     folder = m.group(0) if m else ""
     split = m.group(1) if m else ""
-    known = {}
-    for image in obj.get("images", []):
-        known[image["id"]] = image["file_name"]
+    # Each image's file is looked up once (five captions share it), not once per caption.
+    known = {image["id"]: (image["file_name"], str(_resolve(images, folder, image["file_name"])))
+             for image in obj.get("images", [])}
     rows = []
     for ann in obj["annotations"]:
-        file_name = known.get(ann.get("image_id"))
-        if file_name is None:
+        found = known.get(ann.get("image_id"))
+        if found is None:
             log.skip("caption_without_image", f"{path.name}: annotation {ann.get('id')} names image "
                                               f"{ann.get('image_id')}, which the file does not list")
             continue
-        rows.append(dict(image_id=Path(file_name).stem, image_path=str(_resolve(images, folder, file_name)),
+        file_name, image_path = found
+        rows.append(dict(image_id=Path(file_name).stem, image_path=image_path,
                          caption=ann.get("caption"), split=split, coco_id=ann["image_id"]))
-    listed = {str(_resolve(images, folder, f)) for f in known.values()}
-    return rows, listed
+    return rows, {image_path for _, image_path in known.values()}
 
 
 def _karpathy(obj: dict, images: Path) -> tuple[list[dict], set[str]]:

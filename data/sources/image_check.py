@@ -67,7 +67,8 @@ def _open(path: Path, resize: int | None) -> Image.Image:
     return img
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB with any transparency composited on white (preparation and training share this)."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -98,7 +99,7 @@ def check_image(job: ImageJob) -> ImageResult:
         fixes.append("exif_unreadable")
     if img.mode != "RGB":
         fixes.append(f"mode_{img.mode}_to_RGB")
-        img = _to_rgb(img)
+        img = to_rgb(img)
     if not job.resize and not fixes:
         return ImageResult(None, str(source), fixes)
     if job.resize and min(img.size) > job.resize:
