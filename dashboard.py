@@ -309,7 +309,14 @@ def runs_view(runs: list[run_store.Run]) -> None:
     draw(retrieval_spec(src))
     chance = evals[(evals["metric"] == "chance_R@1") & (evals["split"] == "val")]["value"]
     if not chance.empty:
-        st.caption(f"Chance R@1 (one over the number of validation images): {chance.max():.4f}.")
+        low, high = chance.min(), chance.max()
+        st.caption("Chance R@1 (one over the number of validation images): "
+                   + (f"{high:.4f}." if low == high else f"{low:.4f} to {high:.4f}, by run."))
+    subset = [r.key for r in runs if r.config.get("include_labels") or r.config.get("exclude_labels")]
+    if subset:
+        st.caption(f"{', '.join(md(k) for k in subset)} train and validate on a label subset, so their R@k "
+                   "count fewer, other validation images: compare them with each other, or in the "
+                   "Forgetting view, not with the other runs.")
 
 
 def comparison(runs: list[run_store.Run]) -> pd.DataFrame:
