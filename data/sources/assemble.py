@@ -104,15 +104,16 @@ def _relative(path: str, out_dir: Path) -> str:
         return str(p.resolve())
 
 
-def _splits(rows: pd.DataFrame, per_image: pd.DataFrame, opts: Options) -> list[str]:
-    """The source's split where it gives one, else a hash of the image (or its split_key)."""
+def _splits(rows: pd.DataFrame, per_image: pd.DataFrame, opts: Options) -> pd.Series:
+    """The source's split where it gives one, else a hash of the image (or its split_key);
+    decided once per image, not once per caption row."""
     given = per_image["split"] if "split" in per_image else pd.Series(dtype=object)
     keys = per_image["split_key"] if "split_key" in per_image else pd.Series(dtype=object)
-    out = []
-    for image_id in rows["image_id"]:
+    of_image = {}
+    for image_id in rows["image_id"].drop_duplicates():
         split = given.get(image_id)
         if split is None or split != split or split == "":
             key = keys.get(image_id)
             split = split_of(key if isinstance(key, str) and key else image_id, opts.val_fraction, opts.seed)
-        out.append(split)
-    return out
+        of_image[image_id] = split
+    return rows["image_id"].map(of_image)
