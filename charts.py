@@ -224,6 +224,16 @@ def cosine_difference(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------- charts
 
 
+def curve_rows(frame: pd.DataFrame, x: str = "step", log: bool = False) -> pd.DataFrame:
+    """The columns curves_chart draws; on a log axis, values <= 0 become gaps (a log scale
+    cannot place them, and clipping would draw a value that was never logged)."""
+    data = frame[[c for c in dict.fromkeys(["run", "step", x, "value", "smoothed", "evaluated"])
+                  if c in frame.columns]].copy()
+    if log:
+        data[["value", "smoothed"]] = data[["value", "smoothed"]].where(data[["value", "smoothed"]] > 0)
+    return data
+
+
 def curves_chart(frame: pd.DataFrame, metric: str, x: str = "step", log: bool = False,
                  height: int = 360, raw: bool = True) -> alt.Chart:
     """One metric over training for several runs: faint raw values (unless not `raw`), the
@@ -233,10 +243,7 @@ def curves_chart(frame: pd.DataFrame, metric: str, x: str = "step", log: bool = 
     columns drawn travel, the lines carry no per-point ARIA text, and the line's tooltip names
     its run only (a line's tooltip shows one fixed point of the line, not the one under the cursor);
     values are in the tooltips of the evaluation points."""
-    data = frame[[c for c in dict.fromkeys(["run", "step", x, "value", "smoothed", "evaluated"])
-                  if c in frame.columns]].copy()
-    if log:  # a log axis cannot place values <= 0; they are left out rather than clipped
-        data[["value", "smoothed"]] = data[["value", "smoothed"]].where(data[["value", "smoothed"]] > 0)
+    data = curve_rows(frame, x, log)
     y_title = label(metric) + (" (log scale)" if log else "")
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     base = alt.Chart().encode(  # the layer holds the data: Altair then has no layers' data to compare

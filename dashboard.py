@@ -390,7 +390,7 @@ def curves_view(runs: list[run_store.Run]) -> None:
 @st.cache_data(max_entries=128, show_spinner=False)
 def curve_points(src: tuple, choice: str, weight: float) -> tuple[pd.DataFrame, pd.Series, bool]:
     """What the curves chart draws (smoothed, thinned), NaN counts per run, whether thinned."""
-    frame = curve_frame(choice, all_metrics(src), all_evals(src))
+    frame = curve_frame(src, choice)
     if frame.empty:
         return frame, pd.Series(dtype=int), False
     columns = ["run", "step", "epoch", "wall_time", "value", "smoothed", "evaluated"]
@@ -401,18 +401,36 @@ def curve_points(src: tuple, choice: str, weight: float) -> tuple[pd.DataFrame, 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def curve_spec(src: tuple, choice: str, weight: float, x: str, log: bool, raw: bool) -> dict:
+    """The curves chart: the cached layout of this metric and these settings, with the rows of
+    this smoothing weight. Moving the EMA slider then only smooths; the chart is not rebuilt."""
     drawn, _, _ = curve_points(src, choice, weight)
-    return vega_lite(charts.curves_chart(drawn, choice.split("|")[-1], x, log, raw=raw))
+    rows = charts.curve_rows(drawn, x, log)
+    name = dataset_name(rows)
+    return curve_layout(choice.split("|")[-1], x, log, raw) | {"data": {"name": name}, "datasets": {name: rows}}
 
 
-def curve_frame(choice: str, metrics: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
-    """run, step, epoch, wall_time, value, evaluated: one metric of the curves view."""
+@st.cache_data(max_entries=256, show_spinner=False)
+def curve_layout(metric: str, x: str, log: bool, raw: bool) -> dict:
+    """The curves chart's Vega-Lite spec without its rows (building and validating it with
+    Altair costs more than smoothing a dozen runs)."""
+    columns = {"run": str, "step": int, "epoch": float, "wall_time": float, "value": float,
+               "smoothed": float, "evaluated": bool}
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    spec = vega_lite(charts.curves_chart(empty, metric, x, log, raw=raw))
+    del spec["data"], spec["datasets"]
+    return spec
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def curve_frame(src: tuple, choice: str) -> pd.DataFrame:
+    """run, step, epoch, wall_time, value, evaluated: one metric of the curves view, unsmoothed."""
+    metrics, evals = all_metrics(src), all_evals(src)
     kind, *rest = choice.split("|")
     if kind == "train":
-        frame = metrics[metrics["name"] == rest[0]].copy()
-        eval_steps = set(zip(evals.get("run", []), evals.get("step", [])))
-        frame["evaluated"] = [(r, s) in eval_steps for r, s in zip(frame["run"], frame["step"])]
-        return frame
+        frame = metrics[metrics["name"] == rest[0]]
+        steps = evals[["run", "step"]].drop_duplicates() if not evals.empty else pd.DataFrame(columns=["run", "step"])
+        evaluated = pd.MultiIndex.from_frame(frame[["run", "step"]]).isin(pd.MultiIndex.from_frame(steps))
+        return frame.assign(evaluated=evaluated)
     split, metric = rest
     frame = evals[(evals["split"] == split) & (evals["metric"] == metric)]
     return charts.with_wall_time(frame, metrics).assign(evaluated=True)

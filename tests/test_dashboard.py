@@ -120,6 +120,14 @@ def test_curves_view_reuses_its_chart_and_draws_raw_lines_on_request(tiny_runs, 
     widget(at.radio, "x axis").set_value("epoch").run()
     widget(at.radio, "x axis").set_value("step").run()
     assert built == [True, True]  # back to step: the chart of the first run, not built again
+    smoothed = chart_data(at)[0]
+    assert (smoothed["smoothed"] != smoothed["value"]).any()
+    widget(at.slider, "EMA smoothing").set_value(0.0).run()
+    assert built == [True, True]  # a new weight smooths again but reuses the chart's layout
+    raw = chart_data(at)[0]
+    assert np.allclose(raw["smoothed"], raw["value"], equal_nan=True)  # weight 0: the EMA is the value
+    assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["data"]["name"] in {
+        d.name for d in at.get("vega_lite_chart")[0].proto.datasets}
     widget(at.checkbox, "Raw values (faint lines)").uncheck().run()
     assert_clean(at)
     assert len(json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"]) == 2
