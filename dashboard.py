@@ -137,8 +137,7 @@ def load_ranks(path: str, stamp: str) -> pd.Series:
 @st.cache_data(max_entries=64, show_spinner=False)
 def load_points(path: str, stamp: str) -> pd.DataFrame:
     """UMAP points of the last evaluated step, with rank and right/wrong at R@1."""
-    emb = run_store.read_embeddings(path, with_vectors=False)
-    emb = emb[emb["step"] == emb["step"].max()].dropna(subset=["umap_x", "umap_y"])
+    emb = run_store.read_embeddings(path, with_vectors=False, last_step=True).dropna(subset=["umap_x", "umap_y"])
     ranks = run_store.read_samples(path, columns=["kind", "sample_id", "rank"]).rename(columns={"kind": "modality"})
     emb = emb.merge(ranks, on=["sample_id", "modality"], how="left")
     emb["outcome"] = np.where(emb["rank"] == 1, charts.OUTCOMES[0], charts.OUTCOMES[1])
@@ -148,8 +147,7 @@ def load_points(path: str, stamp: str) -> pd.DataFrame:
 @st.cache_data(max_entries=16, show_spinner=False)
 def load_vectors(path: str, stamp: str):
     """Rows and vectors (float32 matrix) of the last evaluated step's embeddings."""
-    emb = run_store.read_embeddings(path)
-    last = emb[emb["step"] == emb["step"].max()].reset_index(drop=True)
+    last = run_store.read_embeddings(path, last_step=True)
     vectors = np.stack(last.pop("embedding").to_numpy()).astype(np.float32) if len(last) else None
     return last, vectors
 
@@ -181,13 +179,8 @@ def stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def final_values(evals: pd.DataFrame, run: str, split: str = "val", step: str = "last") -> dict:
-    """metric -> value of one run's first or last evaluation on `split`."""
-    rows = evals[(evals["run"] == run) & (evals["split"] == split)]
-    if rows.empty:
-        return {}
-    at = rows["step"].max() if step == "last" else rows["step"].min()
-    rows = rows[rows["step"] == at]
-    return dict(zip(rows["metric"], rows["value"]))
+    """metric -> value of one run's first or last evaluation on `split` (`evals`: all_evals)."""
+    return run_store.eval_at(evals[evals["run"] == run], split, step) if not evals.empty else {}
 
 
 def by_key(runs: list[run_store.Run]) -> dict[str, run_store.Run]:
@@ -602,27 +595,37 @@ def sample_detail(index: dict, table: pd.DataFrame, a: str, b: str) -> None:
 
 
 def neighbours(run: run_store.Run, image_id: str) -> None:
-    samples = load_samples(str(run.path), stamp(run))
-    texts = samples[samples["kind"] == "text"]
-    caption_of = dict(zip(texts["sample_id"], texts["caption"]))
-    image_of = dict(zip(texts["sample_id"], texts["image_id"]))
-    image = samples[(samples["kind"] == "image") & (samples["image_id"] == image_id)]
     st.markdown(f"**{md(run.key)}**")
-    if image.empty:
+    nearest = nearest_of(str(run.path), stamp(run), image_id)
+    if nearest is None:
         st.info("This run did not evaluate this image.")
         return
-    img = image.iloc[0]
-    st.dataframe(pd.DataFrame({"nearest captions": [caption_of.get(i, i) for i in img["topk_ids"]],
-                               "cosine": img["topk_scores"],
-                               "right": [image_of.get(i) == image_id for i in img["topk_ids"]]}),
-                 hide_index=True, column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
-    thumbs = load_images(str(run.path), stamp(run)).set_index("image_id")["thumbnail"]
-    for _, cap in texts[texts["image_id"] == image_id].iterrows():
-        st.caption(f"Images nearest to the caption “{md(cap['caption'])}” (its image at rank {cap['rank']}):")
-        st.dataframe(pd.DataFrame({"image": [thumbs.get(i) for i in cap["topk_ids"]], "image id": cap["topk_ids"],
-                                   "cosine": cap["topk_scores"], "right": [i == image_id for i in cap["topk_ids"]]}),
-                     hide_index=True, column_config={"image": st.column_config.ImageColumn(width="small"),
-                                                     "cosine": st.column_config.NumberColumn(format="%.3f")})
+    captions, per_caption = nearest
+    st.dataframe(captions, hide_index=True, column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
+    for caption, rank, images in per_caption:
+        st.caption(f"Images nearest to the caption “{md(caption)}” (its image at rank {rank}):")
+        st.dataframe(images, hide_index=True, column_config={"image": st.column_config.ImageColumn(width="small"),
+                                                             "cosine": st.column_config.NumberColumn(format="%.3f")})
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def nearest_of(path: str, stamp: str, image_id: str) -> tuple[pd.DataFrame, list] | None:
+    """One image under one run: its nearest captions, and for each of its own captions (text,
+    rank of the image) the nearest images; None if the run did not evaluate the image."""
+    samples = load_samples(path, stamp)
+    texts = samples[samples["kind"] == "text"].set_index("sample_id")
+    image = samples[(samples["kind"] == "image") & (samples["image_id"] == image_id)]
+    if image.empty:
+        return None
+    ids = image.iloc[0]["topk_ids"]
+    captions = pd.DataFrame({"nearest captions": [texts["caption"].get(i, i) for i in ids],
+                             "cosine": image.iloc[0]["topk_scores"],
+                             "right": [texts["image_id"].get(i) == image_id for i in ids]})
+    thumbs = load_images(path, stamp).set_index("image_id")["thumbnail"]
+    per_caption = [(cap["caption"], cap["rank"], pd.DataFrame({
+        "image": [thumbs.get(i) for i in cap["topk_ids"]], "image id": cap["topk_ids"], "cosine": cap["topk_scores"],
+        "right": [i == image_id for i in cap["topk_ids"]]})) for _, cap in texts[texts["image_id"] == image_id].iterrows()]
+    return captions, per_caption
 
 
 def matrix_controls(runs: list[run_store.Run], images: pd.DataFrame) -> tuple[str, str | None, list[str]]:
@@ -687,6 +690,19 @@ def all_wise_ft(src: tuple) -> pd.DataFrame:
     return stack([load_wise_ft(path, s).assign(run=key) for key, path, s in src])
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def split_curves_spec(src: tuple, metric: str) -> dict:
+    evals = all_evals(src)
+    return vega_lite(charts.split_curves_chart(evals[evals["metric"] == metric], metric))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def forgetting_spec(src: tuple, metric: str, held_out: str) -> tuple[dict | None, pd.DataFrame]:
+    """The gain-vs-forgetting chart (None when no run has the points) and its points."""
+    points = charts.forgetting_frame(all_evals(src), all_wise_ft(src), metric, held_out)
+    return (None if points.empty else vega_lite(charts.forgetting_chart(points, metric, held_out))), points
+
+
 def forgetting_view(runs: list[run_store.Run]) -> None:
     src = sources(runs)
     every_split = all_evals(src)
@@ -700,17 +716,17 @@ def forgetting_view(runs: list[run_store.Run]) -> None:
     metrics = sorted(set(extra.get("metric", [])) | set(wise.get("metric", [])))
     metric = st.selectbox("Metric", metrics, format_func=charts.label,
                           index=metrics.index("i2t_R@1") if "i2t_R@1" in metrics else 0)
-    st.altair_chart(charts.split_curves_chart(every_split[every_split["metric"] == metric], metric), width="stretch")
+    draw(split_curves_spec(src, metric))
     held_out_sets = sorted(set(extra.get("split", [])))
     if not held_out_sets:
         return
     held_out = st.selectbox("Held-out evaluation set", held_out_sets)
-    points = charts.forgetting_frame(every_split, wise, metric, held_out)
-    if points.empty:
+    spec, points = forgetting_spec(src, metric, held_out)
+    if spec is None:
         st.info(f"No run evaluated {charts.label(metric)} on both its val split and {held_out} at step 0 and "
                 f"at its end.")
         return
-    st.altair_chart(charts.forgetting_chart(points, metric, held_out), width="stretch")
+    draw(spec)
     st.caption(f"Each point is a change from the run's step 0: right is better on the run's own validation data "
                f"(the data it fine-tunes on), down is forgetting on {held_out}. WiSE-FT mixes the weights the run "
                f"started from (ratio 0) and ended with (ratio 1).")

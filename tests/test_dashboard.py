@@ -191,6 +191,17 @@ def test_samples_view_lists_every_validation_image(tiny_runs, monkeypatch):
     margins = at.dataframe[0].value["margin"].dropna()
     assert list(margins) == sorted(margins)
     assert "Sample detail" in [s.value for s in at.subheader]
+    # The detail's nearest captions of the chosen image under run A, checked against samples.parquet:
+    image_id = widget(at.selectbox, "Image").value
+    run_a = widget(at.selectbox, "Run A").value
+    samples = run_store.read_samples(tiny_runs / run_a)
+    image = samples[(samples["kind"] == "image") & (samples["image_id"] == image_id)].iloc[0]
+    texts = samples[samples["kind"] == "text"].set_index("sample_id")
+    nearest = next(d.value for d in at.dataframe if "nearest captions" in d.value.columns)
+    assert list(nearest["nearest captions"]) == [texts.loc[i, "caption"] for i in image["topk_ids"]]
+    assert list(nearest["right"]) == [texts.loc[i, "image_id"] == image_id for i in image["topk_ids"]]
+    own = [d.value for d in at.dataframe if "image id" in d.value.columns]
+    assert len(own) >= (texts["image_id"] == image_id).sum()  # one table per caption of the image, per run
 
 
 def test_similarity_view_draws_one_run_and_a_difference(tiny_runs, monkeypatch):

@@ -51,6 +51,32 @@ def test_round_trip_keeps_values_and_nan(tmp_path):
     assert run_store.read_samples(path).thumbnail.iloc[0] == b"png"
 
 
+def test_each_embedding_step_is_its_own_row_group_and_the_last_reads_alone(tmp_path):
+    import pyarrow.parquet as pq
+
+    w = run_store.RunWriter(tmp_path / "s" / "r")
+    rows = [dict(sample_id=f"img:{i}", modality="image", image_id=str(i), caption="c", label="l", split="val",
+                 step=step, embedding=np.full(4, step + i, np.float32), umap_x=np.nan, umap_y=np.nan)
+            for step in (40, 0) for i in range(3)]  # written out of step order
+    w.write_embeddings(pd.DataFrame(rows))
+    file = pq.ParquetFile(w.path / run_store.EMBEDDINGS)
+    assert [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)] == [3, 3]
+    assert file.read_row_group(0).column("step").to_pylist() == [0, 0, 0]
+    last = run_store.read_embeddings(w.path, last_step=True)
+    assert list(last["step"]) == [40] * 3 and [v[0] for v in last["embedding"]] == [40.0, 41.0, 42.0]
+    run_store.update_umap(w.path, {("img:1", "image", 40): (1.0, 2.0)})  # a rewrite keeps the groups
+    assert pq.ParquetFile(w.path / run_store.EMBEDDINGS).num_row_groups == 2
+    assert run_store.read_embeddings(w.path, with_vectors=False, last_step=True)["umap_x"].iloc[1] == 1.0
+    assert run_store.read_embeddings(tmp_path / "missing", last_step=True).empty
+
+
+def test_eval_at_first_and_last(tmp_path):
+    evals = run_store.read_eval(_write_run(tmp_path))
+    assert run_store.eval_at(evals, "val", "first") == {"i2t_R@1": 0.1}
+    assert run_store.eval_at(evals, "val") == {"i2t_R@1": 0.4}
+    assert run_store.eval_at(evals, "train") == {}
+
+
 def test_no_temporary_files_left_and_none_listed(tmp_path):
     path = _write_run(tmp_path)
     assert not [p for p in os.listdir(path) if p.startswith(".")]

@@ -26,8 +26,7 @@ def fit_run(path: Path, seed: int = 0, n_neighbors: int = 15, min_dist: float = 
     import umap  # slow to import (numba): only here, only when there is something to fit
 
     t0 = time.time()
-    frame = run_store.read_embeddings(path)
-    last = frame[frame["step"] == frame["step"].max()]
+    last = run_store.read_embeddings(path, last_step=True)
     vectors = np.stack(last["embedding"].to_numpy()).astype(np.float32)
     neighbours = min(n_neighbors, len(vectors) - 1)
     if neighbours < 2:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 STATES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
@@ -101,10 +102,17 @@ def atomic_write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
-def atomic_write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema) -> None:
+def atomic_write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema, group_by: str | None = None) -> None:
+    """`group_by`: one row group per value of that column, in ascending order, so that a reader
+    filtering on it skips the other groups without decoding them."""
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer)
+    if group_by is None:
+        pq.write_table(table, buffer)
+    else:
+        with pq.ParquetWriter(buffer, schema) as writer:
+            for value in sorted(pc.unique(table[group_by]).to_pylist()):
+                writer.write_table(table.filter(pc.equal(table[group_by], value)))
     atomic_write_bytes(path, buffer.getvalue().to_pybytes())
 
 
@@ -175,10 +183,15 @@ class RunWriter:
         atomic_write_parquet(self.path / EVAL, _frame(self._eval, EVAL_SCHEMA), EVAL_SCHEMA)
 
     def write_embeddings(self, frame: pd.DataFrame) -> None:
-        atomic_write_parquet(self.path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA)
+        _write_embeddings(self.path, frame)
 
     def write_samples(self, frame: pd.DataFrame) -> None:
         atomic_write_parquet(self.path / SAMPLES, frame, SAMPLES_SCHEMA)
+
+
+def _write_embeddings(path: Path, frame: pd.DataFrame) -> None:
+    # A row group per evaluated step: readers of the last step skip step 0's vectors.
+    atomic_write_parquet(path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA, group_by="step")
 
 
 def _frame(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
@@ -273,7 +286,7 @@ def update_umap(path: Path, umap_xy: dict[tuple[str, str, int], tuple[float, flo
     xy = [umap_xy.get(k, (math.nan, math.nan)) for k in keys]
     frame["umap_x"] = [p[0] for p in xy]
     frame["umap_y"] = [p[1] for p in xy]
-    atomic_write_parquet(path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA)
+    _write_embeddings(path, frame)
 
 
 def write_sweep_summary(runs_dir: Path | str, sweep: str, summary: dict) -> None:
@@ -433,10 +446,10 @@ def _parquet_problem(path: Path) -> str | None:
     return None
 
 
-def _read_parquet(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> pd.DataFrame:
+def _read_parquet(path: Path, schema: pa.Schema, columns: list[str] | None = None, filters=None) -> pd.DataFrame:
     """A run file as a frame with the contract's columns, or an empty frame if unreadable."""
     try:
-        frame = pq.read_table(path, columns=columns).to_pandas()
+        frame = pq.read_table(path, columns=columns, filters=filters).to_pandas()
     except Exception:
         names = columns or schema.names
         return pd.DataFrame({n: pd.Series(dtype=schema.field(n).type.to_pandas_dtype()) for n in names})
@@ -457,9 +470,15 @@ def read_eval(path: Path | str, wise_ft: bool = False) -> pd.DataFrame:
     return frame[wise if wise_ft else ~wise].reset_index(drop=True)[EVAL_SCHEMA.names]
 
 
-def read_embeddings(path: Path | str, with_vectors: bool = True) -> pd.DataFrame:
+def read_embeddings(path: Path | str, with_vectors: bool = True, last_step: bool = False) -> pd.DataFrame:
+    """A run's embeddings at every evaluated step, or with `last_step` only at its last one."""
+    file = Path(path) / EMBEDDINGS
     cols = None if with_vectors else [n for n in EMBEDDINGS_SCHEMA.names if n != "embedding"]
-    return _read_parquet(Path(path) / EMBEDDINGS, EMBEDDINGS_SCHEMA, cols)
+    if not last_step:
+        return _read_parquet(file, EMBEDDINGS_SCHEMA, cols)
+    steps = _read_parquet(file, EMBEDDINGS_SCHEMA, ["step"])["step"]
+    last = [("step", "==", int(steps.max()))] if len(steps) else None
+    return _read_parquet(file, EMBEDDINGS_SCHEMA, cols, filters=last)
 
 
 def read_samples(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -482,16 +501,20 @@ def file_stamp(path: Path | str) -> tuple:
 
 def needs_umap(path: Path | str) -> bool:
     """A finished run whose final embeddings have no UMAP coordinates yet."""
-    frame = read_embeddings(path, with_vectors=False)
-    last = frame[frame["step"] == frame["step"].max()] if len(frame) else frame
+    last = read_embeddings(path, with_vectors=False, last_step=True)
     return len(last) > 0 and bool(last["umap_x"].isna().all())
 
 
 def final_eval(path: Path | str, split: str = "val") -> dict[str, float]:
     """The metrics of a run's last evaluation on `split` (its latest step)."""
-    ev = read_eval(path)
-    ev = ev[ev["split"] == split]
-    if ev.empty:
+    return eval_at(read_eval(path), split)
+
+
+def eval_at(evals: pd.DataFrame, split: str = "val", which: str = "last") -> dict[str, float]:
+    """metric -> value of the `which` ("first" or "last") evaluation on `split` in an eval frame
+    (read_eval's rows, of one run)."""
+    rows = evals[evals["split"] == split]
+    if rows.empty:
         return {}
-    last = ev[ev["step"] == ev["step"].max()]
-    return dict(zip(last["metric"], last["value"]))
+    rows = rows[rows["step"] == (rows["step"].max() if which == "last" else rows["step"].min())]
+    return dict(zip(rows["metric"], rows["value"]))
