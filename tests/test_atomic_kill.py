@@ -53,6 +53,13 @@ def _unreadable(root: Path) -> list[str]:
     return bad
 
 
+def _wait_for_temporary_file(run: Path, pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(name.endswith(f".{pid}.tmp") for name in os.listdir(run)):
+            return
+
+
 def test_sigkill_at_random_moments_never_leaves_a_damaged_file(tmp_path):
     runs = tmp_path / "runs"
     run = run_store.run_dir(runs, "sweep", "victim")
@@ -60,13 +67,17 @@ def test_sigkill_at_random_moments_never_leaves_a_damaged_file(tmp_path):
     script.write_text(WRITER)
     rng = random.Random(5)
     unreadable, leftovers, mid_write, kills = [], set(), 0, 0
-    # At least KILLS kills, and more (up to 3 x KILLS) until one has landed inside a write: on a
-    # loaded machine the random moments can all fall between writes.
+    # Half the kills land at random moments; the other half as soon as the writer's temporary
+    # file appears, so that some surely land inside a write (a write is a few milliseconds of
+    # each flush, and random moments alone can all miss it).
     while kills < KILLS or (mid_write == 0 and kills < 3 * KILLS):
         kills += 1
         proc = subprocess.Popen([sys.executable, str(script), str(run)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "flushed"  # started and writing, not still importing
-        time.sleep(rng.uniform(0.0, 0.4))
+        if kills % 2:
+            time.sleep(rng.uniform(0.0, 0.4))
+        else:
+            _wait_for_temporary_file(run, proc.pid, timeout=2.0)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         temps = {p.name for p in run.iterdir() if p.name.startswith(".")}
