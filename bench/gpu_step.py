@@ -8,6 +8,8 @@
    (a) both at 77 tokens;
    (b) COCO-like caption lengths: the project pads each batch to its longest caption (random
        batches, and batches of similar lengths with `group_by_length`), open_clip to 77.
+   The project step runs eager, compiled, and compiled with CUDA graphs (mode "reduce-overhead",
+   captions padded to a multiple of 16 so that a few widths need a few graphs; cases "+cudagraphs").
    FLOPs per step are counted by torch's FlopCounterMode on the real step, so the achieved
    FLOP/s, its share of the card's measured bf16 matrix rate, and the speed-up the FLOP count
    alone allows are measured, not estimated.
@@ -43,6 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 COMMAND = "python bench/gpu_step.py --out DIR (on the GPU), then --record DIR/gpu_bench.json"
+CUDAGRAPH_PAD = 16  # pad_multiple of the "+cudagraphs" cases: COCO's widths fall in three buckets
 LOGNORMAL = (2.585, 0.255)  # exp(mu + sigma^2/2) = 13.7, exp(mu + 2.326 sigma) = 24
 OPENAI_SOT, OPENAI_EOT = 49406, 49407
 
@@ -72,9 +75,15 @@ def sync(device) -> None:
 # ----------------------------------------------------------------------------- inputs
 
 
-def project_tokens(lengths, device, tok) -> dict:
-    """MiniLM-style ids ([CLS] ... [SEP], padding after), padded to the batch's longest."""
-    width = int(max(lengths))
+def padded_width(lengths, pad_multiple: int = 1, cap: int = 77) -> int:
+    """The width training/models.py `tokenize` pads a batch to."""
+    return min(cap, -(-int(max(lengths)) // pad_multiple) * pad_multiple)
+
+
+def project_tokens(lengths, device, tok, pad_multiple: int = 1) -> dict:
+    """MiniLM-style ids ([CLS] ... [SEP], padding after), padded to the batch's longest (rounded up
+    to a multiple of `pad_multiple`, capped at 77, as `tokenize` does)."""
+    width = padded_width(lengths, pad_multiple)
     ids = torch.randint(1000, 29000, (len(lengths), width))
     mask = torch.zeros(len(lengths), width, dtype=torch.long)
     for i, n in enumerate(lengths):
@@ -108,24 +117,28 @@ def batches_of_lengths(lengths: np.ndarray, batch: int, grouped: bool, seed: int
 # ----------------------------------------------------------------------------- steppers
 
 
-def project_model(model_name: str, compile_: bool, device, image_size: int = 224, seed: int = 0):
+def project_model(model_name: str, compile_: bool, device, image_size: int = 224, seed: int = 0,
+                  compile_mode: str = "default", pad_multiple: int = 1):
     from training.config import RunConfig
     from training.models import build_model
 
     cfg = RunConfig(model=model_name, image_size=image_size, unlock_image=-1, unlock_text=-1, max_text_len=77, lr=5e-4,
-                    tower_lr=5e-4, weight_decay=0.2, precision="bf16", compile=compile_, seed=seed)
+                    tower_lr=5e-4, weight_decay=0.2, precision="bf16", compile=compile_, seed=seed,
+                    compile_mode=compile_mode, pad_multiple=pad_multiple)
     return build_model(cfg).to(device), cfg
 
 
 def project_stepper(model, cfg, device):
     """The body of train.py's step loop: accumulated_clip_backward under bf16 autocast, the
-    gradient norm, AdamW (fused on a GPU), the schedule, the clamp, and the values it logs."""
+    loss's one sync, the gradient norm, AdamW (fused on a GPU), the schedule, the clamp, and
+    the values it logs (read after the update, as the main process does)."""
     from training.losses import accumulated_clip_backward
     from training.train import lr_lambda, make_optimizer
 
     opt = make_optimizer(model, cfg, fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, 10**6))
     trainable = [p for p in model.parameters() if p.requires_grad]
+    cudagraphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
     model.train()
 
     def forward_backward(images, tokens):
@@ -133,15 +146,18 @@ def project_stepper(model, cfg, device):
             return accumulated_clip_backward(model, images, tokens, cfg.accum_steps, lambda loss: loss.backward())
 
     def step(images, tokens):
-        loss = forward_backward(images, tokens)
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss = forward_backward(images, tokens).item()
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
-        finite = bool(torch.isfinite(loss))
+        finite = math.isfinite(loss)
         if finite:
             opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         model.clamp_logit_scale()
-        return loss.item(), grad_norm.item(), model.logit_scale.exp().item()
+        return {"loss": loss, "lr": sched.get_last_lr()[0], "logit_scale": model.logit_scale.exp().item(),
+                "temperature": (-model.logit_scale).exp().item(), "grad_norm": grad_norm.item()}
 
     return step, forward_backward
 
@@ -219,7 +235,9 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
         drawn=len(lengths), mean=float(lengths.mean()), p99=float(np.percentile(lengths, 99)),
         max=int(lengths.max()),
         mean_padded_random=float(np.mean([max(b) for b in every_random])),
-        mean_padded_grouped=float(np.mean([max(b) for b in grouped_batches])))
+        mean_padded_grouped=float(np.mean([max(b) for b in grouped_batches])),
+        **{f"mean_padded_grouped_x{CUDAGRAPH_PAD}": float(np.mean([padded_width(b, CUDAGRAPH_PAD)
+                                                                for b in grouped_batches]))})
     # The timed grouped batches are a random draw of the epoch's batches (lengths vary).
     pick = np.random.default_rng(2).choice(len(grouped_batches), size=min(n_inputs * 2, len(grouped_batches)),
                                            replace=False)
@@ -227,11 +245,11 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
     full = [[args.full_len] * batch]
     rows = results.setdefault("step", {})
 
-    def measure(name, stepper_fb, make_tokens, length_batches, note, pixels=images, fixed_width=False):
+    def measure(name, stepper_fb, make_tokens, length_batches, note, pixels=images, width=max, pad_multiple=1):
+        """`width` gives the width a batch of these lengths is padded to: FLOPs are counted at it."""
         step, fb = stepper_fb
         inputs = [(pixels[i % 2], make_tokens(lb)) for i, lb in enumerate(length_batches)]
         sec = time_steps(step, inputs, args.warmup, args.steps, device)
-        width = (lambda lb: 77) if fixed_width else max  # noqa: E731
         by_width = {}
         for lb in length_batches:  # FLOPs depend on the padded width only: count once per width
             if width(lb) not in by_width:
@@ -239,7 +257,7 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
         mean_flops = float(np.mean([by_width[width(lb)] for lb in length_batches]))
         rows[name] = dict(samples_per_s=batch / sec, step_ms=sec * 1e3, flops_per_sample=mean_flops / batch,
                           tflops=mean_flops / sec / 1e12, share_of_peak=mean_flops / sec / 1e12 / peak_tflops,
-                          note=note)
+                          pad_multiple=pad_multiple, note=note)
         print(f"  {name:34s} {batch / sec:9.1f} samples/s  {mean_flops / sec / 1e12:7.1f} TFLOP/s  "
               f"{mean_flops / batch / 1e9:6.2f} GFLOP/sample", flush=True)
 
@@ -249,10 +267,11 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
 
     print("benchmark 1: training step, batch", batch, flush=True)
     oc_step, oc_fb, oc_model = openclip_stepper(device)
+    at_77 = lambda lb: 77  # noqa: E731
     measure("open_clip@77", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), [[77] * batch],
-            "open_clip, 77 tokens", openclip_images, True)
+            "open_clip, 77 tokens", openclip_images, at_77)
     measure("open_clip@coco", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), random_batches,
-            "open_clip, COCO-like lengths padded to 77", openclip_images, True)
+            "open_clip, COCO-like lengths padded to 77", openclip_images, at_77)
     del oc_step, oc_fb, oc_model
     free()
     for compile_ in ([False, True] if args.compile else [False]):
@@ -271,6 +290,29 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
                 "project step, group_by_length batches padded to their longest")
         del model, stepper
         free()
+    # CUDA graphs: one compiled model for both cases, its text widths bucketed by pad_multiple
+    # (77, and COCO's 16, 32, 48). On the CPU (--smoke) compile is off: this checks the padding.
+    if not (args.compile or args.smoke):
+        return
+    if args.compile and time.time() - START > args.cudagraphs_deadline:
+        print("  (skipping the CUDA-graph cases: time budget)", flush=True)
+        results["cudagraphs_skipped"] = True
+        return
+    m = CUDAGRAPH_PAD
+    torch._dynamo.reset()  # as a fresh process: the towers share one forward, whose compiles count to a limit
+    model, cfg = project_model(args.model, args.compile, device, args.image_size, compile_mode="reduce-overhead",
+                               pad_multiple=m)
+    stepper = project_stepper(model, cfg, device)
+    mk = lambda lb: project_tokens(lb, device, tok, m)  # noqa: E731
+    padded = lambda lb: padded_width(lb, m)  # noqa: E731
+    how = "torch.compile(mode='reduce-overhead')" if args.compile else "compile off (--smoke: padding only)"
+    measure("project@77+cudagraphs", stepper, mk, full, f"project step, 77 tokens, {how}", width=padded,
+            pad_multiple=m)
+    measure("project@coco-grouped+cudagraphs", stepper, mk, grouped_batches,
+            f"project step, group_by_length batches padded to their longest rounded up to a multiple of {m}, "
+            f"{how}", width=padded, pad_multiple=m)
+    del model, stepper
+    free()
 
 
 # ----------------------------------------------------------------------------- benchmark 2
@@ -385,6 +427,20 @@ num_workers = {args.workers}
 # ----------------------------------------------------------------------------- record
 
 
+RATIOS = {"77_tokens": ("77 tokens", "project@77", "open_clip@77"),  # key: label, project cases, baseline
+          "coco_random": ("COCO random", "project@coco-random", "open_clip@coco"),
+          "coco_grouped": ("COCO grouped", "project@coco-grouped", "open_clip@coco")}
+
+
+def best_ratios(s: dict) -> dict[str, tuple[str, float]]:
+    """Per ratio, the fastest project case (eager, compiled, CUDA graphs) and its speed over open_clip's."""
+    out = {}
+    for key, (_, prefix, base) in RATIOS.items():
+        best = max((k for k in s if k.startswith(prefix)), key=lambda k: s[k]["samples_per_s"])
+        out[key] = (best, s[best]["samples_per_s"] / s[base]["samples_per_s"])
+    return out
+
+
 def record_results(path: Path) -> None:
     from bench.results import record
 
@@ -399,18 +455,19 @@ def record_results(path: Path) -> None:
                f"{row['note']}; {row['tflops']:.1f} TFLOP/s achieved = {100 * row['share_of_peak']:.1f}% of the "
                f"measured bf16 matmul rate; {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample (FlopCounterMode)",
                COMMAND, on)
-    best77 = max((k for k in s if k.startswith("project@77")), key=lambda k: s[k]["samples_per_s"])
-    record("gpu.step.ratio_77_tokens", round(s[best77]["samples_per_s"] / s["open_clip@77"]["samples_per_s"], 3),
-           "x open_clip", ">= 1.0", f"{best77} vs open_clip@77, batch 256, bf16", COMMAND, on)
+    ratios = best_ratios(s)
+    best77, ratio77 = ratios["77_tokens"]
+    record("gpu.step.ratio_77_tokens", round(ratio77, 3), "x open_clip", ">= 1.0",
+           f"{best77} vs open_clip@77, batch 256, bf16", COMMAND, on)
     for kind in ("random", "grouped"):
-        keys = [k for k in s if k.startswith(f"project@coco-{kind}")]
-        best = max(keys, key=lambda k: s[k]["samples_per_s"])
+        best, ratio = ratios[f"coco_{kind}"]
         bound = s["open_clip@coco"]["flops_per_sample"] / s[best]["flops_per_sample"]
-        record(f"gpu.step.ratio_coco_{kind}", round(s[best]["samples_per_s"] / s["open_clip@coco"]["samples_per_s"], 3),
-               "x open_clip", ">= 1.3" if kind == "grouped" else "",
+        m = s[best].get("pad_multiple", 1)
+        rounded = f" ({c[f'mean_padded_{kind}_x{m}']:.1f} rounded up to a multiple of {m})" if m > 1 else ""
+        record(f"gpu.step.ratio_coco_{kind}", round(ratio, 3), "x open_clip", ">= 1.3" if kind == "grouped" else "",
                f"{best} vs open_clip padding to 77; the FLOP count alone allows {bound:.2f}x; drawn lengths: mean "
-               f"{c['mean']:.1f}, p99 {c['p99']:.0f}, max {c['max']}, mean padded width {c['mean_padded_' + kind]:.1f}",
-               COMMAND, on)
+               f"{c['mean']:.1f}, p99 {c['p99']:.0f}, max {c['max']}, mean padded width "
+               f"{c['mean_padded_' + kind]:.1f}{rounded}", COMMAND, on)
     if "e2e" in r:
         e = r["e2e"]
         record("gpu.input_pipeline_ratio", round(e["ratio"], 3), "x in-memory step", ">= 0.9",
@@ -440,6 +497,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.model, args.batch, args.image_size, args.warmup, args.steps = "tiny-clip", 8, 32, 1, 2
         args.e2e_images, args.workers, args.compile, args.compile_deadline = 400, 2, False, 0
+        args.cudagraphs_deadline = 0
         args.full_len = 40  # the tiny model has 64 positions
     else:
         if device.type != "cuda":
@@ -447,6 +505,7 @@ def main(argv=None) -> int:
             return 2
         args.model, args.batch, args.image_size, args.warmup, args.steps = "random-clip-vit-b32", 256, 224, 6, 20
         args.e2e_images, args.workers, args.compile_deadline = 25600, min(14, (os.cpu_count() or 2) - 2), 150
+        args.cudagraphs_deadline = 180  # a second compile, about a minute; benchmark 2 takes ~100 s after it
         args.full_len = 77
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -475,13 +534,9 @@ def main(argv=None) -> int:
     s = results.get("step")
     if not s:
         return 0
-    print("\nratios: 77 tokens {:.3f}x, COCO random {:.3f}x, COCO grouped {:.3f}x; input pipeline {}".format(
-        max(v["samples_per_s"] for k, v in s.items() if k.startswith("project@77")) / s["open_clip@77"]["samples_per_s"],
-        max(v["samples_per_s"] for k, v in s.items() if k.startswith("project@coco-random"))
-        / s["open_clip@coco"]["samples_per_s"],
-        max(v["samples_per_s"] for k, v in s.items() if k.startswith("project@coco-grouped"))
-        / s["open_clip@coco"]["samples_per_s"],
-        f"{results['e2e']['ratio']:.3f}" if "e2e" in results else "not measured"))
+    ratios = best_ratios(s)
+    print("\nratios: " + ", ".join(f"{RATIOS[k][0]} {ratio:.3f}x ({best})" for k, (best, ratio) in ratios.items())
+          + "; input pipeline " + (f"{results['e2e']['ratio']:.3f}" if "e2e" in results else "not measured"))
     print(f"total {time.time() - START:.0f} s")
     return 0
 

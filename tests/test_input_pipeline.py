@@ -137,3 +137,35 @@ def test_train_py_decodes_and_tokenizes_in_loader_workers_with_length_groups(syn
     steps = sorted(metrics["step"].unique())
     assert steps == list(range(1, run.status["step"] + 1)) and len(steps) >= 4
     assert run.status["cache"] == {"image_cache": "off", "text_cache": "off"}
+
+
+def test_pad_multiple_rounds_the_width_up_and_the_text_tower_reads_the_same():
+    """Captions padded past the batch's longest to a multiple of 16 (never past max_text_len):
+    the extra positions are padding, and the text tower's output does not change."""
+    from bench.gpu_step import padded_width
+    from training.models import build_model, minilm_tower
+
+    tokenizer = tokenizer_for_tests()
+
+    def tokens(captions, max_text_len, pad_multiple):
+        items = [{"caption_row": i, "image_row": i, "caption": c} for i, c in enumerate(captions)]
+        return Collate(tokenizer, max_text_len, pad_multiple)(items)["tokens"]
+
+    captions = ["a red circle", "a picture of a big blue square on a white ground"]
+    plain, padded = tokens(captions, 32, 1), tokens(captions, 32, 16)
+    width = plain["input_ids"].shape[1]
+    assert width < 16 and padded["input_ids"].shape == (2, 16) == padded["attention_mask"].shape
+    assert torch.equal(padded["input_ids"][:, :width], plain["input_ids"])
+    assert torch.equal(padded["attention_mask"][:, :width], plain["attention_mask"])
+    assert (padded["attention_mask"][:, width:] == 0).all()
+    assert (padded["input_ids"][:, width:] == tokenizer.pad_token_id).all()
+    long_caption = " ".join(["word"] * 40)  # 42 tokens
+    assert tokens(captions + [long_caption], 64, 16)["input_ids"].shape[1] == 48
+    assert tokens(captions + [long_caption], 20, 16)["input_ids"].shape[1] == 20  # capped, not 32
+    assert padded_width([width], 16) == 16 and padded_width([42], 16) == 48  # the GPU bench counts these
+
+    # CLIP's text tower pools its end token; MiniLM's (offline-default) averages over the mask.
+    towers = [build_model(RunConfig(model="tiny-clip", image_size=32, embed_dim=16)).text_tower, minilm_tower()[0]]
+    with torch.no_grad():
+        for tower in towers:
+            torch.testing.assert_close(tower(padded), tower(plain))

@@ -138,9 +138,10 @@ def test_runs_saved_before_a_key_existed_count_as_its_default(tiny_runs, synthet
     import shutil
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
-    for name in ("locked", "fixed-temp"):  # these use the default accum_steps
+    later = ("accum_steps", "compile_mode", "pad_multiple")  # keys added after runs were saved
+    for name in ("locked", "fixed-temp"):  # these use the defaults of those keys
         config = runs / "tiny" / name / "config.json"
-        config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "accum_steps"}))
+        config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k not in later}))
     assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "skipping 3 finished run(s)" in capsys.readouterr().out

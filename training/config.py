@@ -30,6 +30,7 @@ from pathlib import Path
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 DEFAULT_SWEEP = SWEEPS_DIR / "default.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,10 @@ class RunConfig:
     group_by_length: bool = False  # batches of captions of similar length: less padding, faster text
     #   tower; negatives then share a length, a mild bias, so off unless speed matters
     compile: bool = False  # torch.compile the towers: faster GPU steps after a minute of compiling
+    compile_mode: str = "default"  # torch.compile's mode: 'default', 'reduce-overhead' (CUDA graphs: fewer
+    #   launches for a launch-bound step), 'max-autotune' or 'max-autotune-no-cudagraphs'
+    pad_multiple: int = 1  # captions pad to the batch's longest rounded up to a multiple of this (capped at
+    #   max_text_len): a few distinct widths, as CUDA graphs and compiled kernels want; 1 adds no padding
     seed: int = 0
     # Forgetting (see the two-stage example in sweeps/default.toml):
     include_labels: list[str] | None = None  # train and validate only on rows with these labels; None: all
@@ -118,6 +123,9 @@ class RunConfig:
             (all(0 <= r <= 1 for r in self.wise_ft_ratios or []), "wise_ft_ratios must lie in [0, 1]"),
             (self.checkpoint_every >= 0, "checkpoint_every must be non-negative (0 turns checkpoints off)"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
+            (self.compile_mode in COMPILE_MODES,
+             f"compile_mode must be one of {', '.join(repr(m) for m in COMPILE_MODES)}"),
+            (self.pad_multiple >= 1, "pad_multiple must be at least 1 (1 pads to the longest caption only)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -157,11 +157,18 @@ class ClipModel(nn.Module):
             self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
 
 
-def tokenize(tokenizer, captions: list[str], max_text_len: int) -> dict:
-    """Token ids and attention mask, padded to the batch's longest caption (capped at max_text_len)."""
+def tokenize(tokenizer, captions: list[str], max_text_len: int, pad_multiple: int = 1) -> dict:
+    """Token ids and attention mask, padded to the batch's longest caption rounded up to a
+    multiple of `pad_multiple` (capped at max_text_len): few distinct widths mean few compiled
+    kernels and CUDA graphs. The tokenizer's own pad_to_multiple_of would pass the cap."""
     out = tokenizer(list(captions), padding="longest", truncation=True, max_length=max_text_len,
                     return_tensors="pt")
-    return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+    ids, mask = out["input_ids"], out["attention_mask"]
+    extra = min(max_text_len, -(-ids.shape[1] // pad_multiple) * pad_multiple) - ids.shape[1]
+    if extra > 0:
+        ids = F.pad(ids, (0, extra), value=tokenizer.pad_token_id)
+        mask = F.pad(mask, (0, extra), value=0)
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def make_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
@@ -357,7 +364,7 @@ def build_model(cfg) -> ClipModel:
         # structure (units, cache points) stay as they are.
         for tower in (model.image_tower, model.text_tower):
             for unit in tower.units:
-                unit.compile()
+                unit.compile(mode=cfg.compile_mode)
     return model
 
 

@@ -166,10 +166,10 @@ def to_device(x, device):
 
 class Collate:
     """Items to a batch: row numbers, stacked uint8 pixels, and captions tokenized (padded to the
-    batch's longest) when the items carry them."""
+    batch's longest, rounded up to a multiple of `pad_multiple`) when the items carry them."""
 
-    def __init__(self, tokenizer=None, max_text_len: int = 77):
-        self.tokenizer, self.max_text_len = tokenizer, max_text_len
+    def __init__(self, tokenizer=None, max_text_len: int = 77, pad_multiple: int = 1):
+        self.tokenizer, self.max_text_len, self.pad_multiple = tokenizer, max_text_len, pad_multiple
 
     def __call__(self, items: list[dict]) -> dict:
         batch = {"caption_rows": torch.tensor([it["caption_row"] for it in items]),
@@ -177,7 +177,8 @@ class Collate:
         if "pixels" in items[0]:
             batch["pixels"] = torch.stack([it["pixels"] for it in items])
         if "caption" in items[0]:
-            batch["tokens"] = tokenize(self.tokenizer, [it["caption"] for it in items], self.max_text_len)
+            batch["tokens"] = tokenize(self.tokenizer, [it["caption"] for it in items], self.max_text_len,
+                                       self.pad_multiple)
         return batch
 
 

@@ -308,7 +308,7 @@ def make_loader(view, inputs: TowerInputs, cfg: RunConfig, pin_memory: bool = Fa
     raw_pixels = inputs.image_prefix is None
     raw_text = inputs.text_features is None
     dataset = PairDataset(view, model.preprocess if raw_pixels else None, with_text=raw_text)
-    collate = Collate(model.tokenizer, model.max_text_len)
+    collate = Collate(model.tokenizer, model.max_text_len, cfg.pad_multiple)
     drop_last = len(dataset) >= cfg.batch_size
     common = dict(collate_fn=collate, num_workers=cfg.num_workers, pin_memory=pin_memory,
                   persistent_workers=cfg.num_workers > 0)
@@ -426,6 +426,7 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         raw = accelerator.unwrap_model(model)
         trainable = [p for p in raw.parameters() if p.requires_grad]
+        cudagraphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
 
         def run_eval(epoch: float, log: bool = True, wise_ft_ratio: float | None = None,
                      stage: str = "evaluation"):
@@ -467,6 +468,8 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             with timer("training"):
                 for i, batch in enumerate(batches, start=skip):
+                    if cudagraphs:  # a new step: the graphs may reuse the last step's output memory
+                        torch.compiler.cudagraph_mark_step_begin()
                     if "pixels" in batch:  # uint8 from the loader workers, normalised on the device
                         image_in = normalize(to_device(batch["pixels"], accelerator.device), raw.preprocess)
                     else:
