@@ -44,26 +44,36 @@ def timed_both(fn) -> tuple[float, float]:
     return fp32, bf16
 
 
-def main() -> int:
+def tower_workloads():
+    """(image_forward, text_step): the offline default's two towers on fixed inputs, the work of
+    its feature stage (EfficientNet-Lite0 over 64 images at 224 px) and of its unlocked-text runs
+    (MiniLM-L6 forward and backward over 256 captions)."""
     image = efficientnet_lite0_tower()
     pixels = torch.randn(64, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     pixels = pixels.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        img32, img16 = timed_both(lambda: image(pixels))
-        ref = image(pixels)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = image(pixels).float()
-    cosine = torch.nn.functional.cosine_similarity(ref, low).min().item()
-
     text, tokenizer = minilm_tower()
     text.requires_grad_(True)
     captions = [f"an emoji of a {w} face with {n} hearts" for w in ("smiling", "crying", "winking", "sleepy")
                 for n in range(64)]
     tokens = dict(tokenizer(captions, padding="longest", return_tensors="pt"))
 
+    def image_forward():
+        with torch.inference_mode():
+            return image(pixels)
+
     def text_step():
         text(tokens).sum().backward()
 
+    return image_forward, text_step
+
+
+def main() -> int:
+    image_forward, text_step = tower_workloads()
+    img32, img16 = timed_both(image_forward)
+    ref = image_forward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = image_forward().float()
+    cosine = torch.nn.functional.cosine_similarity(ref, low).min().item()
     txt32, txt16 = timed_both(text_step)
     auto = resolve_precision("auto")
     print(f"precision 'auto' resolves to {auto!r} here")

@@ -24,9 +24,23 @@ from bench.results import record  # noqa: E402
 from training import run_store  # noqa: E402
 
 
+def reference_seconds() -> float:
+    """Seconds of a fixed piece of the main job's own work (cpu_precision's two tower workloads
+    at bf16, median of three each): the same code takes 10-40% longer on this shared machine at
+    some hours than at others, and this peer, timed in the same run, tells which hour it was."""
+    import torch
+
+    from bench.cpu_precision import median_seconds, tower_workloads
+
+    image_forward, text_step = tower_workloads()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return median_seconds(image_forward) + median_seconds(text_step)
+
+
 def main() -> int:
     # --set KEY=VALUE ... times a variant of the main command (printed, not recorded)
     variant = sys.argv[sys.argv.index("--set"):] if "--set" in sys.argv else []
+    reference = reference_seconds()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -58,6 +72,7 @@ def main() -> int:
     for stage, seconds in stages.items():
         print(f"{stage:34s} {seconds:7.1f}")
     print(f"{'wall time':34s} {wall:7.1f}")
+    print(f"{'reference workload':34s} {reference:7.2f}  (wall time = {wall / reference:.0f} references)")
     print(f"best run {best.name}: i2t R@1 {best_eval['i2t_R@1']:.3f} on N={int(best_eval['n_images'])}")
     if variant:
         print(f"variant {' '.join(variant)}: not recorded")
@@ -65,7 +80,11 @@ def main() -> int:
     cmd = ".venv/bin/python bench/main_job.py"
     print(f"precision: {', '.join(precision)}; UMAP share of the wall time {stages['umap'] / wall:.1%}")
     record("main_job.wall_time", round(wall, 1), "s", "<= 600 (issue 2), <= 360 (issue 8)",
-           f"clean clone, {len(runs)} runs of the default sweep, precision {', '.join(precision)}", cmd)
+           f"clean clone, {len(runs)} runs of the default sweep, precision {', '.join(precision)}; "
+           f"{wall / reference:.0f}x the reference workload timed in the same run ({reference:.2f} s)", cmd)
+    record("main_job.reference_s", round(reference, 2), "s", "",
+           "peer timed before the main job: EfficientNet-Lite0 forward on 64 images plus MiniLM-L6 forward and "
+           "backward on 256 captions, bf16 autocast, median of three each (bench/cpu_precision.py workloads)", cmd)
     record("main_job.umap_share", round(stages["umap"] / wall, 3), "of the wall time", "",
            f"UMAP stage {stages['umap']:.1f} s of {wall:.1f} s", cmd)
     for stage, seconds in stages.items():
