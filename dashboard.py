@@ -64,7 +64,6 @@ OPENMOJI = ("Emoji images: OpenMoji (https://openmoji.org), the open-source emoj
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#+\-!|~$:])")
 BADGE_COLORS = {"RUNNING": "blue", "FINISHED": "green", "FAILED": "red", "KILLED": "orange",
                 "INTERRUPTED": "violet"}
-CREATE_RUNS = "accelerate launch training/train.py --runs-dir {root}"
 
 
 def md(text) -> str:
@@ -800,9 +799,21 @@ def reload(root: Path, keys: list[str]) -> list[run_store.Run]:
 # --------------------------------------------------------------------------------- main
 
 
+def accelerate() -> str:
+    """The accelerate of the Python serving this page, as a user can type it: a fresh clone's
+    .venv/bin is not on PATH."""
+    exe = Path(sys.executable).with_name("accelerate")
+    if not exe.exists():
+        return "accelerate"
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
 def empty_state(root: Path) -> None:
     st.info(f"No runs under {md(root)} yet. Train some (a few minutes on a CPU), then reload this page:")
-    st.code(CREATE_RUNS.format(root=root), language="bash")
+    st.code(f"{accelerate()} launch training/train.py --runs-dir {root}", language="bash")
     st.caption("Or point the dashboard at another folder: `streamlit run dashboard.py -- --runs-dir DIR`")
 
 
