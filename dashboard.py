@@ -55,6 +55,9 @@ MAX_MATRIX = 20  # beyond this the heatmap's labels no longer fit
 # Rows one curves chart draws, all runs together (each run gets 40 to 150): the browser redraws
 # the chart on every widget change, in time that grows with the rows.
 CURVE_POINTS = 1000
+# The columns a curves chart draws from, and their types (the layout is built from an empty frame).
+CURVE_COLUMNS = {"run": str, "step": int, "epoch": float, "wall_time": float, "value": float,
+                 "smoothed": float, "evaluated": bool}
 # Above this many runs the faint raw-value lines start off (a checkbox brings them back): a
 # dozen overlapping faint lines are mostly haze, and they are a third of the chart's redraw time.
 RAW_LINES_UP_TO = 4
@@ -119,10 +122,16 @@ def load_captions(path: str, stamp: str) -> pd.DataFrame:
     return load_images(path, stamp)[["image_id", "caption", "label"]]
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def thumbnail_uris(path: str, stamp: str) -> pd.Series:
+    """image_id -> thumbnail data URI of every validation image."""
+    return load_images(path, stamp).set_index("image_id")["thumbnail"]
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def thumbnails(path: str, stamp: str, image_ids: tuple) -> dict[str, str]:
     """image_id -> thumbnail data URI of the given images that have one, in the given order."""
-    uris = load_images(path, stamp).set_index("image_id")["thumbnail"].reindex(list(image_ids))
+    uris = thumbnail_uris(path, stamp).reindex(list(image_ids))
     return {i: t for i, t in uris.items() if isinstance(t, str) and t}
 
 
@@ -385,9 +394,8 @@ def curve_points(src: tuple, choice: str, weight: float) -> tuple[pd.DataFrame, 
     frame = curve_frame(src, choice)
     if frame.empty:
         return frame, pd.Series(dtype=int), False
-    columns = ["run", "step", "epoch", "wall_time", "value", "smoothed", "evaluated"]
     per_run = max(40, min(150, CURVE_POINTS // frame["run"].nunique()))
-    drawn = charts.thin(charts.smooth(frame, weight)[columns], per_run)
+    drawn = charts.thin(charts.smooth(frame, weight)[list(CURVE_COLUMNS)], per_run)
     return drawn, frame[frame["value"].isna()].groupby("run").size(), len(drawn) < len(frame)
 
 
@@ -405,9 +413,7 @@ def curve_spec(src: tuple, choice: str, weight: float, x: str, log: bool, raw: b
 def curve_layout(metric: str, x: str, log: bool, raw: bool) -> dict:
     """The curves chart's Vega-Lite spec without its rows (building and validating it with
     Altair costs more than smoothing a dozen runs)."""
-    columns = {"run": str, "step": int, "epoch": float, "wall_time": float, "value": float,
-               "smoothed": float, "evaluated": bool}
-    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in CURVE_COLUMNS.items()})
     spec = vega_lite(charts.curves_chart(empty, metric, x, log, raw=raw))
     del spec["data"], spec["datasets"]
     return spec
@@ -420,8 +426,10 @@ def curve_frame(src: tuple, choice: str) -> pd.DataFrame:
     kind, *rest = choice.split("|")
     if kind == "train":
         frame = metrics[metrics["name"] == rest[0]]
-        steps = evals[["run", "step"]].drop_duplicates() if not evals.empty else pd.DataFrame(columns=["run", "step"])
-        evaluated = pd.MultiIndex.from_frame(frame[["run", "step"]]).isin(pd.MultiIndex.from_frame(steps))
+        if evals.empty:
+            return frame.assign(evaluated=False)
+        evaluated = pd.MultiIndex.from_frame(frame[["run", "step"]]).isin(
+            pd.MultiIndex.from_frame(evals[["run", "step"]]))
         return frame.assign(evaluated=evaluated)
     split, metric = rest
     frame = evals[(evals["split"] == split) & (evals["metric"] == metric)]
@@ -489,8 +497,7 @@ def umap_spec(path: str, stamp: str, key: str, color_by: str, labels: tuple, lin
     if points.empty:
         return None
     if thumbs and len(points) <= THUMBNAIL_TOOLTIPS_UP_TO:
-        uris = load_images(path, stamp).set_index("image_id")["thumbnail"]
-        points = points.assign(image=points["image_id"].map(uris))
+        points = points.assign(image=points["image_id"].map(thumbnail_uris(path, stamp)))
     lines = charts.pair_lines(points, line_label) if line_label else None
     title = f"{key} (step {int(points['step'].max())})"
     points = points[[c for c in UMAP_COLUMNS if c in points.columns]]  # only what is drawn travels
@@ -620,10 +627,13 @@ def nearest_of(path: str, stamp: str, image_id: str) -> tuple[pd.DataFrame, list
     captions = pd.DataFrame({"nearest captions": [texts["caption"].get(i, i) for i in ids],
                              "cosine": image.iloc[0]["topk_scores"],
                              "right": [texts["image_id"].get(i) == image_id for i in ids]})
-    thumbs = load_images(path, stamp).set_index("image_id")["thumbnail"]
-    per_caption = [(cap["caption"], cap["rank"], pd.DataFrame({
-        "image": [thumbs.get(i) for i in cap["topk_ids"]], "image id": cap["topk_ids"], "cosine": cap["topk_scores"],
-        "right": [i == image_id for i in cap["topk_ids"]]})) for _, cap in texts[texts["image_id"] == image_id].iterrows()]
+    thumbs = thumbnail_uris(path, stamp)
+    per_caption = []
+    for _, cap in texts[texts["image_id"] == image_id].iterrows():
+        near = cap["topk_ids"]
+        per_caption.append((cap["caption"], cap["rank"], pd.DataFrame({
+            "image": [thumbs.get(i) for i in near], "image id": near, "cosine": cap["topk_scores"],
+            "right": [i == image_id for i in near]})))
     return captions, per_caption
 
 

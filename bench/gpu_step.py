@@ -394,7 +394,7 @@ num_workers = {args.workers}
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-4000:])
         raise RuntimeError("train.py failed")
-    run = tmp / "runs" / "gpu-e2e" / "e2e"
+    run = run_store.run_dir(tmp / "runs", "gpu-e2e", "e2e")
     wall = run_store.read_metrics(run).groupby("step")["wall_time"].first().sort_index()  # long format
     steady = wall.iloc[min(10, len(wall) // 4):]  # past the workers' start
     e2e = (len(steady) - 1) * args.batch / (steady.iloc[-1] - steady.iloc[0])

@@ -77,9 +77,13 @@ def check_splits_by_image(frame: pd.DataFrame) -> None:
         raise ValueError(f"{len(mixed)} image(s) have rows in several splits, e.g. {mixed.index[0]!r}")
 
 
+def seeded_digest(key: str, seed: int) -> bytes:
+    """SHA-256 of the seed and a key: the order of subsets and the draw of splits."""
+    return hashlib.sha256(f"{seed}:{key}".encode("utf-8", "surrogateescape")).digest()
+
+
 def split_of(group_key: str, val_fraction: float, seed: int) -> str:
     """A deterministic split for a group of rows that must stay together (an image, or all
     variants of one concept): a hash of the key, so adding data never moves old groups."""
-    digest = hashlib.sha256(f"{seed}:{group_key}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = int.from_bytes(seeded_digest(group_key, seed)[:8], "big") / 2**64
     return "val" if u < val_fraction else "train"

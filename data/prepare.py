@@ -162,7 +162,7 @@ def prepare_captioned(args, out_dir: Path):
                   rows=len(manifest), splits=manifest.drop_duplicates("image_id")["split"].value_counts().to_dict(),
                   resize=args.resize, max_images=args.max_images, fraction=args.fraction, seed=args.seed,
                   val_fraction=args.val_fraction, **log.to_report())
-    return manifest.drop(columns=["source_path"]), report
+    return manifest, report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ tower features instead (training/features.py) and decodes nothing.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -38,9 +39,15 @@ def pixels_uint8(path: str, pre: Preprocess) -> torch.Tensor:
 
 def normalize(pixels: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 [B, 3, S, S] to the model's normalised float input, on the pixels' device."""
-    mean = torch.tensor(pre.mean, device=pixels.device)[:, None, None] * 255.0
-    std = torch.tensor(pre.std, device=pixels.device)[:, None, None] * 255.0
+    mean, std = _scale(pre.mean, pre.std, pixels.device)
     return (pixels.float() - mean) / std
+
+
+@functools.lru_cache(maxsize=8)
+def _scale(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per model and device, not copied to the device on every training step.
+    return (torch.tensor(mean, device=device)[:, None, None] * 255.0,
+            torch.tensor(std, device=device)[:, None, None] * 255.0)
 
 
 def load_pixels(paths: list[str], pre: Preprocess) -> torch.Tensor:

@@ -476,9 +476,22 @@ def read_embeddings(path: Path | str, with_vectors: bool = True, last_step: bool
     cols = None if with_vectors else [n for n in EMBEDDINGS_SCHEMA.names if n != "embedding"]
     if not last_step:
         return _read_parquet(file, EMBEDDINGS_SCHEMA, cols)
-    steps = _read_parquet(file, EMBEDDINGS_SCHEMA, ["step"])["step"]
-    last = [("step", "==", int(steps.max()))] if len(steps) else None
-    return _read_parquet(file, EMBEDDINGS_SCHEMA, cols, filters=last)
+    return _read_parquet(file, EMBEDDINGS_SCHEMA, cols, filters=_last_step_filter(file))
+
+
+def _last_step_filter(file: Path) -> list | None:
+    """[("step", "==", last step)] from the row groups' statistics (no column is read), or
+    None when the file has no rows or cannot be read."""
+    try:
+        meta = pq.ParquetFile(file).metadata
+        column = meta.schema.names.index("step")
+        stats = [meta.row_group(g).column(column).statistics for g in range(meta.num_row_groups)]
+        maxima = [s.max for s in stats if s is not None and s.has_min_max]
+        if len(maxima) < meta.num_row_groups:  # a group without statistics: read the column
+            maxima = [pq.read_table(file, columns=["step"]).column("step").to_pandas().max()]
+    except Exception:
+        return None
+    return [("step", "==", int(max(maxima)))] if maxima and meta.num_rows else None
 
 
 def read_samples(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:

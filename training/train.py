@@ -404,7 +404,7 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
         changed = trained_names(model)  # what training can move: saved at the end, mixed by WiSE-FT
         if cfg.init_from:
             changed |= load_init_from(model, cfg, path)
-        start_weights = state_of(model, changed)
+        start_weights = state_of(model, changed) if cfg.wise_ft_ratios else None  # a CPU copy: only if mixed
         start_tracking(accelerator, cfg, path, sweep)
         with timer("features"), accelerator.autocast():  # frozen parts at the run's precision
             inputs = TowerInputs(model, pairs, cache_dir, show_progress=main)
@@ -417,8 +417,11 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                                if iid not in thumbnails})
         # Prepared first: on N processes each yields its share of every global batch, and the
         # schedule counts global steps, as one process with N times the batch would.
-        loader = accelerator.prepare(make_loader(train_view, inputs, cfg,
-                                                 pin_memory=accelerator.device.type == "cuda"))
+        unprepared = make_loader(train_view, inputs, cfg, pin_memory=accelerator.device.type == "cuda")
+        loader = accelerator.prepare(unprepared)
+        # Length-grouped batches shuffle by (seed, epoch) too, but on several processes Accelerate
+        # wraps their sampler in one that does not pass set_epoch on: it is told here directly.
+        grouped = unprepared.batch_sampler if isinstance(unprepared.batch_sampler, LengthGroupedBatches) else None
         dataset = loader.dataset
         optimizer = make_optimizer(model, cfg, fused=accelerator.device.type == "cuda")
         total_steps = cfg.epochs * len(loader)
@@ -464,6 +467,8 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
         for epoch in range(start_epoch, cfg.epochs):
             raw.train()
             loader.set_epoch(epoch)  # the shuffle is a function of (seed, epoch), so a resume sees the same order
+            if grouped is not None:
+                grouped.set_epoch(epoch)
             skip = done_batches if epoch == start_epoch else 0
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             with timer("training"):
@@ -493,9 +498,9 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                     optimizer.zero_grad(set_to_none=True)
                     raw.clamp_logit_scale()
                     if main:
-                        values = {"loss": loss, "lr": scheduler.get_last_lr()[0],
-                                  "logit_scale": raw.logit_scale.exp().item(),
-                                  "temperature": (-raw.logit_scale).exp().item(), "grad_norm": grad_norm.item()}
+                        scale = raw.logit_scale.exp().item()
+                        values = {"loss": loss, "lr": scheduler.get_last_lr()[0], "logit_scale": scale,
+                                  "temperature": 1.0 / scale, "grad_norm": grad_norm.item()}
                         writer.log_metrics(step, epoch + (i + 1) / len(loader), time.time() - t_start, values)
                         accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
                     if not finite and cfg.on_nan == "stop":

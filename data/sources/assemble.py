@@ -9,14 +9,13 @@ usable images whenever the source has them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from data.manifest import COLUMNS, split_of
+from data.manifest import COLUMNS, seeded_digest, split_of
 from data.sources.captions import clean_rows
 from data.sources.image_check import ImageJob, check_images, stored_name
 from data.sources.skips import SkipLog
@@ -32,7 +31,6 @@ class Options:
     fraction: float | None = None
     resize: int | None = None
     workers: int = min(8, os.cpu_count() or 1)
-    progress: bool = True
 
     def __post_init__(self):
         if self.max_images is not None and self.max_images < 1:
@@ -41,10 +39,6 @@ class Options:
             raise ValueError("--fraction must be in (0, 1]")
         if self.resize is not None and self.resize < 8:
             raise ValueError("--resize must be at least 8 (pixels of the shortest side)")
-
-
-def rank(image_id: str, seed: int) -> bytes:
-    return hashlib.sha256(f"{seed}:{image_id}".encode("utf-8", "surrogateescape")).digest()
 
 
 def count_uncaptioned(rows: pd.DataFrame, all_images: set[str], log: SkipLog) -> None:
@@ -56,13 +50,13 @@ def count_uncaptioned(rows: pd.DataFrame, all_images: set[str], log: SkipLog) ->
 
 def assemble(rows: pd.DataFrame, out_dir: Path, opts: Options, log: SkipLog,
              all_images: set[str] | None = None) -> pd.DataFrame:
-    """The manifest frame (COLUMNS plus `source_path`) for rows with image_id, image_path
+    """The manifest frame (COLUMNS) for rows with image_id, image_path
     (as the source names it), caption and optional split, label, split_key columns."""
     if all_images is not None:
         count_uncaptioned(rows, all_images, log)
     rows = clean_rows(rows, log)
     per_image = rows.drop_duplicates("image_id").set_index("image_id")
-    order = sorted(per_image.index, key=lambda i: rank(i, opts.seed))
+    order = sorted(per_image.index, key=lambda i: seeded_digest(i, opts.seed))
     target = len(order)
     if opts.fraction is not None:
         target = max(1, round(opts.fraction * target))
@@ -75,7 +69,7 @@ def assemble(rows: pd.DataFrame, out_dir: Path, opts: Options, log: SkipLog,
         position += len(batch)
         jobs = [ImageJob(str(per_image.at[i, "image_path"]), str(out_dir / IMAGES / stored_name(i)), opts.resize)
                 for i in batch]
-        for image_id, result in zip(batch, check_images(jobs, opts.workers, opts.progress)):
+        for image_id, result in zip(batch, check_images(jobs, opts.workers)):
             if result.problem:
                 log.skip(result.problem, result.detail)
                 continue
@@ -85,14 +79,11 @@ def assemble(rows: pd.DataFrame, out_dir: Path, opts: Options, log: SkipLog,
     rows = rows[rows["image_id"].isin(usable)].copy()
     if rows.empty:
         raise ValueError("no usable image-caption pairs: every row or image was skipped (see the counts above)")
-    rows["source_path"] = rows["image_path"].astype(str)
     rows["image_path"] = [_relative(usable[i], out_dir) for i in rows["image_id"]]
-    rows["split"] = _splits(rows, per_image, opts)
-    rows["label"] = rows["label"].fillna("").astype(str) if "label" in rows else ""
     # An image's label and split are those of its first row: one value per image.
-    for column in ("label", "split"):
-        rows[column] = rows["image_id"].map(rows.drop_duplicates("image_id").set_index("image_id")[column])
-    return rows[COLUMNS + ["source_path"]].reset_index(drop=True)
+    rows["split"] = rows["image_id"].map(_splits(usable, per_image, opts))
+    rows["label"] = rows["image_id"].map(per_image["label"]).fillna("").astype(str) if "label" in rows else ""
+    return rows[COLUMNS].reset_index(drop=True)
 
 
 def _relative(path: str, out_dir: Path) -> str:
@@ -104,16 +95,16 @@ def _relative(path: str, out_dir: Path) -> str:
         return str(p.resolve())
 
 
-def _splits(rows: pd.DataFrame, per_image: pd.DataFrame, opts: Options) -> pd.Series:
-    """The source's split where it gives one, else a hash of the image (or its split_key);
-    decided once per image, not once per caption row."""
+def _splits(image_ids, per_image: pd.DataFrame, opts: Options) -> dict[str, str]:
+    """image_id -> the source's split where it gives one, else a hash of the image (or its
+    split_key); decided once per image, not once per caption row."""
     given = per_image["split"] if "split" in per_image else pd.Series(dtype=object)
     keys = per_image["split_key"] if "split_key" in per_image else pd.Series(dtype=object)
     of_image = {}
-    for image_id in rows["image_id"].drop_duplicates():
+    for image_id in image_ids:
         split = given.get(image_id)
         if split is None or split != split or split == "":
             key = keys.get(image_id)
             split = split_of(key if isinstance(key, str) and key else image_id, opts.val_fraction, opts.seed)
         of_image[image_id] = split
-    return rows["image_id"].map(of_image)
+    return of_image

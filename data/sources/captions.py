@@ -54,7 +54,7 @@ def clean_rows(rows: pd.DataFrame, log: SkipLog) -> pd.DataFrame:
     """Rows that can train, in their original order; every dropped row is counted once, under
     the first reason that applies, in the order of the checks below (invalid UTF-8 was
     counted by raw_frame)."""
-    keep = []
+    keep, texts = [], []
     seen: set[tuple[str, str]] = set()
     for i, (image_id, path, caption) in enumerate(zip(rows["image_id"], rows["image_path"], rows["caption"])):
         if _blank(image_id) or _blank(path):
@@ -72,7 +72,8 @@ def clean_rows(rows: pd.DataFrame, log: SkipLog) -> pd.DataFrame:
             continue
         seen.add((str(image_id), text))
         keep.append(i)
+        texts.append(text)
     out = rows.iloc[keep].copy()
-    out["caption"] = [normalise(str(c)) for c in out["caption"]]
+    out["caption"] = texts
     out["image_id"] = out["image_id"].astype(str)
     return out

@@ -20,7 +20,7 @@ from data.sources.captions import raw_frame
 from data.sources.download import fetch_and_unpack
 from data.sources.image_check import is_image_file
 from data.sources.skips import SkipLog
-from data.sources.splits import drop_unlisted, is_karpathy, karpathy_images, read_json, read_split_files
+from data.sources.splits import apply_split_files, is_karpathy, karpathy_images, read_json
 
 HOST = "http://images.cocodataset.org"
 ARCHIVES = {year: [f"{HOST}/annotations/annotations_trainval{year}.zip",
@@ -91,15 +91,15 @@ def read(captions: list[Path], images: Path, split_files: list[Path], log: SkipL
             raise ValueError(f"{path} is neither a COCO captions annotation file nor a Karpathy split file")
         rows += got
         listed |= seen
-    folders = {Path(r["image_path"]).parent for r in rows} | {images}
+    folders = {Path(p).parent for p in {r["image_path"] for r in rows}} | {images}  # per image, not caption
     on_disk = {str(folder / f) for folder in folders if folder.is_dir()
                for f in os.listdir(folder) if is_image_file(f)}
-    frame = raw_frame(rows, log)
+    frame, all_images = raw_frame(rows, log), listed | on_disk
     if split_files:
-        official = read_split_files(split_files)
-        keys = [f"coco:{c}" if f"coco:{c}" in official else i for i, c in zip(frame["image_id"], frame["coco_id"])]
-        frame["split"] = [official.get(k, "") for k in keys]
-        frame, excluded = drop_unlisted(frame, log)
-        listed -= excluded
-        on_disk -= excluded
-    return frame.drop(columns=["coco_id"], errors="ignore"), listed | on_disk
+        frame, all_images = apply_split_files(frame, all_images, split_files, log, keys=_split_keys)
+    return frame.drop(columns=["coco_id"], errors="ignore"), all_images
+
+
+def _split_keys(frame: pd.DataFrame, official: dict[str, str]) -> list[str]:
+    """'coco:<id>' where the split files list it (2014 and 2017 names match), else the file stem."""
+    return [f"coco:{c}" if f"coco:{c}" in official else i for i, c in zip(frame["image_id"], frame["coco_id"])]

@@ -23,7 +23,7 @@ from data.sources.captions import raw_frame
 from data.sources.download import DownloadUnavailable, fetch_and_unpack
 from data.sources.image_check import is_image_file
 from data.sources.skips import SkipLog
-from data.sources.splits import drop_unlisted, is_karpathy, karpathy_images, read_json, read_split_files
+from data.sources.splits import apply_split_files, is_karpathy, karpathy_images, read_json
 
 # The Illinois download form for Flickr8k is gone; these release assets are the copy the
 # community (and most tutorials) use, with the original file names.
@@ -115,8 +115,5 @@ def read(captions: Path, images: Path, split_files: list[Path], log: SkipLog) ->
     frame = raw_frame(rows, log)
     on_disk = {str(images / f) for f in os.listdir(images) if is_image_file(f)}
     if split_files:
-        official = read_split_files(split_files)
-        frame["split"] = [official.get(i, "") for i in frame["image_id"]]
-        frame, excluded = drop_unlisted(frame, log)
-        on_disk -= excluded
+        frame, on_disk = apply_split_files(frame, on_disk, split_files, log)
     return frame, on_disk

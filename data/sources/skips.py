@@ -34,16 +34,16 @@ class SkipLog:
         self.fixed: Counter[str] = Counter()
         self.examples: dict[str, list[str]] = {}
 
-    def skip(self, reason: str, example: str = "", n: int = 1) -> None:
+    def skip(self, reason: str, example: str = "") -> None:
         if reason not in REASONS:
             raise ValueError(f"unknown skip reason {reason!r}")
-        self.skipped[reason] += n
+        self.skipped[reason] += 1
         shown = self.examples.setdefault(reason, [])
         if example and len(shown) < EXAMPLES_PER_REASON:
             shown.append(example)
 
-    def fix(self, reason: str, n: int = 1) -> None:
-        self.fixed[reason] += n
+    def fix(self, reason: str) -> None:
+        self.fixed[reason] += 1
 
     def to_report(self) -> dict:
         return {"skipped": dict(sorted(self.skipped.items())), "fixed": dict(sorted(self.fixed.items())),

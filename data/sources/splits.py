@@ -80,10 +80,15 @@ def read_split_files(paths: list[Path]) -> dict[str, str]:
     return out
 
 
-def drop_unlisted(frame: pd.DataFrame, log: SkipLog) -> tuple[pd.DataFrame, set[str]]:
-    """Rows whose image a split file gave a split, and the paths of the others' images: those
-    are counted once here and are not 'images without a caption' either."""
+def apply_split_files(frame: pd.DataFrame, all_images: set[str], split_files: list[Path], log: SkipLog,
+                      keys=None) -> tuple[pd.DataFrame, set[str]]:
+    """Each row's split from the split files, looked up by `keys` (default: the rows' image_id;
+    `keys(frame, splits)` may pick other keys). Rows whose image no file lists are dropped and
+    counted once, and their images leave `all_images`, so they are not counted again as images
+    without a caption. Returns the rows and the remaining images."""
+    official = read_split_files(split_files)
+    frame["split"] = [official.get(k, "") for k in (keys(frame, official) if keys else frame["image_id"])]
     unlisted = frame["split"] == ""
     for image_id in frame.loc[unlisted, "image_id"].unique():
         log.skip("not_in_split_file", str(image_id))
-    return frame[~unlisted].copy(), set(frame.loc[unlisted, "image_path"].astype(str))
+    return frame[~unlisted].copy(), all_images - set(frame.loc[unlisted, "image_path"].astype(str))
