@@ -1,6 +1,7 @@
 """Two CPU processes with batch b train exactly like one process with batch 2b: the contrastive
 negatives are gathered across processes with gradients, the loss is reduced before it is
-written, and the schedule counts global steps."""
+written, and the schedule counts global steps. A two-process run of length-grouped batches,
+killed and resumed, ends where the uninterrupted one does."""
 
 import os
 import socket
@@ -14,12 +15,22 @@ from training.train import main
 
 from conftest import ROOT, TINY_SWEEP
 
-# The launcher runs this instead of train.py only to skip the UMAP fit of finished runs.
+# The launcher runs this instead of train.py to skip the UMAP fit of finished runs and, when
+# KILL_AFTER is set, to SIGKILL the main process once it has logged that step's metrics.
 DRIVER = f"""
-import sys
+import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 import training.train as train
+from training import run_store
 train.project_runs = lambda paths: {{}}
+kill_after = int(os.environ.get("KILL_AFTER", "0"))
+if kill_after:
+    real = run_store.RunWriter.log_metrics
+    def log_metrics(self, step, *args):
+        real(self, step, *args)
+        if step >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    run_store.RunWriter.log_metrics = log_metrics
 sys.exit(train.cli())
 """
 
@@ -30,24 +41,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _args(runs, data, cache, batch_size, accum_steps):
+def _args(runs, data, cache, batch_size, accum_steps, *settings, epochs=1):
     # Unlocked towers, so that the gathered gradients reach every layer.
     return ["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(data), "--cache-dir", str(cache),
-            "--only", "unlocked", "--set", "epochs=1", f"batch_size={batch_size}", f"accum_steps={accum_steps}"]
+            "--only", "unlocked", "--set", f"epochs={epochs}", f"batch_size={batch_size}",
+            f"accum_steps={accum_steps}", *settings]
+
+
+def _two_processes(tmp_path, args, kill_after: int = 0) -> subprocess.CompletedProcess:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    # ACCELERATE_USE_CPU: without it Accelerate on CPUs ignores torchrun
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", KILL_AFTER=str(kill_after))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(driver), *args],
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_two_processes_match_one_process_with_the_global_batch(synthetic_data, tmp_path, monkeypatch):
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
     # Each process takes 4 pairs a step, in two micro-batches of 2; Accelerate gives process p
     # batches p, p+2, ... of one seeded shuffle, so a global step holds the same 8 pairs, in the
     # same order, as the one-process batch of 8.
     two = tmp_path / "two"
-    env = dict(os.environ, ACCELERATE_USE_CPU="true")  # without it Accelerate on CPUs ignores torchrun
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(driver),
-                           *_args(two, synthetic_data, tmp_path / "cache", 4, 2)],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = _two_processes(tmp_path, _args(two, synthetic_data, tmp_path / "cache", 4, 2))
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     from training import train
@@ -90,3 +106,30 @@ def _initial_weights(run, final):
     if missing:
         pytest.fail(f"trained tensors not in the model's state dict: {sorted(missing)[:5]}")
     return {k: state[k] for k in final}
+
+
+def test_two_processes_resume_length_grouped_batches_in_their_epoch_order(synthetic_data, tmp_path):
+    # Length-grouped batches shuffle by (seed, epoch). Killed after step 14 of 20, the run
+    # resumes in its second epoch from the checkpoint of step 12, and must see that epoch's
+    # order, skip its first two batches, and end with the uninterrupted run's weights.
+    def args(runs):
+        return _args(runs, synthetic_data, tmp_path / "cache", 4, 2, "group_by_length=true", "checkpoint_every=4",
+                     "keep_checkpoints=1", epochs=2)
+
+    killed = _two_processes(tmp_path, args(tmp_path / "killed"), kill_after=14)
+    assert killed.returncode != 0
+    run = run_store.run_dir(tmp_path / "killed", "tiny", "unlocked")
+    assert [step for step, _ in run_store.list_checkpoints(run)] == [12]
+    resumed = _two_processes(tmp_path, ["--resume", str(run), "--cache-dir", str(tmp_path / "cache")])
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+
+    straight = _two_processes(tmp_path, args(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-4000:]
+    other = run_store.run_dir(tmp_path / "straight", "tiny", "unlocked")
+    m1, m2 = (run_store.read_metrics(r).query("name == 'loss'").set_index("step")["value"] for r in (run, other))
+    assert list(m1.index) == list(m2.index) == list(range(1, 21))
+    w1, w2 = run_store.read_final_weights(run), run_store.read_final_weights(other)
+    weight_diff = max(float((w1[k] - w2[k]).abs().max()) for k in w2)
+    print(f"\nresumed vs uninterrupted, 2 processes, length-grouped: max |loss diff| "
+          f"{float((m1 - m2).abs().max()):.3g}, max |weight diff| {weight_diff:.3g}")
+    assert float((m1 - m2).abs().max()) < 1e-5 and weight_diff < 1e-5

@@ -137,6 +137,14 @@ def test_forgetting_config_errors_name_the_key():
         RunConfig(extra_evals=[{"name": "val"}])
     with pytest.raises(ConfigError, match="include_labels"):
         RunConfig(include_labels="circle")
+    for labels in ({"include_labels": []}, {"exclude_labels": []}, {"exclude_labels": ["a", 1]},
+                   {"include_labels": ["a"], "exclude_labels": ["b"]}):
+        # one rule for the run's own labels and an extra evaluation set's
+        with pytest.raises(ConfigError, match="include_labels|exclude_labels"):
+            RunConfig(**labels)
+        with pytest.raises(ConfigError, match="include_labels|exclude_labels"):
+            RunConfig(extra_evals=[{"name": "x", **labels}])
+    assert RunConfig(exclude_labels=None, extra_evals=[{"name": "x", "exclude_labels": None}]).exclude_labels is None
     assert RunConfig(extra_evals=[{"name": "x"}]).extra_evals == [
         {"name": "x", "data": "openmoji", "split": "val", "include_labels": None, "exclude_labels": None}]
 

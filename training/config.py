@@ -116,8 +116,6 @@ class RunConfig:
             ("{}" in self.prompt_template, "prompt_template must contain {} for the label"),
             (self.top_k >= 1, "top_k must be at least 1"),
             (self.num_workers >= 0, "num_workers must be non-negative"),
-            (not (self.include_labels and self.exclude_labels) and self.include_labels != [],
-             "set include_labels or exclude_labels, not both, and include_labels must name a label"),
             (self.init_from is None or self.init_from.strip("/") not in ("", self.name),
              "init_from must name another run"),
             (all(0 <= r <= 1 for r in self.wise_ft_ratios or []), "wise_ft_ratios must lie in [0, 1]"),
@@ -130,6 +128,7 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"run {self.name!r}: {message}")
+        check_label_subset(self.include_labels, self.exclude_labels, f"run {self.name!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,6 +171,17 @@ def _check_types(cfg: RunConfig) -> None:
             raise ConfigError(f"config key {name!r} must be {want}, got {value!r}")
 
 
+def check_label_subset(include: list | None, exclude: list | None, where: str) -> None:
+    """One rule for a run's labels and an extra evaluation set's: each is null or a non-empty
+    list of label strings (null, not [], means no filter), and at most one is set."""
+    for key, value in (("include_labels", include), ("exclude_labels", exclude)):
+        if value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{where}: {key} must be a non-empty list of label strings, or null for no filter; "
+                              f"got {value!r}")
+    if include is not None and exclude is not None:
+        raise ConfigError(f"{where}: set include_labels or exclude_labels, not both")
+
+
 EXTRA_EVAL_KEYS = ("name", "data", "split", "include_labels", "exclude_labels")
 
 
@@ -192,12 +202,7 @@ def _normalise_extra_evals(cfg: RunConfig) -> list[dict] | None:
                               f"got {name!r}: it becomes the split column of eval.parquet")
         if not isinstance(full["data"], str) or not isinstance(full["split"], str):
             raise ConfigError(f"{where}: data and split must be strings")
-        for key in ("include_labels", "exclude_labels"):
-            if full[key] is not None and not (isinstance(full[key], list) and full[key]
-                                              and all(isinstance(v, str) for v in full[key])):
-                raise ConfigError(f"{where}: {key} must be a non-empty list of label strings")
-        if full["include_labels"] and full["exclude_labels"]:
-            raise ConfigError(f"{where}: set include_labels or exclude_labels, not both")
+        check_label_subset(full["include_labels"], full["exclude_labels"], where)
         out.append({k: full[k] for k in EXTRA_EVAL_KEYS})
     names = [e["name"] for e in out]
     if len(set(names)) != len(names):

