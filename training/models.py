@@ -1,9 +1,8 @@
 """CLIP-style dual encoders behind one small interface.
 
 Every model is a `ClipModel`: an image `Tower`, a text `Tower`, a projection head for each
-into a shared space, and CLIP's temperature as a log logit scale. The training loop only
-uses `image_features` / `text_features` (tower outputs, before the heads),
-`project_image` / `project_text`, and `logit_scale`.
+into a shared space, and CLIP's temperature as a log logit scale. The training loop calls
+`forward` on raw or cached tower inputs (training.features) and reads `logit_scale`.
 
 Four builders:
 - `offline-default`: the LiT recipe from towers that ship inside PyPI packages: an
@@ -49,16 +48,21 @@ class Preprocess:
 
 
 class Tower(nn.Module):
-    """A pretrained encoder as a chain of `units`, trainable from the top down.
+    """A pretrained encoder as a chain of `stages`, trainable from the top down.
 
     `groups` are the parameter blocks that `unlock(n)` opens, counted from the top: 0 locks
     the tower, -1 opens all of it. The chain lets the training loop cache the output of the
-    frozen bottom (`cache_point`) and run only the trainable top each step.
+    frozen bottom (`cache_point`) and run only the trainable top each step. `units` own the
+    weights (their names are the state-dict keys); the stages are the units themselves
+    unless given, as finer cuts through them.
     """
 
-    def __init__(self, units: list[nn.Module], groups: list[nn.Module], out_dim: int):
+    def __init__(self, units: list[nn.Module], groups: list[nn.Module], out_dim: int,
+                 stages: list[nn.Module] | None = None):
         super().__init__()
         self.units = nn.ModuleList(units)
+        # A tuple, not a ModuleList: the stages' weights are registered once, under `units`.
+        self.stages = tuple(stages) if stages is not None else tuple(self.units)
         self.groups = groups
         self.out_dim = out_dim
         self.train(False)
@@ -75,24 +79,24 @@ class Tower(nn.Module):
 
     @property
     def cache_point(self) -> int:
-        """Index of the first unit with a trainable parameter (len(units) when locked)."""
-        for i, unit in enumerate(self.units):
-            if any(p.requires_grad for p in unit.parameters()):
+        """Index of the first stage with a trainable parameter (len(stages) when locked)."""
+        for i, stage in enumerate(self.stages):
+            if any(p.requires_grad for p in stage.parameters()):
                 return i
-        return len(self.units)
+        return len(self.stages)
 
-    def forward_units(self, x, start: int = 0, stop: int | None = None):
-        for unit in self.units[start:stop]:
-            x = unit(x)
+    def forward_stages(self, x, start: int = 0, stop: int | None = None):
+        for stage in self.stages[start:stop]:
+            x = stage(x)
         return x
 
     def prefix(self, x):
         """The frozen bottom of the tower, without autograd."""
         with torch.no_grad():
-            return self.forward_units(x, 0, self.cache_point)
+            return self.forward_stages(x, 0, self.cache_point)
 
     def suffix(self, h):
-        return self.forward_units(h, self.cache_point)
+        return self.forward_stages(h, self.cache_point)
 
     def forward(self, x):
         return self.suffix(self.prefix(x))
@@ -116,8 +120,10 @@ class ClipModel(nn.Module):
         self.tokenizer = tokenizer
         self.max_text_len = max_text_len
         self.name = name
-        self.image_start = 0  # forward() takes the output of this image unit (0: pixels)
-        self.text_cached = False  # forward() takes text tower features instead of tokens
+        # forward() takes the output of this stage of each tower (0: pixels and tokens; the
+        # tower's stage count: its features), as set by training.features.TowerInputs
+        self.image_start = 0
+        self.text_start = 0
 
     def forward(self, image_input, text_input):
         """Embeddings of a batch and the logit scale. Inputs are raw (pixels, tokens) or the
@@ -125,12 +131,10 @@ class ClipModel(nn.Module):
         return self.embed_image_input(image_input), self.embed_text_input(text_input), self.logit_scale
 
     def embed_image_input(self, image_input) -> torch.Tensor:
-        tower = self.image_tower
-        features = tower.forward_units(image_input, self.image_start) if self.image_start else tower(image_input)
-        return self.project_image(features)
+        return self.project_image(_tower_from(self.image_tower, image_input, self.image_start))
 
     def embed_text_input(self, text_input) -> torch.Tensor:
-        return self.project_text(text_input if self.text_cached else self.text_tower(text_input))
+        return self.project_text(_tower_from(self.text_tower, text_input, self.text_start))
 
     def set_trainable(self, unlock_image: int, unlock_text: int) -> None:
         self.image_tower.unlock(unlock_image)
@@ -155,6 +159,11 @@ class ClipModel(nn.Module):
     def clamp_logit_scale(self) -> None:
         with torch.no_grad():
             self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def _tower_from(tower: Tower, x, start: int):
+    """The tower's features from the output of stage `start` (0: from its raw input)."""
+    return tower.forward_stages(x, start) if start else tower(x)
 
 
 def tokenize(tokenizer, captions: list[str], max_text_len: int, pad_multiple: int = 1) -> dict:
@@ -183,16 +192,52 @@ def make_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
 
 
 class _MeanPooledEncoder(nn.Module):
-    """A sentence-transformers encoder: token states averaged over non-padding tokens."""
+    """A sentence-transformers encoder: token states averaged over non-padding tokens. It owns
+    the weights; `minilm_tower` runs it as the stages below, one per layer, so that the
+    frozen bottom layers of a partly unlocked tower can be cached like the image tower's."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
 
     def forward(self, tokens: dict) -> torch.Tensor:
-        states = self.encoder(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+        return _mean_pool(dict(tokens, hidden=self.encoder(**tokens).last_hidden_state))
+
+
+# The text stages pass a dict: "hidden" (batch x tokens x width) and the tokenizer's
+# "attention_mask" (batch x tokens); cached prefixes are such dicts too.
+
+class _BertEmbeddings(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.embeddings = encoder.embeddings
+
+    def forward(self, tokens: dict) -> dict:
+        return {"hidden": self.embeddings(input_ids=tokens["input_ids"]), "attention_mask": tokens["attention_mask"]}
+
+
+class _BertLayer(nn.Module):
+    def __init__(self, layer: nn.Module, config):
+        super().__init__()
+        self.layer, self.config = layer, config
+
+    def forward(self, state: dict) -> dict:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=state["hidden"],
+                                         attention_mask=state["attention_mask"])
+        return dict(state, hidden=self.layer(state["hidden"], mask))
+
+
+def _mean_pool(state: dict) -> torch.Tensor:
+    states = state["hidden"]
+    mask = state["attention_mask"].unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+
+
+class _MeanPool(nn.Module):
+    def forward(self, state: dict) -> torch.Tensor:
+        return _mean_pool(state)
 
 
 def efficientnet_lite0_tower() -> Tower:
@@ -223,7 +268,9 @@ def minilm_tower():
     encoder = AutoModel.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     groups = [encoder.embeddings, *encoder.encoder.layer]
-    tower = Tower([_MeanPooledEncoder(encoder)], groups=groups, out_dim=encoder.config.hidden_size)
+    stages = [_BertEmbeddings(encoder), *(_BertLayer(layer, encoder.config) for layer in encoder.encoder.layer),
+              _MeanPool()]
+    tower = Tower([_MeanPooledEncoder(encoder)], groups=groups, out_dim=encoder.config.hidden_size, stages=stages)
     return tower, tokenizer
 
 
@@ -357,11 +404,11 @@ def build_model(cfg) -> ClipModel:
         model = build_hf_clip(cfg)
     model.set_trainable(cfg.unlock_image, cfg.unlock_text)
     if cfg.compile:
-        # Compile the encoders in place: parameters, state-dict names and the tower
-        # structure (units, cache points) stay as they are.
+        # Compile the encoders' stages in place: parameters, state-dict names and the tower
+        # structure (stages, cache points) stay as they are.
         for tower in (model.image_tower, model.text_tower):
-            for unit in tower.units:
-                unit.compile(mode=cfg.compile_mode)
+            for stage in tower.stages:
+                stage.compile(mode=cfg.compile_mode)
     return model
 
 

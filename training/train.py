@@ -302,11 +302,11 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, fused: bool = False) 
 
 def make_loader(view, inputs: TowerInputs, cfg: RunConfig, pin_memory: bool = False):
     """Batches of a view's pairs. What the towers take raw (pixels when no image features are
-    cached, tokens when the text tower trains) is decoded and tokenized in the loader's
+    cached, tokens when the whole text tower trains) is decoded and tokenized in the loader's
     workers; cached features are looked up by row in the training loop."""
     model = inputs.model
     raw_pixels = inputs.image_prefix is None
-    raw_text = inputs.text_features is None
+    raw_text = inputs.text_cached is None
     dataset = PairDataset(view, model.preprocess if raw_pixels else None, with_text=raw_text)
     collate = Collate(model.tokenizer, model.max_text_len, cfg.pad_multiple)
     drop_last = len(dataset) >= cfg.batch_size
