@@ -37,6 +37,23 @@ def test_text_tower_puts_kitten_near_cat():
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
 
 
+def test_folded_batch_norms_compute_the_same_features():
+    """The frozen image features are computed with each batch norm folded into its convolution:
+    the same function (49 folds in EfficientNet-Lite0), on copies, leaving the tower as it was."""
+    from training.models import _conv_norm_pairs
+
+    tower = efficientnet_lite0_tower()
+    x = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    folded = tower.inference_stages(0, len(tower.stages))
+    assert sum(len(_conv_norm_pairs(m)) for m in folded.modules()) == 0
+    assert sum(len(_conv_norm_pairs(m)) for s in tower.stages for m in s.modules()) == 49
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), tower(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(tower.inference_stages(3, 9)(tower.forward_stages(x, 0, 3)),
+                                   tower.forward_stages(x, 0, 9), atol=1e-4, rtol=1e-4)
+    assert not any(p.requires_grad for p in folded.parameters())
+
+
 def test_text_tower_stages_are_the_encoder_itself():
     """The text tower runs as stages (embeddings, six layers, pooling) so that a frozen bottom
     can be cached; they compute exactly what the sentence encoder computes, and own no weights

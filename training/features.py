@@ -80,7 +80,8 @@ class TowerInputs:
     # -------------------------------------------------------------- images
 
     def _image_key(self, base: dict, cut: int) -> str:
-        return _key(dict(base, tower="image", cut=cut, weights=self._stage_prints[:cut]))
+        # Computed with batch norms folded into the convolutions: a key of its own.
+        return _key(dict(base, tower="image", cut=cut, weights=self._stage_prints[:cut], batch_norms="folded"))
 
     def _image_prefix(self, base: dict) -> torch.Tensor:
         cut = self.image_cut
@@ -97,7 +98,7 @@ class TowerInputs:
                 start = j
                 break
         self.stats["image_cache"] = f"miss (from cut {start})"
-        tower = self.model.image_tower
+        frozen = self.model.image_tower.inference_stages(start, cut)
         n = len(self.pairs.images)
         out = None
         bar = tqdm(total=n, desc=f"image features (cut {cut})", unit="img",
@@ -112,7 +113,7 @@ class TowerInputs:
                     x = source[lo:hi]
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                y = tower.forward_stages(x, start, cut)
+                y = frozen(x)
                 if out is None:
                     out = torch.empty((n, *y.shape[1:]), dtype=y.dtype)
                 out[lo:hi] = y

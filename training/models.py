@@ -16,6 +16,7 @@ Four builders:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass
@@ -89,6 +90,11 @@ class Tower(nn.Module):
         for stage in self.stages[start:stop]:
             x = stage(x)
         return x
+
+    def inference_stages(self, start: int, stop: int) -> nn.Sequential:
+        """Stages start..stop for inference only (features of a frozen part): each batch norm
+        folded into the convolution before it, in copies; stages with none are shared."""
+        return nn.Sequential(*(fold_batch_norms(stage) for stage in self.stages[start:stop]))
 
     def prefix(self, x):
         """The frozen bottom of the tower, without autograd."""
@@ -238,6 +244,38 @@ def _mean_pool(state: dict) -> torch.Tensor:
 class _MeanPool(nn.Module):
     def forward(self, state: dict) -> torch.Tensor:
         return _mean_pool(state)
+
+
+def _conv_norm_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(convolution, batch norm) child names where the norm takes the convolution's output: in
+    a Sequential and in timm's EfficientNet blocks, a norm registered right after a conv."""
+    from timm.layers import BatchNormAct2d
+    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+
+    if not isinstance(module, (nn.Sequential, DepthwiseSeparableConv, InvertedResidual)):
+        return []
+    children = list(module.named_children())
+    return [(a, b) for (a, conv), (b, norm) in zip(children, children[1:])
+            if type(conv) is nn.Conv2d and isinstance(norm, (nn.BatchNorm2d, BatchNormAct2d))]
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """A copy of `module` for inference with each batch norm (eval mode: a per-channel affine
+    map) folded into the convolution before it, its activation kept; `module` itself when it
+    has none. EfficientNet-Lite0's frozen features come 1.6x faster on the CPU, equal to the
+    unfolded ones within float rounding (tests/test_models.py)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if not any(_conv_norm_pairs(m) for m in module.modules()):
+        return module
+    folded = copy.deepcopy(module).eval()
+    for parent in list(folded.modules()):
+        for conv_name, norm_name in _conv_norm_pairs(parent):
+            norm = getattr(parent, norm_name)
+            setattr(parent, conv_name, fuse_conv_bn_eval(getattr(parent, conv_name), norm))
+            after = [getattr(norm, a) for a in ("drop", "act") if isinstance(getattr(norm, a, None), nn.Module)]
+            setattr(parent, norm_name, nn.Sequential(*after))  # plain BatchNorm2d: an identity
+    return folded.requires_grad_(False)
 
 
 def efficientnet_lite0_tower() -> Tower:
