@@ -1,5 +1,11 @@
-"""Per-epoch time of a both-towers-locked run: cached tower features vs recomputing the
-towers every step, measured side by side in one process on the same pairs.
+"""What caching the frozen parts of the towers buys, each measured side by side in one process:
+
+- per-epoch time of a both-towers-locked run: cached tower features vs recomputing the
+  towers every step, on the same pairs;
+- per-epoch time of a text-unlocked run (MiniLM's top two layers train, image features
+  cached): the frozen bottom four layers' token states cached vs run every step;
+- the features' extraction itself: EfficientNet-Lite0 with its batch norms folded into the
+  convolutions vs as trained, 64 images at 224 px, at the sweep's precision on this CPU.
 
     .venv/bin/python bench/feature_cache.py [--images 512]
 """
@@ -17,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.cpu_precision import median_seconds  # noqa: E402
 from bench.results import record  # noqa: E402
 from data.manifest import load_manifest  # noqa: E402
 from training.config import RunConfig  # noqa: E402
@@ -24,6 +31,21 @@ from training.features import TowerInputs  # noqa: E402
 from training.losses import clip_loss  # noqa: E402
 from training.models import build_model  # noqa: E402
 from training.pairs import Pairs  # noqa: E402
+from training.train import resolve_precision  # noqa: E402
+
+COMMAND = ".venv/bin/python bench/feature_cache.py"
+
+
+PRECISION = resolve_precision("auto")  # the main job's, on this CPU
+
+
+def autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION == "bf16")
+
+
+def tower_inputs(model, pairs, cache_dir, **kwargs) -> TowerInputs:
+    with autocast():  # features at the precision the sweep computes them
+        return TowerInputs(model, pairs, cache_dir, show_progress=False, **kwargs)
 
 
 def epoch_seconds(model, inputs: TowerInputs, rows: torch.Tensor, batch_size: int) -> float:
@@ -32,12 +54,25 @@ def epoch_seconds(model, inputs: TowerInputs, rows: torch.Tensor, batch_size: in
     t0 = time.perf_counter()
     for lo in range(0, len(rows) - batch_size + 1, batch_size):
         batch = rows[lo:lo + batch_size]
-        image_emb, text_emb, scale = model(inputs.image_input(batch), inputs.text_input(batch))
-        loss = clip_loss(image_emb, text_emb, scale)
+        with autocast():
+            image_emb, text_emb, scale = model(inputs.image_input(batch), inputs.text_input(batch))
+            loss = clip_loss(image_emb, text_emb, scale)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     return time.perf_counter() - t0
+
+
+def folded_extraction(model) -> tuple[float, float, float]:
+    """(as trained s, folded s, min cosine) for the image tower over 64 images."""
+    tower = model.image_tower
+    pixels = torch.randn(64, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    pixels = pixels.contiguous(memory_format=torch.channels_last)
+    folded = tower.inference_stages(0, len(tower.stages))
+    with torch.inference_mode(), autocast():
+        plain_s, folded_s = median_seconds(lambda: tower(pixels)), median_seconds(lambda: folded(pixels))
+        cosine = torch.nn.functional.cosine_similarity(tower(pixels).float(), folded(pixels).float()).min().item()
+    return plain_s, folded_s, cosine
 
 
 def main(argv=None) -> int:
@@ -51,20 +86,39 @@ def main(argv=None) -> int:
     rows = torch.randperm(len(pairs.captions), generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
-        cached = TowerInputs(model, pairs, Path(cache), show_progress=False)
+        cached = tower_inputs(model, pairs, Path(cache))
         extract = time.perf_counter() - t0
         fast = epoch_seconds(model, cached, rows, args.batch_size)
-    slow = epoch_seconds(model, TowerInputs(model, pairs, cache=False, show_progress=False), rows, args.batch_size)
+    slow = epoch_seconds(model, tower_inputs(model, pairs, Path(tempfile.gettempdir()), cache=False), rows, args.batch_size)
     ratio = slow / fast
-    print(f"{'mode':28s} {'s/epoch':>9s}")
-    print(f"{'recompute towers':28s} {slow:9.2f}")
-    print(f"{'cached features':28s} {fast:9.3f}")
-    print(f"{'one-off extraction':28s} {extract:9.2f}")
-    print(f"speed-up per epoch: {ratio:.0f}x ({args.images} pairs, batch {args.batch_size})")
-    cmd = ".venv/bin/python bench/feature_cache.py"
+
+    text_model = build_model(RunConfig(unlock_text=2))
+    with tempfile.TemporaryDirectory() as cache:
+        bottom = epoch_seconds(text_model, tower_inputs(text_model, pairs, Path(cache)), rows, args.batch_size)
+        tokens = epoch_seconds(text_model, tower_inputs(text_model, pairs, Path(cache), text=False), rows,
+                               args.batch_size)
+    plain_s, folded_s, cosine = folded_extraction(model)
+
+    print(f"{'mode':44s} {'s/epoch':>9s}")
+    print(f"{'locked towers: recompute towers':44s} {slow:9.2f}")
+    print(f"{'locked towers: cached features':44s} {fast:9.3f}")
+    print(f"{'locked towers: one-off extraction':44s} {extract:9.2f}")
+    print(f"{'top 2 text layers train: all 6 run':44s} {tokens:9.2f}")
+    print(f"{'top 2 text layers train: bottom 4 cached':44s} {bottom:9.2f}")
+    print(f"speed-ups per epoch ({args.images} pairs, batch {args.batch_size}, precision {PRECISION}): locked {ratio:.0f}x, "
+          f"text-unlocked {tokens / bottom:.2f}x")
+    print(f"image features, 64 images: as trained {plain_s:.3f} s, batch norms folded {folded_s:.3f} s "
+          f"({plain_s / folded_s:.2f}x), min cosine {cosine:.5f}")
     record("feature_cache.epoch_speedup", round(ratio, 1), "x", ">= 10 (issue 4)",
-           f"both towers locked, {args.images} openmoji pairs, batch {args.batch_size}; "
-           f"recompute {slow:.2f} s/epoch, cached {fast:.3f} s/epoch", cmd)
+           f"both towers locked, {args.images} openmoji pairs, batch {args.batch_size}, precision {PRECISION}; "
+           f"recompute {slow:.2f} s/epoch, cached {fast:.3f} s/epoch", COMMAND)
+    record("feature_cache.text_bottom_speedup", round(tokens / bottom, 2), "x", "",
+           f"MiniLM top 2 of 6 layers trained, image features cached, {args.images} openmoji pairs, batch "
+           f"{args.batch_size}, precision {PRECISION}; all layers each step {tokens:.2f} s/epoch, frozen bottom 4 cached {bottom:.2f} s/epoch",
+           COMMAND)
+    record("feature_cache.folded_extraction_speedup", round(plain_s / folded_s, 2), "x", "",
+           f"EfficientNet-Lite0 forward, 64 images at 224 px, precision {PRECISION}: as trained "
+           f"{plain_s:.3f} s, batch norms folded {folded_s:.3f} s; min cosine between the two {cosine:.5f}", COMMAND)
     return 0
 
 
