@@ -95,11 +95,11 @@ def _initial_weights(run, final):
     """The step-0 values of the trained tensors, rebuilt from the run's config and seed."""
     from accelerate.utils import set_seed
 
-    from training.config import FIELDS, RunConfig
+    from training.config import RunConfig
     from training.models import build_model
 
     config = run_store.load_run(run).config
-    cfg = RunConfig(**{k: v for k, v in config.items() if k in FIELDS})
+    cfg = RunConfig.from_saved(config)
     set_seed(cfg.seed)
     state = build_model(cfg).state_dict()
     missing = set(final) - set(state)

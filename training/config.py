@@ -133,6 +133,11 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_saved(cls, config: dict) -> "RunConfig":
+        """The RunConfig of a run's config.json, which also carries provenance and versions."""
+        return cls(**{k: v for k, v in config.items() if k in FIELDS})
+
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
 SWEEP_WIDE = ("precision",)  # one Accelerator serves the whole sweep

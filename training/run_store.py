@@ -273,10 +273,17 @@ def init_from_dir(path: Path | str, source: str) -> Path:
     """The folder of the run that the run at `path` starts from (its init_from): "<run>" in the
     same sweep, or "<sweep>/<run>" in the same runs folder."""
     path = Path(path)
-    parts = source.split("/") if "/" in source else [path.parent.name, source]
+    key = source if "/" in source else f"{path.parent.name}/{source}"
+    sweep, run = _split_run_key(key, f"init_from = {source!r} is not a run name: use \"<run>\" or \"<sweep>/<run>\"")
+    return run_dir(path.parent.parent, sweep, run)
+
+
+def _split_run_key(key: str, error: str) -> tuple[str, str]:
+    """(sweep, run) of "<sweep>/<run>"; names that are empty, hidden or climb out are refused."""
+    parts = key.split("/")
     if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        raise RunStoreError(f"init_from = {source!r} is not a run name: use \"<run>\" or \"<sweep>/<run>\"")
-    return run_dir(path.parent.parent, *parts)
+        raise RunStoreError(error)
+    return parts[0], parts[1]
 
 
 def update_umap(path: Path, umap_xy: dict[tuple[str, str, int], tuple[float, float]]) -> None:
@@ -388,10 +395,8 @@ def _inside(path: Path, root: Path) -> bool:
 def resolve_run(runs_dir: Path | str, key: str) -> Path:
     """The folder of run "<sweep>/<run>", refusing names that leave runs_dir."""
     root = Path(runs_dir)
-    parts = key.split("/")
-    if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        raise RunStoreError(f"{key!r} is not a run name of the form <sweep>/<run>")
-    path = root / parts[0] / parts[1]
+    sweep, run = _split_run_key(key, f"{key!r} is not a run name of the form <sweep>/<run>")
+    path = root / sweep / run
     if not _inside(path, root):
         raise RunStoreError(f"run {key!r} points outside the runs folder {root}")
     if not _is_run_dir(path):

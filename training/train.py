@@ -36,7 +36,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
 from training import checkpoints, run_store  # noqa: E402
 from training.config import (  # noqa: E402
-    DEFAULT_SWEEP, FIELDS, ConfigError, RunConfig, Sweep, changed_keys, load_sweep, parse_set)
+    DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, changed_keys, load_sweep, parse_set)
 from training.distributed import gather_with_grad  # noqa: E402
 from training.evaluate import (  # noqa: E402
     EvalSet, dataset_labels, embeddings_frame, evaluate, extra_eval_sets, samples_frame, select)
@@ -198,7 +198,7 @@ def resumed_sweep(path: Path, args) -> tuple[Sweep, Path]:
     if not run.config:
         raise ConfigError(f"--resume {path}: not a run folder with a readable config.json "
                           f"({'; '.join(run.problems)})")
-    cfg = RunConfig(**{k: v for k, v in run.config.items() if k in FIELDS})
+    cfg = RunConfig.from_saved(run.config)
     return Sweep(name=run.sweep, source=str(run.config.get("sweep_file", "")), runs=(cfg,)), run_store.runs_root(path)
 
 
