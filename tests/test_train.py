@@ -54,8 +54,11 @@ def test_fixed_temperature_stays_fixed_and_learned_one_moves(tiny_runs):
     fixed = run_store.read_metrics(tiny_runs / "tiny" / "fixed-temp")
     assert np.allclose(fixed[fixed.name == "temperature"].value, 0.1)
     learned = run_store.read_metrics(tiny_runs / "tiny" / "locked")
-    t = learned[learned.name == "temperature"].value
-    assert t.iloc[-1] != pytest.approx(0.07, abs=1e-6) or t.iloc[0] != t.iloc[-1]
+    t = learned[learned.name == "temperature"].sort_values("step").value
+    ev = run_store.read_eval(tiny_runs / "tiny" / "locked").query("metric == 'temperature' and split == 'val'")
+    initial = ev.sort_values("step")["value"].iloc[0]  # evaluated at step 0, before any update
+    assert t.iloc[0] == pytest.approx(initial, abs=1e-7)  # the temperature step 1's loss used
+    assert t.iloc[-1] != pytest.approx(initial, abs=1e-6)
 
 
 def test_rerun_skips_finished_runs_and_keeps_them(tiny_runs, synthetic_data, tmp_path, capsys):

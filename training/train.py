@@ -485,11 +485,16 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                         loss = accumulated_clip_backward(model, image_in, text_in, cfg.accum_steps,
                                                          accelerator.backward, lambda: accelerator.no_sync(model),
                                                          gather=gather_with_grad)
-                    # Every process's loss, averaged: one value per step, and one decision on a NaN.
-                    loss = accelerator.reduce(loss, reduction="mean").item()  # the step's one loss sync
-                    step += 1
                     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
+                    # Every process's loss, averaged: one value per step, and one decision on a NaN.
+                    # Read with the gradient norm and the logit scale this step's loss used, in the
+                    # step's one host sync: the optimizer's update then runs on the GPU while the
+                    # next batch is prepared, instead of being waited for.
+                    loss, norm, scale = torch.stack([accelerator.reduce(loss, reduction="mean"), grad_norm.float(),
+                                                     raw.logit_scale.detach().exp()]).tolist()
+                    step += 1
                     finite = math.isfinite(loss)
+                    lr = scheduler.get_last_lr()[0]  # this step's
                     if finite:
                         optimizer.step()
                     else:
@@ -498,9 +503,8 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                     optimizer.zero_grad(set_to_none=True)
                     raw.clamp_logit_scale()
                     if main:
-                        scale = raw.logit_scale.exp().item()
-                        values = {"loss": loss, "lr": scheduler.get_last_lr()[0], "logit_scale": scale,
-                                  "temperature": 1.0 / scale, "grad_norm": grad_norm.item()}
+                        values = {"loss": loss, "lr": lr, "logit_scale": scale, "temperature": 1.0 / scale,
+                                  "grad_norm": norm}
                         writer.log_metrics(step, epoch + (i + 1) / len(loader), time.time() - t_start, values)
                         accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
                     if not finite and cfg.on_nan == "stop":
