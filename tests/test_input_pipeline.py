@@ -98,6 +98,21 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     assert resolve_precision("fp16") == "fp16" and resolve_precision("no") == "no"
 
 
+def test_training_step_attention_is_the_math_kernel_on_a_cpu_under_bf16():
+    """PyTorch's CPU flash-attention backward is slow in bf16 (bench/cpu_precision.py); the
+    training step turns it off there, and only there."""
+    from training.train import training_attention
+
+    flash, math_ = torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.math_sdp_enabled
+    assert flash() and math_()
+    with training_attention(torch.device("cpu"), "bf16"):
+        assert not flash() and math_()
+    assert flash()  # restored after the step
+    for device, precision in (("cpu", "no"), ("cuda", "bf16"), ("cuda", "no")):
+        with training_attention(torch.device(device), precision):
+            assert flash()
+
+
 def test_bf16_features_are_cached_apart_from_fp32_ones(synthetic_data, tmp_path, monkeypatch):
     from data.manifest import load_manifest
     from training import features

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project root importable
@@ -260,6 +260,19 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if native else "no"
 
 
+def training_attention(device: torch.device, precision: str):
+    """The attention kernels of the training step (a context). On a CPU under bf16, PyTorch's
+    flash-attention backward is several times slower than its math kernel's (and than its own
+    fp32 backward), so the step's attention runs the math kernel there; its forward is a little
+    slower, so evaluation and feature extraction keep PyTorch's choice. bench/cpu_precision.py
+    times both on a text-unlocked step."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if device.type == "cpu" and precision == "bf16":
+        return sdpa_kernel(SDPBackend.MATH)
+    return nullcontext()
+
+
 def provenance(accelerator: Accelerator) -> dict:
     import accelerate
     import transformers
@@ -481,7 +494,7 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                         image_in = to_device(inputs.image_input(batch["image_rows"].cpu()), accelerator.device)
                     text_in = batch["tokens"] if "tokens" in batch else inputs.text_input(batch["caption_rows"].cpu())
                     text_in = to_device(text_in, accelerator.device)
-                    with accelerator.autocast():
+                    with accelerator.autocast(), training_attention(accelerator.device, accelerator.mixed_precision):
                         loss = accumulated_clip_backward(model, image_in, text_in, cfg.accum_steps,
                                                          accelerator.backward, lambda: accelerator.no_sync(model),
                                                          gather=gather_with_grad)
