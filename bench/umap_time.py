@@ -1,5 +1,7 @@
 """UMAP: seconds to project one run's validation embeddings, cold (import, numba compilation
-or its cache) and warm, fitted the way training/projection.py fits them.
+or its cache: a fresh process each) and warm, fitted the way training/projection.py fits
+them, against the peer of letting UMAP search the neighbours itself; and how well each
+layout keeps the embeddings' neighbourhoods (scikit-learn's trustworthiness, 10 neighbours).
 
     .venv/bin/python bench/umap_time.py [RUN_DIR]     # default: the first finished run under runs/
 
@@ -9,6 +11,7 @@ measures the whole sweep. Records in bench/results.json and bench/RESULTS.md.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,12 +21,24 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import record  # noqa: E402
 from training import run_store  # noqa: E402
-from training.projection import fit_run  # noqa: E402
+from training.projection import fit_run, layout_vectors  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/umap_time.py"
+METHODS = {"precomputed neighbours": False, "UMAP's own search": True}  # name -> own_search
+
+
+def cold_seconds(path: Path, own_search: bool) -> float:
+    """A first fit in a fresh process, imports included."""
+    code = (f"import sys, time; t = time.time(); sys.path.insert(0, {str(ROOT)!r}); "
+            f"from training.projection import fit_run; fit_run({str(path)!r}, own_search={own_search}); "
+            f"print(time.time() - t)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
+    from sklearn.manifold import trustworthiness
+
     if len(sys.argv) > 1:
         path = Path(sys.argv[1])
     else:
@@ -32,21 +47,31 @@ def main() -> int:
             print("no finished run under runs/: run `accelerate launch training/train.py` first")
             return 2
         path = finished[0].path
-    t0 = time.time()
-    keys, _, _ = fit_run(path)
-    cold = time.time() - t0
-    warm = []
-    for _ in range(3):
-        t0 = time.time()
-        fit_run(path)
-        warm.append(time.time() - t0)
-    warm.sort()
-    print(f"{path}: {len(keys)} points (images and captions)")
-    print(f"  cold (import + compile or cache) {cold:6.1f} s")
-    print(f"  warm, median of 3                {warm[1]:6.1f} s  (min {warm[0]:.1f}, max {warm[2]:.1f})")
+    vectors = layout_vectors(path)
+    rows = {}
+    for name, own in METHODS.items():
+        cold = cold_seconds(path, own)
+        warm, xy = [], None
+        for _ in range(3):
+            t0 = time.time()
+            _, xy, _ = fit_run(path, own_search=own)
+            warm.append(time.time() - t0)
+        warm.sort()
+        trust = trustworthiness(vectors, xy, n_neighbors=10, metric="cosine")
+        rows[name] = (cold, warm, trust)
+    print(f"{path}: {len(vectors)} points (images and captions)")
+    print(f"{'':24s} {'cold s':>7s} {'warm s':>7s} {'trustworthiness':>16s}")
+    for name, (cold, warm, trust) in rows.items():
+        print(f"{name:24s} {cold:7.1f} {warm[1]:7.2f} {trust:16.4f}")
+    (cold, warm, trust), (peer_cold, peer_warm, peer_trust) = rows.values()
+    print(f"warm {peer_warm[1] / warm[1]:.1f}x, cold {peer_cold / cold:.1f}x faster than UMAP's own search")
+    note = (f"one run's final validation embeddings, {len(vectors)} points, 512-d, cosine, 200 epochs, one thread; "
+            f"median of 3")
     record("umap.warm_s", round(warm[1], 2), "s", "",
-           f"one run's final validation embeddings, {len(keys)} points, 512-d, cosine, 200 epochs, one thread; "
-           f"median of 3 after a cold fit of {cold:.1f} s", COMMAND)
+           f"{note}, after a cold fit (fresh process) of {cold:.1f} s; trustworthiness {trust:.4f}", COMMAND)
+    record("umap.warm_speedup", round(peer_warm[1] / warm[1], 2), "x UMAP's own search", "",
+           f"{note}; peer (UMAP's own exact search, same process): warm {peer_warm[1]:.2f} s, cold {peer_cold:.1f} s, "
+           f"trustworthiness {peer_trust:.4f}", COMMAND)
     return 0
 
 

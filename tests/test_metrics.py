@@ -85,3 +85,18 @@ def test_clip_loss_is_symmetric_cross_entropy():
     p_i = torch.log_softmax(logits, 1).diagonal().mean()
     p_t = torch.log_softmax(logits, 0).diagonal().mean()
     assert clip_loss(img, txt, scale).item() == pytest.approx(-(p_i + p_t).item() / 2, rel=1e-6)
+
+
+def test_umap_is_handed_each_point_s_exact_cosine_neighbours():
+    from training.projection import cosine_neighbours
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(60, 8)).astype(np.float32) * rng.uniform(0.5, 3, size=(60, 1)).astype(np.float32)
+    idx, dist = cosine_neighbours(vectors, 5)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    full = 1 - unit @ unit.T
+    want = np.argsort(full, axis=1)[:, :5]
+    assert (idx[:, 0] == np.arange(60)).all() and np.allclose(dist[:, 0], 0, atol=1e-6)  # itself first
+    assert (np.sort(idx, axis=1) == np.sort(want, axis=1)).all()
+    assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
+    assert np.allclose(dist, np.take_along_axis(full, idx, axis=1), atol=1e-6)
