@@ -200,7 +200,8 @@ def make_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
 class _MeanPooledEncoder(nn.Module):
     """A sentence-transformers encoder: token states averaged over non-padding tokens. It owns
     the weights; `minilm_tower` runs it as the stages below, one per layer, so that the
-    frozen bottom layers of a partly unlocked tower can be cached like the image tower's."""
+    frozen bottom layers of a partly unlocked tower can be cached like the image tower's.
+    Its own forward, the encoder run whole, is what tests/test_models.py checks them against."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
