@@ -155,9 +155,7 @@ def load_points(path: str, stamp: str) -> pd.DataFrame:
 @st.cache_data(max_entries=16, show_spinner=False)
 def load_vectors(path: str, stamp: str):
     """Rows and vectors (float32 matrix) of the last evaluated step's embeddings."""
-    last = run_store.read_embeddings(path, last_step=True)
-    vectors = np.stack(last.pop("embedding").to_numpy()).astype(np.float32) if len(last) else None
-    return last, vectors
+    return run_store.read_last_vectors(path)
 
 
 def stamp(run: run_store.Run) -> str:

@@ -129,11 +129,11 @@ def project_model(model_name: str, compile_: bool, device, image_size: int = 224
 
 
 def project_stepper(model, cfg, device):
-    """The body of train.py's step loop: accumulated_clip_backward under bf16 autocast, the
-    loss's one sync, the gradient norm, AdamW (fused on a GPU), the schedule, the clamp, and
-    the values it logs (read after the update, as the main process does)."""
+    """The body of train.py's step loop: accumulated_clip_backward under bf16 autocast and the
+    step's attention kernels, then train.py's finish_step (one host sync, AdamW, fused on a GPU,
+    the schedule, the clamp, the logged values)."""
     from training.losses import accumulated_clip_backward
-    from training.train import lr_lambda, make_optimizer
+    from training.train import finish_step, lr_lambda, make_optimizer, training_attention
 
     opt = make_optimizer(model, cfg, fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, 10**6))
@@ -142,22 +142,13 @@ def project_stepper(model, cfg, device):
     model.train()
 
     def forward_backward(images, tokens):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16), training_attention(device, "bf16"):
             return accumulated_clip_backward(model, images, tokens, cfg.accum_steps, lambda loss: loss.backward())
 
     def step(images, tokens):
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        loss = forward_backward(images, tokens).item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
-        finite = math.isfinite(loss)
-        if finite:
-            opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        model.clamp_logit_scale()
-        return {"loss": loss, "lr": sched.get_last_lr()[0], "logit_scale": model.logit_scale.exp().item(),
-                "temperature": (-model.logit_scale).exp().item(), "grad_norm": grad_norm.item()}
+        return finish_step(model, trainable, opt, sched, forward_backward(images, tokens))
 
     return step, forward_backward
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import record  # noqa: E402
 from training import run_store  # noqa: E402
-from training.projection import fit_run, layout_vectors  # noqa: E402
+from training.projection import fit_run  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/umap_time.py"
 METHODS = {"precomputed neighbours": False, "UMAP's own search": True}  # name -> own_search
@@ -47,7 +47,7 @@ def main() -> int:
             print("no finished run under runs/: run `accelerate launch training/train.py` first")
             return 2
         path = finished[0].path
-    vectors = layout_vectors(path)
+    vectors = run_store.read_last_vectors(path)[1]
     rows = {}
     for name, own in METHODS.items():
         cold = cold_seconds(path, own)

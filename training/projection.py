@@ -42,8 +42,8 @@ def fit_run(path: Path, seed: int = 0, n_neighbors: int = 15, min_dist: float = 
     import umap  # slow to import (numba): only here, only when there is something to fit
 
     t0 = time.time()
-    last, vectors = _last_embeddings(path)
-    neighbours = min(n_neighbors, len(vectors) - 1)
+    last, vectors = run_store.read_last_vectors(path)
+    neighbours = min(n_neighbors, len(last) - 1)
     if neighbours < 2:
         return None
     reducer = umap.UMAP(n_neighbors=neighbours, min_dist=min_dist, metric="cosine", random_state=seed,
@@ -55,16 +55,6 @@ def fit_run(path: Path, seed: int = 0, n_neighbors: int = 15, min_dist: float = 
         xy = reducer.fit_transform(vectors)
     keys = list(zip(last["sample_id"], last["modality"], last["step"]))
     return keys, xy, time.time() - t0
-
-
-def _last_embeddings(path: Path):
-    last = run_store.read_embeddings(path, last_step=True)
-    return last, np.stack(last["embedding"].to_numpy()).astype(np.float32)
-
-
-def layout_vectors(path: Path) -> np.ndarray:
-    """The vectors fit_run lays out (for measuring how well a layout keeps their neighbours)."""
-    return _last_embeddings(path)[1]
 
 
 def project_runs(paths: list[Path], seed: int = 0, workers: int | None = None) -> dict[Path, float]:

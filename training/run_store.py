@@ -484,6 +484,16 @@ def read_embeddings(path: Path | str, with_vectors: bool = True, last_step: bool
     return _read_parquet(file, EMBEDDINGS_SCHEMA, cols, filters=_last_step_filter(file))
 
 
+def read_last_vectors(path: Path | str):
+    """The last evaluated step's embedding rows (without the vector column) and their vectors as
+    one float32 matrix (None when there are no rows)."""
+    import numpy as np
+
+    last = read_embeddings(path, last_step=True)
+    vectors = np.stack(last.pop("embedding").to_numpy()).astype(np.float32) if len(last) else None
+    return last, vectors
+
+
 def _last_step_filter(file: Path) -> list | None:
     """[("step", "==", last step)] from the row groups' statistics (no column is read), or
     None when the file has no rows or cannot be read."""

@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator, DataLoaderConfiguration  # noqa: E402
 from accelerate.utils import ProjectConfiguration, set_seed  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
@@ -260,14 +261,29 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if native else "no"
 
 
+def finish_step(model, trainable: list, optimizer, scheduler, loss: torch.Tensor) -> dict[str, float]:
+    """A training step once its gradients are in: the loss (averaged over processes), the
+    gradient norm and the logit scale the loss used, read in the step's one host sync (the
+    update then runs on the GPU while the next batch is prepared, instead of being waited
+    for); the AdamW update unless the loss is not finite; the schedule; the temperature clamp.
+    Returns the step's logged values, with the learning rate the update used."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
+    loss, norm, scale = torch.stack([loss, grad_norm.float(), model.logit_scale.detach().exp()]).tolist()
+    lr = scheduler.get_last_lr()[0]
+    if math.isfinite(loss):
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.clamp_logit_scale()
+    return {"loss": loss, "lr": lr, "logit_scale": scale, "temperature": 1.0 / scale, "grad_norm": norm}
+
+
 def training_attention(device: torch.device, precision: str):
     """The attention kernels of the training step (a context). On a CPU under bf16, PyTorch's
     flash-attention backward is several times slower than its math kernel's (and than its own
     fp32 backward), so the step's attention runs the math kernel there; its forward is a little
     slower, so evaluation and feature extraction keep PyTorch's choice. bench/cpu_precision.py
     times both on a text-unlocked step."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     if device.type == "cpu" and precision == "bf16":
         return sdpa_kernel(SDPBackend.MATH)
     return nullcontext()
@@ -498,26 +514,14 @@ def train_run(cfg: RunConfig, path: Path, sweep, accelerator: Accelerator, cache
                         loss = accumulated_clip_backward(model, image_in, text_in, cfg.accum_steps,
                                                          accelerator.backward, lambda: accelerator.no_sync(model),
                                                          gather=gather_with_grad)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
                     # Every process's loss, averaged: one value per step, and one decision on a NaN.
-                    # Read with the gradient norm and the logit scale this step's loss used, in the
-                    # step's one host sync: the optimizer's update then runs on the GPU while the
-                    # next batch is prepared, instead of being waited for.
-                    loss, norm, scale = torch.stack([accelerator.reduce(loss, reduction="mean"), grad_norm.float(),
-                                                     raw.logit_scale.detach().exp()]).tolist()
+                    values = finish_step(raw, trainable, optimizer, scheduler,
+                                         accelerator.reduce(loss, reduction="mean"))
                     step += 1
+                    loss = values["loss"]
                     finite = math.isfinite(loss)
-                    lr = scheduler.get_last_lr()[0]  # this step's
-                    if finite:
-                        optimizer.step()
-                    else:
-                        skipped += 1
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    raw.clamp_logit_scale()
+                    skipped += not finite
                     if main:
-                        values = {"loss": loss, "lr": lr, "logit_scale": scale, "temperature": 1.0 / scale,
-                                  "grad_norm": norm}
                         writer.log_metrics(step, epoch + (i + 1) / len(loader), time.time() - t_start, values)
                         accelerator.log({f"train/{k}": v for k, v in values.items()}, step=step)
                     if not finite and cfg.on_nan == "stop":
