@@ -5,8 +5,9 @@ All of a sweep's fits happen after training, one process per core (a fit is sing
 so that a seed gives the same picture every time): importing umap and its first fit cost
 numba compilation, later fits of ~1,600 points about a second. Each fit is handed the exact
 cosine neighbours, one matrix product here: UMAP's own exact search for small sets (a full
-distance matrix, then a numba argsort compiled anew in every process) took 4x as long warm
-and 2x cold, for layouts that keep neighbourhoods as well (bench/umap_time.py).
+distance matrix, then a numba argsort compiled anew in every process) took several times as
+long warm and about twice as long cold, for layouts that keep neighbourhoods as well
+(bench/umap_time.py has the figures).
 """
 
 from __future__ import annotations
