@@ -21,6 +21,10 @@
     python bench/gpu_step.py --record DIR/gpu_bench.json   # here: into bench/results.json
     python bench/gpu_step.py --smoke --out DIR       # on the CPU with tiny sizes: checks the script
 
+A case group that fails (a compile error, out of memory, a crashed train.py) is printed and kept
+under "errors" in gpu_bench.json, the other groups still run, and the script exits with 1;
+--record writes the failures as the row gpu.failed_case_groups.
+
 COCO's caption lengths (CLIP BPE tokens with start and end: mean 13.7, 99th percentile 24,
 longest 46) are drawn from a log-normal fitted to the mean and the 99th percentile, clipped to
 [5, 46]; the drawn lengths' own statistics are printed and recorded next to the figures.
@@ -36,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,13 +158,19 @@ def project_stepper(model, cfg, device):
     return step, forward_backward
 
 
-def openclip_stepper(device):
+def openclip_stepper(device, tiny: bool = False):
     """open_clip's ViT-B-32 as its training script steps it: fp32 weights, bf16 autocast,
-    ClipLoss, AdamW(betas 0.9/0.98, eps 1e-6) with no decay on gains and biases, clamp."""
+    ClipLoss, AdamW(betas 0.9/0.98, eps 1e-6) with no decay on gains and biases, clamp.
+    `tiny` (--smoke): the same classes at two narrow layers, 32 px images."""
     import open_clip
     from open_clip.loss import ClipLoss
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-    model = open_clip.create_model("ViT-B-32", pretrained=None).to(device)
+    if tiny:
+        model = CLIP(32, CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32),
+                     CLIPTextCfg(layers=2, width=32, heads=2)).to(device)
+    else:
+        model = open_clip.create_model("ViT-B-32", pretrained=None).to(device)
     model.train()
     loss_fn = ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
@@ -206,6 +217,24 @@ def time_steps(step, inputs: list, warmup: int, steps: int, device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def attempt(results: dict, name: str, fn, device, *args) -> bool:
+    """Run one group of cases; a failure (a compile error, out of memory, a crashed train.py) is
+    printed with its traceback and kept under results["errors"][name], and the benchmark goes on
+    to the other groups: one GPU session must bring back every figure that could be measured."""
+    try:
+        fn(*args)
+        return True
+    except Exception as e:  # noqa: BLE001 -- reported, recorded and counted below
+        traceback.print_exc()
+        message = (str(e).strip().splitlines() or [""])[0][:300]
+        results.setdefault("errors", {})[name] = f"{type(e).__name__}: {message}"
+        print(f"  ({name} failed: {results['errors'][name]}; going on)", flush=True)
+        return False
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 # ----------------------------------------------------------------------------- benchmark 1
 
 
@@ -217,7 +246,8 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
     rng = np.random.default_rng(0)
     n_inputs = 8
     images = [torch.randn(batch, 3, size, size, device=device) for _ in range(2)]
-    openclip_images = [torch.randn(batch, 3, 224, 224, device=device) for _ in range(2)]
+    openclip_size = 32 if args.smoke else 224
+    openclip_images = [torch.randn(batch, 3, openclip_size, openclip_size, device=device) for _ in range(2)]
     lengths = coco_lengths(batch * 64, rng)
     every_random = batches_of_lengths(lengths, batch, grouped=False, seed=1)
     random_batches = every_random[:n_inputs]
@@ -252,24 +282,15 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
         print(f"  {name:34s} {batch / sec:9.1f} samples/s  {mean_flops / sec / 1e12:7.1f} TFLOP/s  "
               f"{mean_flops / batch / 1e9:6.2f} GFLOP/sample", flush=True)
 
-    def free():
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    def open_clip_cases():
+        oc_step, oc_fb, _ = openclip_stepper(device, tiny=args.smoke)
+        at_77 = lambda lb: 77  # noqa: E731
+        measure("open_clip@77", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), [[77] * batch],
+                "open_clip, 77 tokens", openclip_images, at_77)
+        measure("open_clip@coco", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), random_batches,
+                "open_clip, COCO-like lengths padded to 77", openclip_images, at_77)
 
-    print("benchmark 1: training step, batch", batch, flush=True)
-    oc_step, oc_fb, oc_model = openclip_stepper(device)
-    at_77 = lambda lb: 77  # noqa: E731
-    measure("open_clip@77", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), [[77] * batch],
-            "open_clip, 77 tokens", openclip_images, at_77)
-    measure("open_clip@coco", (oc_step, oc_fb), lambda lb: openclip_tokens(lb, device), random_batches,
-            "open_clip, COCO-like lengths padded to 77", openclip_images, at_77)
-    del oc_step, oc_fb, oc_model
-    free()
-    for compile_ in ([False, True] if args.compile else [False]):
-        if compile_ and time.time() - START > args.compile_deadline:
-            print("  (skipping torch.compile: time budget)", flush=True)
-            results["compile_skipped"] = True
-            break
+    def project_cases(compile_: bool):
         tag = "+compile" if compile_ else ""
         model, cfg = project_model(args.model, compile_, device, args.image_size)
         stepper = project_stepper(model, cfg, device)
@@ -279,31 +300,40 @@ def step_throughput(args, device, peak_tflops: float, results: dict) -> None:
                 "project step, padded to each random batch's longest caption")
         measure(f"project@coco-grouped{tag}", stepper, mk, grouped_batches,
                 "project step, group_by_length batches padded to their longest")
-        del model, stepper
-        free()
-    # CUDA graphs: one compiled model for both cases, its text widths bucketed by pad_multiple
-    # (77, and COCO's 16, 32, 48). On the CPU (--smoke) compile is off: this checks the padding.
+
+    def cudagraph_cases():
+        """One compiled model for both cases, its text widths bucketed by pad_multiple (77, and
+        COCO's 16, 32, 48). On the CPU (--smoke) compile is off: this checks the padding."""
+        m = CUDAGRAPH_PAD
+        torch._dynamo.reset()  # as a fresh process: the towers share one forward, whose compiles count to a limit
+        model, cfg = project_model(args.model, args.compile, device, args.image_size,
+                                   compile_mode="reduce-overhead", pad_multiple=m)
+        stepper = project_stepper(model, cfg, device)
+        mk = lambda lb: project_tokens(lb, device, tok, m)  # noqa: E731
+        padded = lambda lb: padded_width(lb, m)  # noqa: E731
+        how = "torch.compile(mode='reduce-overhead')" if args.compile else "compile off (--smoke: padding only)"
+        measure("project@77+cudagraphs", stepper, mk, full, f"project step, 77 tokens, {how}", width=padded,
+                pad_multiple=m)
+        measure("project@coco-grouped+cudagraphs", stepper, mk, grouped_batches,
+                f"project step, group_by_length batches padded to their longest rounded up to a multiple of "
+                f"{m}, {how}", width=padded, pad_multiple=m)
+
+    print("benchmark 1: training step, batch", batch, flush=True)
+    attempt(results, "open_clip", open_clip_cases, device)
+    attempt(results, "project", project_cases, device, False)
+    if args.compile:
+        if time.time() - START > args.compile_deadline:
+            print("  (skipping torch.compile: time budget)", flush=True)
+            results["compile_skipped"] = True
+        else:
+            attempt(results, "project+compile", project_cases, device, True)
     if not (args.compile or args.smoke):
         return
     if args.compile and time.time() - START > args.cudagraphs_deadline:
         print("  (skipping the CUDA-graph cases: time budget)", flush=True)
         results["cudagraphs_skipped"] = True
         return
-    m = CUDAGRAPH_PAD
-    torch._dynamo.reset()  # as a fresh process: the towers share one forward, whose compiles count to a limit
-    model, cfg = project_model(args.model, args.compile, device, args.image_size, compile_mode="reduce-overhead",
-                               pad_multiple=m)
-    stepper = project_stepper(model, cfg, device)
-    mk = lambda lb: project_tokens(lb, device, tok, m)  # noqa: E731
-    padded = lambda lb: padded_width(lb, m)  # noqa: E731
-    how = "torch.compile(mode='reduce-overhead')" if args.compile else "compile off (--smoke: padding only)"
-    measure("project@77+cudagraphs", stepper, mk, full, f"project step, 77 tokens, {how}", width=padded,
-            pad_multiple=m)
-    measure("project@coco-grouped+cudagraphs", stepper, mk, grouped_batches,
-            f"project step, group_by_length batches padded to their longest rounded up to a multiple of {m}, "
-            f"{how}", width=padded, pad_multiple=m)
-    del model, stepper
-    free()
+    attempt(results, "project+cudagraphs", cudagraph_cases, device)
 
 
 # ----------------------------------------------------------------------------- benchmark 2
@@ -424,11 +454,14 @@ RATIOS = {"77_tokens": ("77 tokens", "project@77", "open_clip@77"),  # key: labe
 
 
 def best_ratios(s: dict) -> dict[str, tuple[str, float]]:
-    """Per ratio, the fastest project case (eager, compiled, CUDA graphs) and its speed over open_clip's."""
+    """Per ratio, the fastest project case (eager, compiled, CUDA graphs) and its speed over
+    open_clip's; a ratio whose cases all failed is left out."""
     out = {}
     for key, (_, prefix, base) in RATIOS.items():
-        best = max((k for k in s if k.startswith(prefix)), key=lambda k: s[k]["samples_per_s"])
-        out[key] = (best, s[best]["samples_per_s"] / s[base]["samples_per_s"])
+        cases = [k for k in s if k.startswith(prefix)]
+        if cases and base in s:
+            best = max(cases, key=lambda k: s[k]["samples_per_s"])
+            out[key] = (best, s[best]["samples_per_s"] / s[base]["samples_per_s"])
     return out
 
 
@@ -437,7 +470,7 @@ def record_results(path: Path) -> None:
 
     r = json.loads(path.read_text())
     on = f"{r['device']} (torch {r['torch']})"
-    s, c = r["step"], r["coco_lengths"]
+    s, c = r.get("step", {}), r.get("coco_lengths", {})
     peak = r["matmul_tflops"]
     record("gpu.matmul_bf16_tflops", round(peak, 1), "TFLOP/s", "", "8192^3 bf16 matmul, mean of 10 after 3 warm-ups",
            COMMAND, on)
@@ -447,10 +480,13 @@ def record_results(path: Path) -> None:
                f"measured bf16 matmul rate; {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample (FlopCounterMode)",
                COMMAND, on)
     ratios = best_ratios(s)
-    best77, ratio77 = ratios["77_tokens"]
-    record("gpu.step.ratio_77_tokens", round(ratio77, 3), "x open_clip", ">= 1.0",
-           f"{best77} vs open_clip@77, batch 256, bf16", COMMAND, on)
+    if "77_tokens" in ratios:
+        best77, ratio77 = ratios["77_tokens"]
+        record("gpu.step.ratio_77_tokens", round(ratio77, 3), "x open_clip", ">= 1.0",
+               f"{best77} vs open_clip@77, batch 256, bf16", COMMAND, on)
     for kind in ("random", "grouped"):
+        if f"coco_{kind}" not in ratios:
+            continue
         best, ratio = ratios[f"coco_{kind}"]
         bound = s["open_clip@coco"]["flops_per_sample"] / s[best]["flops_per_sample"]
         m = s[best].get("pad_multiple", 1)
@@ -465,6 +501,12 @@ def record_results(path: Path) -> None:
                f"train.py {e['train_py_samples_per_s']:.0f} samples/s end to end ({e['images']} JPEGs at 256 px, "
                f"{e['workers']} loader workers) vs the in-memory step on the same captions "
                f"{e['in_memory_samples_per_s']:.0f} samples/s", COMMAND, on)
+    errors = r.get("errors", {})
+    record("gpu.failed_case_groups", len(errors), "groups", 0,
+           "; ".join(f"{name}: {error}" for name, error in errors.items()) or "every case group ran", COMMAND, on)
+    missing = sorted(set(RATIOS) - set(ratios)) + ([] if "e2e" in r else ["input_pipeline"])
+    if missing:
+        print(f"not measured in {path}, their rows (if any) are from an earlier run: {', '.join(missing)}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -513,23 +555,18 @@ def main(argv=None) -> int:
     results["matmul_tflops"] = matmul_tflops(device, 8192 if device.type == "cuda" else 512)
     print(f"{name}: bf16 matmul {results['matmul_tflops']:.1f} TFLOP/s", flush=True)
     if not args.skip_steps:
-        try:
-            step_throughput(args, device, results["matmul_tflops"], results)
-        finally:
-            save()
+        attempt(results, "benchmark 1", step_throughput, device, args, device, results["matmul_tflops"], results)
+        save()
     if not args.skip_e2e:
-        try:
-            end_to_end(args, device, results)
-        finally:
-            save()
-    s = results.get("step")
-    if not s:
-        return 0
-    ratios = best_ratios(s)
+        attempt(results, "benchmark 2", end_to_end, device, args, device, results)
+        save()
+    ratios = best_ratios(results.get("step", {}))
     print("\nratios: " + ", ".join(f"{RATIOS[k][0]} {ratio:.3f}x ({best})" for k, (best, ratio) in ratios.items())
           + "; input pipeline " + (f"{results['e2e']['ratio']:.3f}" if "e2e" in results else "not measured"))
+    for name, error in results.get("errors", {}).items():
+        print(f"FAILED {name}: {error}")
     print(f"total {time.time() - START:.0f} s")
-    return 0
+    return 1 if results.get("errors") else 0
 
 
 if __name__ == "__main__":
