@@ -33,6 +33,7 @@ longest 46) are drawn from a log-normal fitted to the mean and the 99th percenti
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -465,25 +466,38 @@ def best_ratios(s: dict) -> dict[str, tuple[str, float]]:
     return out
 
 
+def source_digest() -> str:
+    """A hash of the sources the benchmark runs (the device's copy of the tree may have no git)."""
+    h = hashlib.sha256()
+    for f in sorted([*ROOT.glob("training/*.py"), *ROOT.glob("data/*.py"), ROOT / "bench/gpu_step.py",
+                     ROOT / "requirements.txt"]):
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def record_results(path: Path) -> None:
-    from bench.results import record
+    from functools import partial
+
+    from bench.results import code_revision, record
 
     r = json.loads(path.read_text())
-    on = f"{r['device']} (torch {r['torch']})"
+    # The code it measured: the run's own commit where its copy had git, else this checkout's
+    # if the sources it ran are the ones here.
+    revision = r.get("revision") or (code_revision() if r.get("source_digest") == source_digest()
+                                     else "unknown: the code changed after the run")
+    put = partial(record, command=COMMAND, measured_on=f"{r['device']} (torch {r['torch']})", revision=revision)
     s, c = r.get("step", {}), r.get("coco_lengths", {})
     peak = r["matmul_tflops"]
-    record("gpu.matmul_bf16_tflops", round(peak, 1), "TFLOP/s", "", "8192^3 bf16 matmul, mean of 10 after 3 warm-ups",
-           COMMAND, on)
+    put("gpu.matmul_bf16_tflops", round(peak, 1), "TFLOP/s", "", "8192^3 bf16 matmul, mean of 10 after 3 warm-ups")
     for name, row in s.items():
-        record(f"gpu.step.{name}.samples_per_s", round(row["samples_per_s"], 1), "samples/s", "",
-               f"{row['note']}; {row['tflops']:.1f} TFLOP/s achieved = {100 * row['share_of_peak']:.1f}% of the "
-               f"measured bf16 matmul rate; {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample (FlopCounterMode)",
-               COMMAND, on)
+        put(f"gpu.step.{name}.samples_per_s", round(row["samples_per_s"], 1), "samples/s", "",
+            f"{row['note']}; {row['tflops']:.1f} TFLOP/s achieved = {100 * row['share_of_peak']:.1f}% of the "
+            f"measured bf16 matmul rate; {row['flops_per_sample'] / 1e9:.2f} GFLOP/sample (FlopCounterMode)")
     ratios = best_ratios(s)
     if "77_tokens" in ratios:
         best77, ratio77 = ratios["77_tokens"]
-        record("gpu.step.ratio_77_tokens", round(ratio77, 3), "x open_clip", ">= 1.0",
-               f"{best77} vs open_clip@77, batch 256, bf16", COMMAND, on)
+        put("gpu.step.ratio_77_tokens", round(ratio77, 3), "x open_clip", ">= 1.0",
+            f"{best77} vs open_clip@77, batch 256, bf16")
     for kind in ("random", "grouped"):
         if f"coco_{kind}" not in ratios:
             continue
@@ -491,19 +505,19 @@ def record_results(path: Path) -> None:
         bound = s["open_clip@coco"]["flops_per_sample"] / s[best]["flops_per_sample"]
         m = s[best].get("pad_multiple", 1)
         rounded = f" ({c[f'mean_padded_{kind}_x{m}']:.1f} rounded up to a multiple of {m})" if m > 1 else ""
-        record(f"gpu.step.ratio_coco_{kind}", round(ratio, 3), "x open_clip", ">= 1.3" if kind == "grouped" else "",
-               f"{best} vs open_clip padding to 77; the FLOP count alone allows {bound:.2f}x; drawn lengths: mean "
-               f"{c['mean']:.1f}, p99 {c['p99']:.0f}, max {c['max']}, mean padded width "
-               f"{c['mean_padded_' + kind]:.1f}{rounded}", COMMAND, on)
+        put(f"gpu.step.ratio_coco_{kind}", round(ratio, 3), "x open_clip", ">= 1.3" if kind == "grouped" else "",
+            f"{best} vs open_clip padding to 77; the FLOP count alone allows {bound:.2f}x; drawn lengths: mean "
+            f"{c['mean']:.1f}, p99 {c['p99']:.0f}, max {c['max']}, mean padded width "
+            f"{c['mean_padded_' + kind]:.1f}{rounded}")
     if "e2e" in r:
         e = r["e2e"]
-        record("gpu.input_pipeline_ratio", round(e["ratio"], 3), "x in-memory step", ">= 0.9",
-               f"train.py {e['train_py_samples_per_s']:.0f} samples/s end to end ({e['images']} JPEGs at 256 px, "
-               f"{e['workers']} loader workers) vs the in-memory step on the same captions "
-               f"{e['in_memory_samples_per_s']:.0f} samples/s", COMMAND, on)
+        put("gpu.input_pipeline_ratio", round(e["ratio"], 3), "x in-memory step", ">= 0.9",
+            f"train.py {e['train_py_samples_per_s']:.0f} samples/s end to end ({e['images']} JPEGs at 256 px, "
+            f"{e['workers']} loader workers) vs the in-memory step on the same captions "
+            f"{e['in_memory_samples_per_s']:.0f} samples/s")
     errors = r.get("errors", {})
-    record("gpu.failed_case_groups", len(errors), "groups", 0,
-           "; ".join(f"{name}: {error}" for name, error in errors.items()) or "every case group ran", COMMAND, on)
+    put("gpu.failed_case_groups", len(errors), "groups", 0,
+        "; ".join(f"{name}: {error}" for name, error in errors.items()) or "every case group ran")
     missing = sorted(set(RATIOS) - set(ratios)) + ([] if "e2e" in r else ["input_pipeline"])
     if missing:
         print(f"not measured in {path}, their rows (if any) are from an earlier run: {', '.join(missing)}")
@@ -543,7 +557,10 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke test)"
-    results = dict(device=name, torch=torch.__version__, batch=args.batch, model=args.model)
+    from bench.results import code_revision
+
+    results = dict(device=name, torch=torch.__version__, batch=args.batch, model=args.model,
+                   revision=code_revision(), source_digest=source_digest())
     out = args.out / "gpu_bench.json" if args.out else None
 
     def save():

@@ -1,6 +1,6 @@
-"""Benchmark figures: bench/results.json (name -> value, unit, target, machine, date, notes,
-command) and the bench/RESULTS.md table made from it. Every benchmark records through
-`record`, which merges its figure with those already there and rewrites the table.
+"""Benchmark figures: bench/results.json (name -> value, unit, target, machine, date, code
+revision, notes, command) and the bench/RESULTS.md table made from it. Every benchmark records
+through `record`, which merges its figure with those already there and rewrites the table.
 
     from bench.results import record
     record("dashboard.open_s", 1.2, "s", 3.0, "12 runs x 4,000 samples", "python bench/dashboard_latency.py")
@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().with_name("results.json")
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.json"
 MARKDOWN = RESULTS.with_name("RESULTS.md")
 
 
@@ -31,6 +33,16 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs"
 
 
+def code_revision() -> str | None:
+    """The commit the checkout is at, "-dirty" when tracked files differ from it; None without git."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10", "--exclude=*"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def load() -> dict:
     try:
         return json.loads(RESULTS.read_text())
@@ -39,14 +51,15 @@ def load() -> dict:
 
 
 def record(name: str, value: float, unit: str, target: float | str | None, notes: str = "",
-           command: str = "", measured_on: str | None = None) -> None:
+           command: str = "", measured_on: str | None = None, revision: str | None = None) -> None:
     """Set one figure (a numeric target is an upper bound on the value; a text target is
-    shown as written), keep every other figure, and rewrite RESULTS.md. `measured_on` names
-    the machine when it is not this one (a GPU machine's figures recorded here)."""
+    shown as written), keep every other figure, and rewrite RESULTS.md. `measured_on` and
+    `revision` name the machine and the code when they are not this checkout's (a GPU
+    machine's figures recorded here)."""
     results = load()
     results[name] = {"value": value, "unit": unit, "target": target, "machine": measured_on or machine(),
-                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "notes": notes,
-                     "command": command}
+                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "revision": revision or code_revision() or "", "notes": notes, "command": command}
     tmp = RESULTS.with_name(f".{RESULTS.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, RESULTS)
@@ -63,12 +76,14 @@ def _target(r: dict) -> str:
 def write_markdown() -> Path:
     """Rewrite RESULTS.md from results.json."""
     lines = ["# Benchmark results", "",
-             "Generated from `bench/results.json` by `bench/results.py`; rerun a benchmark to update it.", "",
-             "| name | value | target | machine | date | notes | command |",
-             "| --- | ---: | --- | --- | --- | --- | --- |"]
+             "Generated from `bench/results.json` by `bench/results.py`; rerun a benchmark to update it.",
+             "`code` is the commit the figure was measured on (`-dirty`: with uncommitted changes to it); "
+             "for figures recorded before this column existed, the commit that recorded them.", "",
+             "| name | value | target | machine | date | code | notes | command |",
+             "| --- | ---: | --- | --- | --- | --- | --- | --- |"]
     for name, r in sorted(load().items()):
         command = f"`{r['command']}`" if r.get("command") else ""
         lines.append(f"| {name} | {r['value']:g} {r['unit']} | {_target(r)} | {r.get('machine', '')} | "
-                     f"{r.get('date', '')} | {r.get('notes', '')} | {command} |")
+                     f"{r.get('date', '')} | {r.get('revision', '')} | {r.get('notes', '')} | {command} |")
     MARKDOWN.write_text("\n".join(lines) + "\n")
     return MARKDOWN

@@ -49,3 +49,22 @@ def test_ratios_leave_out_what_was_not_measured():
             "project@77+compile": {"samples_per_s": 150.0}, "project@coco-random": {"samples_per_s": 90.0}}
     ratios = gpu_step.best_ratios(step)
     assert ratios == {"77_tokens": ("project@77+compile", 1.5)}  # no open_clip@coco: no COCO ratios
+
+
+def test_recorded_figures_name_the_code_they_measured(tmp_path, results_file):
+    run = {"device": "NVIDIA H200", "torch": "2.11.0", "matmul_tflops": 700.0, "step": {}}
+    gpu_run = tmp_path / "gpu_bench.json"
+
+    gpu_run.write_text(json.dumps({**run, "revision": "abc1234567"}))  # the device's copy had git
+    gpu_step.record_results(gpu_run)
+    assert json.loads(results_file.read_text())["gpu.matmul_bf16_tflops"]["revision"] == "abc1234567"
+
+    gpu_run.write_text(json.dumps({**run, "revision": None, "source_digest": gpu_step.source_digest()}))
+    gpu_step.record_results(gpu_run)  # no git there, but the same sources as here: this checkout's commit
+    assert json.loads(results_file.read_text())["gpu.matmul_bf16_tflops"]["revision"] == results.code_revision()
+
+    gpu_run.write_text(json.dumps({**run, "revision": None, "source_digest": "0" * 16}))
+    gpu_step.record_results(gpu_run)
+    row = json.loads(results_file.read_text())["gpu.matmul_bf16_tflops"]
+    assert row["revision"] == "unknown: the code changed after the run"
+    assert f"| {row['revision']} |" in results.MARKDOWN.read_text()
