@@ -1,5 +1,7 @@
 """The offline default really carries pretrained weights; hub models fail clearly offline."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -101,8 +103,8 @@ def test_unreachable_hub_model_fails_clearly(monkeypatch):
         check_available("openai/clip-vit-base-patch32")
 
 
-def test_local_clip_folder_loads(tmp_path):
-    """A folder saved with save_pretrained loads through the hub-model path, offline."""
+def _save_tiny_clip(folder):
+    """A transformers CLIP checkpoint as save_pretrained writes it: model, tokenizer, image processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     from training.models import tokenizer_for_tests
@@ -112,9 +114,69 @@ def test_local_clip_folder_loads(tmp_path):
     config = CLIPConfig(text_config=dict(small, vocab_size=tokenizer.vocab_size, bos_token_id=101,
                                          eos_token_id=102, pad_token_id=0),
                         vision_config=dict(small, image_size=32, patch_size=8), projection_dim=16)
-    CLIPModel(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def test_unreachable_hub_fails_in_seconds_without_asking_it(monkeypatch):
+    """Offline, the check reads only the local hub cache: no request, so none of the hub
+    client's retries (half a minute of them)."""
+    import huggingface_hub
+
+    import training.models as models
+
+    asked = []
+
+    def download(repo, filename, local_files_only=False):
+        asked.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(models, "hub_unreachable", lambda: "huggingface.co:443 cannot be reached (test)")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(ModelUnavailable, match="cannot be reached .test., and the hub cache here does not hold it"):
+        check_available("openai/clip-vit-base-patch32")
+    assert asked == [True]
+
+
+def test_unreachable_names_the_host_that_does_not_answer():
+    import socket
+
+    from data.sources.download import unreachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert unreachable(f"http://127.0.0.1:{port}/x") is None
+    assert f"127.0.0.1:{port} cannot be reached" in unreachable(f"http://127.0.0.1:{port}/x")  # closed now
+
+
+def test_hub_model_in_the_local_cache_loads_offline(tmp_path):
+    """A hub id that an earlier, online run downloaded loads from the hub cache's layout
+    (models--ORG--NAME/refs/main -> snapshots/REV/), as transformers finds it offline."""
+    import os
+    import subprocess
+    import sys
+
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-clip"
+    _save_tiny_clip(repo / "snapshots" / rev)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    code = ("from training.config import RunConfig; from training.models import build_model, check_available; "
+            "check_available('someone/tiny-clip'); m = build_model(RunConfig(model='someone/tiny-clip')); "
+            "print(m.name, m.preprocess.image_size)")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["someone/tiny-clip", "32"]
+
+
+def test_local_clip_folder_loads(tmp_path):
+    """A folder saved with save_pretrained loads through the hub-model path, offline."""
+    _save_tiny_clip(tmp_path)
     check_available(str(tmp_path))
     model = build_model(RunConfig(model=str(tmp_path), unlock_text=-1))
     assert model.preprocess.image_size == 32

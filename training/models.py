@@ -395,14 +395,29 @@ def build_random_clip_b32(cfg) -> ClipModel:
                         attn_implementation="sdpa")
 
 
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (None if it can): HF_HUB_OFFLINE, or one TCP
+    connect to its endpoint. Offline, hub models then load from the local cache at once, or fail
+    in seconds, instead of after the hub client's retries (about half a minute)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from data.sources.download import unreachable
+
+    if huggingface_hub.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    return unreachable(constants.ENDPOINT)
+
+
 def build_hf_clip(cfg) -> ClipModel:
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     source = cfg.model
+    local = Path(source).is_dir() or hub_unreachable() is not None  # a folder, or the hub's cache
     try:
-        clip = CLIPModel.from_pretrained(source, attn_implementation="sdpa")
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        processor = CLIPImageProcessor.from_pretrained(source)
+        clip = CLIPModel.from_pretrained(source, attn_implementation="sdpa", local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        processor = CLIPImageProcessor.from_pretrained(source, local_files_only=local)
     except OSError as e:
         raise ModelUnavailable(
             f"cannot load the CLIP model {source!r}: it is not a local folder and the Hugging Face "
@@ -423,13 +438,15 @@ def check_available(model: str) -> None:
         return
     from huggingface_hub import hf_hub_download
 
+    offline = hub_unreachable()
     try:
-        hf_hub_download(model, "config.json")
+        hf_hub_download(model, "config.json", local_files_only=offline is not None)
     except Exception as e:  # offline, unknown repo, auth: all mean "not available here"
+        why = (f"the Hugging Face hub cannot provide it: {offline}, and the hub cache here does not hold it"
+               if offline else f"the Hugging Face hub cannot provide it ({e.__class__.__name__})")
         raise ModelUnavailable(
             f"the model {model!r} is neither '{OFFLINE_DEFAULT}', '{TINY_CLIP}' nor a local folder, "
-            f"and the Hugging Face hub cannot provide it ({e.__class__.__name__}). Fix: pass "
-            f"--model {OFFLINE_DEFAULT}, or a folder saved with save_pretrained.") from e
+            f"and {why}. Fix: pass --model {OFFLINE_DEFAULT}, or a folder saved with save_pretrained.") from e
 
 
 def build_model(cfg) -> ClipModel:

@@ -21,17 +21,23 @@ class DownloadUnavailable(RuntimeError):
     """The network or the download tool a source needs is not there."""
 
 
+def unreachable(url: str) -> str | None:
+    """Why url's host does not answer a TCP connect within CONNECT_TIMEOUT_S (None if it does):
+    seconds to know, where a client's retries against a missing network take minutes."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        return f"{parts.hostname}:{port} cannot be reached ({e})"
+    return None
+
+
 def require_network(urls: list[str], by_hand: str) -> None:
     """Raise DownloadUnavailable, naming what to do instead, unless every host answers."""
     for url in urls:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
-        except OSError as e:
-            raise DownloadUnavailable(
-                f"--download needs the network, and {parts.hostname}:{port} cannot be reached ({e}). "
-                f"Offline, {by_hand}") from e
+        if why := unreachable(url):
+            raise DownloadUnavailable(f"--download needs the network, and {why}. Offline, {by_hand}")
 
 
 def fetch(url: str, dest: Path) -> Path:
