@@ -438,12 +438,26 @@ num_workers = {args.workers}
         inputs.append((images, {k: v.to(device) for k, v in tokens.items()}))
     sec = time_steps(step, inputs, args.warmup, args.steps, device)
     memory = args.batch / sec
-    print(f"  in-memory step on the same captions: {memory:.1f} samples/s; ratio {e2e / memory:.3f}", flush=True)
+    stalls = pipeline_stalls(steady.tolist(), args.batch)
+    print(f"  in-memory step on the same captions: {memory:.1f} samples/s; ratio {e2e / memory:.3f}; "
+          f"train.py's median step {stalls['median_samples_per_s'] / memory:.3f} of it, {stalls['stalls']} "
+          f"stalled steps lost {stalls['stall_s']:.2f} of {stalls['total_s']:.2f} s", flush=True)
     results["e2e"] = dict(train_py_samples_per_s=e2e, in_memory_samples_per_s=memory, ratio=e2e / memory,
                           images=args.e2e_images, workers=args.workers, steps_measured=len(steady) - 1,
-                          step_wall_times=steady.round(4).tolist(),
+                          step_wall_times=steady.round(4).tolist(), first_step=int(steady.index[0]),
                           timings=status.get("timings"), mean_tokens=float(pd.Series(
                               [len(t) for t in model.tokenizer(captions[:2000])["input_ids"]]).mean()))
+
+
+def pipeline_stalls(wall_times: list[float], batch: int) -> dict:
+    """Where train.py's end-to-end time goes, from the wall time of each logged step: the
+    samples/s of its median step (the pace when the loader keeps up), and the seconds lost in
+    steps slower than twice the median (loader stalls, the epoch boundary's refill)."""
+    dt = np.diff(np.asarray(wall_times, dtype=float))
+    median = float(np.median(dt))
+    slow = dt > 2 * median
+    return dict(median_samples_per_s=batch / median, total_s=float(dt.sum()), stalls=int(slow.sum()),
+                stall_s=float((dt[slow] - median).sum()), slowest_s=float(dt.max()))
 
 
 # ----------------------------------------------------------------------------- record
@@ -511,10 +525,14 @@ def record_results(path: Path) -> None:
             f"{c['mean_padded_' + kind]:.1f}{rounded}")
     if "e2e" in r:
         e = r["e2e"]
+        st = pipeline_stalls(e["step_wall_times"], r["batch"])
         put("gpu.input_pipeline_ratio", round(e["ratio"], 3), "x in-memory step", ">= 0.9",
             f"train.py {e['train_py_samples_per_s']:.0f} samples/s end to end ({e['images']} JPEGs at 256 px, "
             f"{e['workers']} loader workers) vs the in-memory step on the same captions "
-            f"{e['in_memory_samples_per_s']:.0f} samples/s")
+            f"{e['in_memory_samples_per_s']:.0f} samples/s; train.py's median step runs at "
+            f"{st['median_samples_per_s'] / e['in_memory_samples_per_s']:.3f} of it, and {st['stalls']} steps "
+            f"slower than twice the median lost {st['stall_s']:.2f} of {st['total_s']:.2f} s (slowest "
+            f"{st['slowest_s']:.2f} s)")
     errors = r.get("errors", {})
     put("gpu.failed_case_groups", len(errors), "groups", 0,
         "; ".join(f"{name}: {error}" for name, error in errors.items()) or "every case group ran")

@@ -68,3 +68,12 @@ def test_recorded_figures_name_the_code_they_measured(tmp_path, results_file):
     row = json.loads(results_file.read_text())["gpu.matmul_bf16_tflops"]
     assert row["revision"] == "unknown: the code changed after the run"
     assert f"| {row['revision']} |" in results.MARKDOWN.read_text()
+
+
+def test_pipeline_stalls_separate_the_pace_from_the_pauses():
+    wall = [0.1 * i for i in range(11)]  # ten steps of 0.1 s
+    wall[6:] = [t + 0.9 for t in wall[6:]]  # the sixth step waited 0.9 s for its batch
+    st = gpu_step.pipeline_stalls(wall, batch=256)
+    assert st["median_samples_per_s"] == pytest.approx(2560)
+    assert st["stalls"] == 1 and st["stall_s"] == pytest.approx(0.9) and st["slowest_s"] == pytest.approx(1.0)
+    assert st["total_s"] == pytest.approx(1.9)
