@@ -17,6 +17,7 @@ Four builders:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -395,10 +396,12 @@ def build_random_clip_b32(cfg) -> ClipModel:
                         attn_implementation="sdpa")
 
 
+@functools.cache
 def hub_unreachable() -> str | None:
     """Why the Hugging Face hub cannot be reached (None if it can): HF_HUB_OFFLINE, or one TCP
-    connect to its endpoint. Offline, hub models then load from the local cache at once, or fail
-    in seconds, instead of after the hub client's retries (about half a minute)."""
+    connect to its endpoint, once per process. Offline, hub models then load from the local
+    cache at once, or fail in seconds, instead of after the hub client's retries (about half a
+    minute)."""
     import huggingface_hub
     from huggingface_hub import constants
 
