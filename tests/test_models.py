@@ -97,6 +97,34 @@ def test_tiny_clip_encodes():
     assert torch.allclose(img.norm(dim=-1), torch.ones(2), atol=1e-5)
 
 
+def test_fused_qkv_attention_computes_what_transformers_clip_does(monkeypatch):
+    """The fused projections give the outputs and the gradients of transformers' own
+    CLIPAttention (causal text mask and padding included), under the same state-dict names."""
+    import training.models as models
+
+    cfg = RunConfig(model="tiny-clip", image_size=32, embed_dim=16, unlock_image=-1, unlock_text=-1)
+    fused = build_model(cfg)
+    with monkeypatch.context() as m:
+        m.setattr(models, "fuse_qkv_projections", lambda clip: 0)
+        plain = build_model(cfg)
+    assert sum(isinstance(m, models._FusedQKVAttention) for m in fused.modules()) == 4  # 2 image + 2 text layers
+    assert not any(isinstance(m, models._FusedQKVAttention) for m in plain.modules())
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fused.state_dict().values(), plain.state_dict().values()))
+
+    images = torch.randn(3, 3, 32, 32)
+    tokens = fused.tokenize(["a red circle", "two small blue squares on a wooden table", "x"])  # padded
+    for model in (fused, plain):
+        model.train()
+        image, text, scale = model(images, tokens)
+        (image @ text.T * scale.exp()).logsumexp(0).sum().backward()
+    for out_f, out_p in zip(fused(images, tokens)[:2], plain(images, tokens)[:2]):
+        assert torch.allclose(out_f, out_p, atol=1e-6)
+    grads = {n: p.grad for n, p in plain.named_parameters()}
+    for name, param in fused.named_parameters():
+        assert torch.allclose(param.grad, grads[name], atol=1e-5), name
+
+
 def test_unreachable_hub_model_fails_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailable, match="--model offline-default"):

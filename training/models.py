@@ -339,6 +339,46 @@ class _Pooled(nn.Module):
         return out.pooler_output
 
 
+class _FusedQKVAttention(nn.Module):
+    """A transformers CLIPAttention whose query, key and value projections run as one matrix
+    product, as open_clip's attention does: the same Linear modules under the same names (state
+    dicts, checkpoints and tower groups are unchanged), with a third of the projections' casts,
+    products and gradient sums to launch. An eager training step on a GPU is bound by those
+    launches (bench/step_ops.py counts them). The attention itself is transformers' own."""
+
+    def __init__(self, attention: nn.Module):
+        super().__init__()
+        self.config, self.is_causal, self.dropout = attention.config, attention.is_causal, attention.dropout
+        self.num_heads, self.head_dim, self.scale = attention.num_heads, attention.head_dim, attention.scale
+        # registered in transformers' order, so that state dicts list them as before
+        self.k_proj, self.v_proj, self.q_proj = attention.k_proj, attention.v_proj, attention.q_proj
+        self.out_proj = attention.out_proj
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        from transformers.models.clip import modeling_clip
+
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        shape = hidden_states.shape[:-1]
+        qkv = F.linear(hidden_states, weight, bias).view(*shape, 3, self.num_heads, self.head_dim)
+        queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
+        attend = modeling_clip.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                                    modeling_clip.eager_attention_forward)
+        out, weights = attend(self, queries, keys, values, attention_mask, scaling=self.scale,
+                              dropout=self.dropout if self.training else 0.0, **kwargs)
+        return self.out_proj(out.reshape(*shape, -1).contiguous()), weights
+
+
+def fuse_qkv_projections(clip: nn.Module) -> int:
+    """Run every attention of a transformers CLIP model as _FusedQKVAttention; returns how many."""
+    from transformers.models.clip.modeling_clip import CLIPAttention
+
+    layers = [m for m in clip.modules() if isinstance(getattr(m, "self_attn", None), CLIPAttention)]
+    for layer in layers:
+        layer.self_attn = _FusedQKVAttention(layer.self_attn)
+    return len(layers)
+
+
 def _clip_towers(clip) -> tuple[Tower, Tower]:
     v, t = clip.vision_model, clip.text_model
     image = Tower([_Pooled(v, False)], groups=[nn.ModuleList([v.embeddings, v.pre_layrnorm]),
@@ -350,6 +390,7 @@ def _clip_towers(clip) -> tuple[Tower, Tower]:
 
 
 def _from_clip(clip, tokenizer, preprocess: Preprocess, cfg, name: str) -> ClipModel:
+    fuse_qkv_projections(clip)
     image, text = _clip_towers(clip)
     # A pretrained CLIP starts from its own temperature unless the config sets one.
     init_t = cfg.init_temperature or math.exp(-clip.logit_scale.item())
