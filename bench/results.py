@@ -34,13 +34,18 @@ def machine() -> str:
 
 
 def code_revision() -> str | None:
-    """The commit the checkout is at, "-dirty" when tracked files differ from it; None without git."""
+    """The commit the checkout is at, "-dirty" when tracked files other than these results
+    differ from it; None without git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10", "--exclude=*"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=10)
+        head = git("rev-parse", "--short=10", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.json",
+                      ":!bench/RESULTS.md")
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return (head + ("-dirty" if changed else "")) or None
 
 
 def load() -> dict:
