@@ -61,6 +61,37 @@ def test_temperature_clamp_holds_when_the_scale_starts_above_it(pairs, tmp_path)
     assert model.logit_scale.item() <= MAX_LOGIT_SCALE + 1e-6
 
 
+def test_step_logs_the_gradient_norm_and_takes_a_plain_adamw_step(pairs, tmp_path):
+    """finish_step reports the L2 norm of all trainable gradients (not of the weights), and its
+    update is a plain AdamW step at the schedule's first learning rate."""
+    from training.train import finish_step, lr_lambda, make_optimizer
+
+    cfg = RunConfig(**TINY, unlock_text=-1)
+    runs = []
+    for _ in range(2):
+        model = build_model(cfg)
+        inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
+        inputs.attach()
+        image, text, scale = model(inputs.image_input(torch.arange(8)), inputs.text_input(torch.arange(8)))
+        loss = clip_loss(image, text, scale)
+        loss.backward()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(model, cfg)
+        runs.append((model, trainable, optimizer, loss.detach()))
+    (model, trainable, optimizer, loss), (peer, _, peer_optimizer, _) = runs
+    expected = torch.cat([p.grad.flatten() for p in trainable if p.grad is not None]).norm().item()
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, 10))
+    values = finish_step(model, trainable, optimizer, schedule, loss)
+    assert values["grad_norm"] == pytest.approx(expected, rel=1e-5)
+    assert values["loss"] == pytest.approx(loss.item())
+    for group, peer_group in zip(optimizer.param_groups, peer_optimizer.param_groups):
+        peer_group["lr"] = group["initial_lr"] * lr_lambda(cfg, 10)(0)
+    peer_optimizer.step()
+    peer.clamp_logit_scale()
+    for (name, a), b in zip(model.named_parameters(), peer.parameters()):
+        assert torch.allclose(a, b, atol=1e-7), name
+
+
 def test_fixed_temperature_does_not_train():
     model = build_model(RunConfig(**TINY, learn_temperature=False, init_temperature=0.05))
     assert not model.logit_scale.requires_grad

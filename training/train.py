@@ -267,7 +267,7 @@ def finish_step(model, trainable: list, optimizer, scheduler, loss: torch.Tensor
     update then runs on the GPU while the next batch is prepared, instead of being waited
     for); the AdamW update unless the loss is not finite; the schedule; the temperature clamp.
     Returns the step's logged values, with the learning rate the update used."""
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
     loss, norm, scale = torch.stack([loss, grad_norm.float(), model.logit_scale.detach().exp()]).tolist()
     lr = scheduler.get_last_lr()[0]
     if math.isfinite(loss):
