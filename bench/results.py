@@ -8,6 +8,7 @@ through `record`, which merges its figure with those already there and rewrites 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -33,9 +34,11 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs"
 
 
+@functools.cache
 def code_revision() -> str | None:
     """The commit the checkout is at, "-dirty" when tracked files other than these results
-    differ from it; None without git."""
+    differ from it; None without git. Asked once per process: a benchmark records many figures
+    of the same code."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
 

@@ -347,7 +347,11 @@ class _FusedQKVAttention(nn.Module):
     launches (bench/step_ops.py counts them). The attention itself is transformers' own."""
 
     def __init__(self, attention: nn.Module):
+        from transformers.models.clip import modeling_clip
+
         super().__init__()
+        self._attention_functions = modeling_clip.ALL_ATTENTION_FUNCTIONS  # looked up per call, as transformers does
+        self._eager_attention = modeling_clip.eager_attention_forward
         self.config, self.is_causal, self.dropout = attention.config, attention.is_causal, attention.dropout
         self.num_heads, self.head_dim, self.scale = attention.num_heads, attention.head_dim, attention.scale
         # registered in transformers' order, so that state dicts list them as before
@@ -355,15 +359,12 @@ class _FusedQKVAttention(nn.Module):
         self.out_proj = attention.out_proj
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        from transformers.models.clip import modeling_clip
-
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
         bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         shape = hidden_states.shape[:-1]
         qkv = F.linear(hidden_states, weight, bias).view(*shape, 3, self.num_heads, self.head_dim)
         queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
-        attend = modeling_clip.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                                    modeling_clip.eager_attention_forward)
+        attend = self._attention_functions.get_interface(self.config._attn_implementation, self._eager_attention)
         out, weights = attend(self, queries, keys, values, attention_mask, scaling=self.scale,
                               dropout=self.dropout if self.training else 0.0, **kwargs)
         return self.out_proj(out.reshape(*shape, -1).contiguous()), weights
