@@ -327,13 +327,19 @@ def cosine_heatmap(matrix: pd.DataFrame, title: str, difference: bool = False, h
 
 
 def split_curves_chart(frame: pd.DataFrame, metric: str, height: int = 320) -> alt.Chart:
-    """An evaluation metric over steps, one colour per run and one dash per evaluation split."""
-    return alt.Chart(frame).mark_line(point=True).encode(
+    """An evaluation metric over steps, one colour per run and one dash per evaluation split.
+    The chart grows with its legends (runs, then splits, beside it), so that none is cut off."""
+    legends = 30 * (frame["run"].nunique() + frame["split"].nunique()) + 90  # px: entries, titles
+    base = alt.Chart(frame).encode(
         x=alt.X("step:Q", title=X_TITLES["step"]),
         y=alt.Y("value:Q", title=label(metric), scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", title="run"), strokeDash=alt.StrokeDash("split:N", title="evaluation split"),
-        tooltip=["run:N", "split:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
-    ).properties(height=height, title=f"{label(metric)} per evaluation split")
+        color=alt.Color("run:N", title="run"),
+        tooltip=["run:N", "split:N", "step:Q", alt.Tooltip("value:Q", format=".4g")])
+    # the dash legend comes from the lines alone, so that its symbols are dashed strokes
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("split:N", title="evaluation split"))
+    points = base.mark_point(filled=True, size=25).encode(detail="split:N")
+    return alt.layer(lines, points).properties(height=max(height, legends),
+                                               title=f"{label(metric)} per evaluation split")
 
 
 def forgetting_frame(evals: pd.DataFrame, wise: pd.DataFrame, metric: str, held_out: str) -> pd.DataFrame:
