@@ -20,13 +20,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 CHART = '[data-testid="stVegaLiteChart"]'
 EXCEPTION = '[data-testid="stException"]'
 # True once the script has finished and every chart on the page has drawn its marks.
-SETTLED_JS = """n => {
+SETTLED_JS = f"""n => {{
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   if (document.querySelector('[data-stale="true"]')) return false;
-  const charts = [...document.querySelectorAll('%s')];
+  const charts = [...document.querySelectorAll('{CHART}')];
   return charts.length >= n && charts.every(c => c.querySelector('svg.marks, canvas'));
-}""" % CHART
+}}"""
 
 
 # view -> (charts it draws with default settings, text only that view shows)

@@ -6,7 +6,6 @@ runs, on a damaged runs folder, and on an empty one. Screenshots go to test-arti
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.browser import CHROMIUM, EXCEPTION, ROOT, VIEWS, launch, open_view, serve, wait_settled

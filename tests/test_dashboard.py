@@ -1,5 +1,6 @@
 """The dashboard under Streamlit's AppTest (no browser), on tiny runs trained by train.py, on a
-damaged runs folder, on an empty one; plus the chart helpers it is built on.
+damaged runs folder, on an empty one. The frame helpers it is built on are tested in
+tests/test_analysis.py.
 
 The runs folder reaches the app through $CLIP_RUNS_DIR (dashboard.py reads it when no
 --runs-dir follows `--` on the command line); the open tab through ?view=<tab label>.
@@ -20,6 +21,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import charts
+from analysis.names import COLOR_BY
+from analysis.runs import last_eval
+from data import atomic
 from tests.damaged_runs import DAMAGED, GOOD, make_damaged_runs
 from training import run_store
 
@@ -79,7 +83,7 @@ def test_runs_view_compares_configs_and_final_metrics(tiny_runs, monkeypatch):
     assert sorted(table.index) == ["tiny/fixed-temp", "tiny/locked", "tiny/unlocked"]
     assert {"unlock_text", "unlock_image", "learn_temperature", "init_temperature"} <= set(table.columns)
     assert "lr" not in table.columns  # equal in every run, so not a difference
-    final = run_store.final_eval(tiny_runs / "tiny" / "locked")
+    final = last_eval(run_store.read_eval(tiny_runs / "tiny" / "locked"))
     assert table.loc["tiny/locked", "i2t_R@1"] == pytest.approx(final["i2t_R@1"])
     assert "FINISHED" in texts(at)
     (spec,) = chart_specs(at)
@@ -137,7 +141,7 @@ def test_curves_view_reuses_its_chart_and_draws_raw_lines_on_request(tiny_runs, 
 def test_chart_specs_carry_their_own_frames_named_by_content():
     import altair as alt
 
-    import dashboard
+    from views.vega import vega_lite
 
     def line(frame):
         return alt.layer(alt.Chart().mark_line().encode(x="x:Q", y="y:Q"), data=frame)
@@ -148,7 +152,7 @@ def test_chart_specs_carry_their_own_frames_named_by_content():
     a = pd.DataFrame({"x": [1, 2, 3], "y": [3.0, 4.0, 5.0]})
     alt.data_transformers.register("refuse", refuse)
     with alt.data_transformers.enable("refuse"):  # what st.altair_chart does on another session's thread
-        spec_a, again, spec_b = (dashboard.vega_lite(line(f)) for f in (a, a.copy(), a.assign(y=[3.0, 4.0, 6.0])))
+        spec_a, again, spec_b = (vega_lite(line(f)) for f in (a, a.copy(), a.assign(y=[3.0, 4.0, 6.0])))
     (name,) = spec_a["datasets"]
     assert spec_a["data"] == {"name": name}
     pd.testing.assert_frame_equal(spec_a["datasets"][name], a)
@@ -156,7 +160,7 @@ def test_chart_specs_carry_their_own_frames_named_by_content():
     assert spec_b["datasets"].keys() != spec_a["datasets"].keys()  # same shape, other rows: a new name
 
 
-@pytest.mark.parametrize("colour", list(charts.COLOR_BY))
+@pytest.mark.parametrize("colour", list(COLOR_BY))
 def test_embedding_view_colours_and_joins_pairs(tiny_runs, monkeypatch, colour):
     at = app(tiny_runs, monkeypatch, "Embedding space")
     widget(at.radio, "Colour by").set_value(colour)
@@ -172,7 +176,7 @@ def test_embedding_view_colours_and_joins_pairs(tiny_runs, monkeypatch, colour):
     assert "embedding" not in points.columns  # vectors stay on the server
     assert points["caption"].notna().all()
     emb = run_store.read_embeddings(tiny_runs / "tiny" / "fixed-temp", with_vectors=False)
-    label_of = dict(zip(emb["sample_id"], emb["label"]))
+    label_of = dict(zip(emb["sample_id"], emb["label"], strict=True))
     assert len(lines) > 0 and {label_of[p] for p in lines["pair"]} == {lines_label}
 
 
@@ -180,7 +184,7 @@ def test_samples_view_lists_every_validation_image(tiny_runs, monkeypatch):
     at = app(tiny_runs, monkeypatch, "Samples")
     assert_clean(at)
     table = at.dataframe[0].value
-    images = run_store.read_samples(tiny_runs / "tiny" / "locked").query("kind == 'image'")
+    images = run_store.read_samples(tiny_runs / "tiny" / "locked").query("modality == 'image'")
     assert sorted(table["image_id"]) == sorted(images["image_id"])
     assert table["thumbnail"].str.startswith("data:image/png;base64,").all()
     assert {f"rank · tiny/{r}" for r in ("locked", "unlocked", "fixed-temp")} <= set(table.columns)
@@ -195,8 +199,8 @@ def test_samples_view_lists_every_validation_image(tiny_runs, monkeypatch):
     image_id = widget(at.selectbox, "Image").value
     run_a = widget(at.selectbox, "Run A").value
     samples = run_store.read_samples(tiny_runs / run_a)
-    image = samples[(samples["kind"] == "image") & (samples["image_id"] == image_id)].iloc[0]
-    texts = samples[samples["kind"] == "text"].set_index("sample_id")
+    image = samples[(samples["modality"] == "image") & (samples["image_id"] == image_id)].iloc[0]
+    texts = samples[samples["modality"] == "text"].set_index("sample_id")
     nearest = next(d.value for d in at.dataframe if "nearest captions" in d.value.columns)
     assert list(nearest["nearest captions"]) == [texts.loc[i, "caption"] for i in image["topk_ids"]]
     assert list(nearest["right"]) == [texts.loc[i, "image_id"] == image_id for i in image["topk_ids"]]
@@ -229,7 +233,7 @@ def test_forgetting_view_draws_extra_splits(tiny_runs, tmp_path, monkeypatch):
     shutil.copytree(tiny_runs / "tiny" / "locked", path)
     writer = run_store.RunWriter(path)
     for (step, epoch, split), rows in run_store.read_eval(path).groupby(["step", "epoch", "split"]):
-        writer.log_eval(step, epoch, split, dict(zip(rows["metric"], rows["value"])))
+        writer.log_eval(step, epoch, split, dict(zip(rows["metric"], rows["value"], strict=True)))
         writer.log_eval(step, epoch, "imagenet", {"zero_shot_accuracy": 0.5 - step / 100})
     writer.flush()
     at = app(tmp_path, monkeypatch, "Forgetting")
@@ -252,7 +256,7 @@ def test_openmoji_runs_carry_the_attribution(tiny_runs, tmp_path, monkeypatch):
     path = tmp_path / "emoji" / "run"
     shutil.copytree(tiny_runs / "tiny" / "locked", path)
     config = json.loads((path / run_store.CONFIG).read_text())
-    run_store.atomic_write_json(path / run_store.CONFIG, dict(config, data="openmoji"))
+    atomic.write_json(path / run_store.CONFIG, dict(config, data="openmoji"))
     captions = [c.value for c in app(tmp_path, monkeypatch).sidebar.caption]
     assert any(c.startswith("Emoji images: OpenMoji (https://openmoji.org)") for c in captions)
 
@@ -307,66 +311,3 @@ def test_command_line_runs_dir_wins_over_the_environment(tmp_path, monkeypatch):
     assert dashboard.runs_root(["--runs-dir", str(tmp_path / "cli")]) == (tmp_path / "cli").resolve()
     monkeypatch.delenv("CLIP_RUNS_DIR")
     assert dashboard.runs_root([]) == ROOT / "runs"
-
-
-# ------------------------------------------------------------------- chart helpers
-
-
-def test_ema_keeps_nan_and_debiases():
-    values = pd.Series([1.0, np.nan, 3.0, 3.0])
-    smoothed = charts.ema(values, 0.5)
-    assert smoothed[0] == 1.0 and math.isnan(smoothed[1])
-    assert smoothed[2] == pytest.approx((0.5 * 1 + 3) / 1.5)  # the NaN step is skipped, not zeroed
-    assert list(charts.ema(values, 0.0).fillna(-1)) == [1.0, -1, 3.0, 3.0]
-
-
-def test_image_outcomes_margin_is_negative_when_a_wrong_caption_wins():
-    samples = pd.DataFrame([
-        {"kind": "image", "sample_id": "i1", "image_id": "a", "caption": "cat", "label": "x", "rank": 2,
-         "positive_cosine": 0.5, "topk_ids": ["t2", "t1"], "topk_scores": [0.7, 0.5]},
-        {"kind": "image", "sample_id": "i2", "image_id": "b", "caption": "dog", "label": "x", "rank": 1,
-         "positive_cosine": 0.9, "topk_ids": ["t2", "t1"], "topk_scores": [0.9, 0.6]},
-        {"kind": "text", "sample_id": "t1", "image_id": "a", "caption": "cat"},
-        {"kind": "text", "sample_id": "t2", "image_id": "b", "caption": "dog"},
-    ])
-    out = charts.image_outcomes(samples).set_index("image_id")
-    assert out.loc["a", "margin"] == pytest.approx(-0.2)
-    assert out.loc["b", "margin"] == pytest.approx(0.3)
-    assert out.loc["a", "top_captions"].startswith("dog (0.70) | cat (0.50)")
-
-
-def test_cosine_matrix_matches_dot_products_and_marks_true_pairs():
-    rows = pd.DataFrame({"modality": ["image", "image", "text", "text"], "image_id": ["a", "b", "a", "b"],
-                         "caption": ["cat", "dog", "cat", "cat"]})
-    vectors = np.array([[1, 0], [0, 1], [1, 0], [0.6, 0.8]], dtype=np.float32)
-    m = charts.cosine_matrix(rows, vectors, ["a", "b"]).set_index(["image", "caption_of"])
-    assert m.loc[("a", "a"), "cosine"] == pytest.approx(1.0)
-    assert m.loc[("b", "b"), "cosine"] == pytest.approx(0.8)
-    assert m["true_pair"].sum() == 2
-    assert sorted(m["caption"].unique()) == ["cat", "cat #2"]
-    diff = charts.cosine_difference(m.reset_index(), m.reset_index())
-    assert (diff["cosine"] == 0).all()
-
-
-def test_comparison_table_shows_only_differing_config():
-    runs = [{"run": "a", "state": "FINISHED", "config": {"lr": 1e-3, "epochs": 2}, "final": {"i2t_R@1": 0.5}},
-            {"run": "b", "state": "FAILED", "config": {"lr": 1e-4, "epochs": 2}, "final": {}}]
-    table = charts.comparison_table(runs)
-    assert "lr" in table.columns and "epochs" not in table.columns
-    assert math.isnan(table.loc["b", "i2t_R@1"])
-
-
-def test_comparison_table_shows_list_valued_config_keys():
-    """Label subsets and extra evaluation sets are lists in config.json; the Runs table must
-    still compare and highlight them (it crashed on the real default sweep once)."""
-    import charts
-
-    runs = [{"run": "a", "state": "FINISHED", "config": {"lr": 1e-3, "exclude_labels": ["People & Body"]},
-             "final": {"i2t_R@1": 0.2}},
-            {"run": "b", "state": "FINISHED", "config": {"lr": 1e-4, "exclude_labels": None,
-                                                         "extra_evals": [{"name": "held-out", "split": "val"}]},
-             "final": {"i2t_R@1": 0.3}}]
-    table = charts.comparison_table(runs)
-    assert table.loc["a", "exclude_labels"] == '["People & Body"]'
-    html = charts.style_best(table).to_html()
-    assert "People & Body" in html and "held-out" in html

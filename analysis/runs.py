@@ -1,0 +1,305 @@
+"""Frames computed from runs: a run's last evaluation, per-sample outcomes, comparisons,
+curves, similarity matrices and UMAP points, for the dashboard, the write-up and train.py's
+summary alike.
+
+Pure functions of the frames that training/run_store.py's readers return; nothing here
+reads files or imports streamlit or torch.
+
+    from analysis.runs import last_eval, stack
+    evals = stack([read_eval(r.path).assign(run=r.key) for r in runs])
+    last_eval(evals, run="sweep/locked")["i2t_R@1"]
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.names import OUTCOMES, RETRIEVAL, SUMMARY_METRICS, TABLE_METRICS, better, label
+from training.config import differing_keys
+
+NO_LABEL = {"", "None", "nan"}  # how a missing label reads once written as text
+
+
+def stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of several runs as one (an empty frame for none)."""
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------------- evaluations
+
+
+def last_eval(evals: pd.DataFrame, split: str = "val", which: str = "last", run: str | None = None) -> dict[str, float]:
+    """metric -> value of a run's last (or, with which="first", first) evaluation on `split`.
+
+    `evals`: read_eval's rows of one run, or with `run` a stack of several runs' rows with a
+    `run` column; {} where the run has no evaluation on `split`."""
+    rows = _split_rows(evals, split, run)
+    if rows.empty:
+        return {}
+    rows = rows[rows["step"] == _pick_step(rows, which)]
+    return dict(zip(rows["metric"], rows["value"], strict=True))
+
+
+def eval_step(evals: pd.DataFrame, split: str = "val", which: str = "last", run: str | None = None) -> int | None:
+    """The step of the evaluation last_eval() returns (None where it returns {})."""
+    rows = _split_rows(evals, split, run)
+    return None if rows.empty else int(_pick_step(rows, which))
+
+
+def _split_rows(evals: pd.DataFrame, split: str, run: str | None) -> pd.DataFrame:
+    if evals.empty:  # a stack of no runs has no columns to filter on
+        return evals
+    rows = evals[evals["split"] == split]
+    return rows if run is None else rows[rows["run"] == run]
+
+
+def _pick_step(rows: pd.DataFrame, which: str):
+    return rows["step"].max() if which == "last" else rows["step"].min()
+
+
+def comparison_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: state, the config values that differ between the runs, final metrics.
+
+    Each item of `runs` has keys run, state, config (dict) and final (metric -> value)."""
+    keys = differing_keys([r["config"] for r in runs])
+    rows = [{"run": r["run"], "state": r["state"], **{k: _cell(r["config"].get(k)) for k in keys},
+             **{m: r["final"].get(m, np.nan) for m in TABLE_METRICS}} for r in runs]
+    return pd.DataFrame(rows, columns=["run", "state", *keys, *TABLE_METRICS]).set_index("run")
+
+
+def _cell(value):
+    """A config value as a table cell: lists and tables (label subsets, extra evaluation sets)
+    become compact text, so a column can be compared and styled."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return value
+
+
+def style_best(table: pd.DataFrame):
+    """A Styler that marks the best value of each metric column where runs differ (NaN shown as NaN)."""
+    metrics = [c for c in table.columns if c in TABLE_METRICS]
+    config = [c for c in table.columns if c not in metrics]
+    # Config values keep their own precision (a learning rate of 1e-4 is not 0.000).
+    styler = table.style.format(precision=3, na_rep="NaN", subset=metrics).format(
+        lambda v: f"{v:g}" if isinstance(v, float) else v, subset=config)
+    props = "font-weight: bold; background-color: rgba(60, 180, 75, 0.3)"
+    for column in table.columns:
+        way = better(column) if table[column].nunique() > 1 else None  # a tie for all is no best
+        if way == "max":
+            styler = styler.highlight_max(subset=[column], props=props)
+        elif way == "min":
+            styler = styler.highlight_min(subset=[column], props=props)
+    return styler
+
+
+def summary_table(runs: list[dict]) -> pd.DataFrame:
+    """train.py's end-of-sweep table: per run its state, last validation figures, N (validation
+    images) and seconds (its stage timings added up).
+
+    Each item of `runs` has keys run (name), state, evals (read_eval's rows of the run) and
+    timings (stage -> seconds, from its status)."""
+    rows = []
+    for r in runs:
+        final = last_eval(r["evals"])
+        rows.append({"run": r["run"], "state": r["state"], **{m: final.get(m, np.nan) for m in SUMMARY_METRICS},
+                     "N": int(final.get("n_images", 0)), "seconds": round(sum(r["timings"].values()), 1)})
+    return pd.DataFrame(rows, columns=["run", "state", *SUMMARY_METRICS, "N", "seconds"])
+
+
+def retrieval_frame(evals: pd.DataFrame) -> pd.DataFrame:
+    """Per run and retrieval metric: the final validation value and the step-0 baseline
+    (`evals`: read_eval frames stacked with a `run` column)."""
+    rows = []
+    for run in evals["run"].unique():
+        final, first = last_eval(evals, run=run), last_eval(evals, which="first", run=run)
+        step = eval_step(evals, run=run)
+        rows += [{"run": run, "metric": m, "final": v, "step": step, "baseline": first.get(m, np.nan)}
+                 for m, v in final.items() if m in RETRIEVAL]
+    out = pd.DataFrame(rows, columns=["run", "metric", "final", "step", "baseline"])
+    out["measure"] = out["metric"].map(label)
+    return out
+
+
+def forgetting_frame(evals: pd.DataFrame, wise: pd.DataFrame, metric: str, held_out: str) -> pd.DataFrame:
+    """Per run that evaluated `held_out` (an extra evaluation set): the metric on its own
+    validation data (the fine-tuning data) and on `held_out`, at the end of training and at
+    each WiSE-FT ratio, each as a change from the run's step 0. `evals` and `wise` are
+    read_eval frames (ordinary and WiSE-FT rows) stacked with a `run` column."""
+    rows = []
+    for run, own in evals[evals["metric"] == metric].groupby("run", sort=True):
+        first, last = (_own_and_held_out(own, metric, held_out, which) for which in ("first", "last"))
+        if first is None or last is None:
+            continue
+        points = [("end of training", math.nan, *last)]
+        mixed = wise[(wise["run"] == run) & (wise["metric"] == metric)] if not wise.empty else wise
+        for ratio, at in mixed.groupby("wise_ft_ratio", sort=True):
+            values = at.set_index("split")["value"]
+            if {"val", held_out} <= set(values.index):
+                points.append((f"WiSE-FT {ratio:g}", float(ratio), values["val"], values[held_out]))
+        for point, ratio, own_value, held_value in points:
+            rows.append({"run": run, "point": point, "wise_ft_ratio": ratio,
+                         "fine_tuning_data": own_value, "held_out": held_value,
+                         "gain_on_fine_tuning_data": own_value - first[0],
+                         "change_on_held_out": held_value - first[1]})
+    return pd.DataFrame(rows, columns=["run", "point", "wise_ft_ratio", "fine_tuning_data", "held_out",
+                                       "gain_on_fine_tuning_data", "change_on_held_out"])
+
+
+def _own_and_held_out(own: pd.DataFrame, metric: str, held_out: str, which: str) -> tuple | None:
+    """(value on val, value on held_out) of one run's first or last evaluation; None unless both exist."""
+    values = tuple(last_eval(own, split, which).get(metric) for split in ("val", held_out))
+    return None if None in values else values
+
+
+# ------------------------------------------------------------------------ samples
+
+
+def label_list(values) -> list[str]:
+    """The distinct labels among `values`, sorted, without the blanks, None and NaN of
+    images that have no label."""
+    return sorted({str(v) for v in values if not pd.isna(v)} - NO_LABEL)
+
+
+def image_outcomes(samples: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+    """One row per validation image: rank of its first right caption, its top captions with
+    cosines, and its margin (true-pair cosine minus the best wrong caption's cosine; below
+    zero means a wrong caption wins). NaN margin: no wrong caption in the stored top-k."""
+    texts = samples[samples["modality"] == "text"]
+    caption_of = dict(zip(texts["sample_id"], texts["caption"], strict=True))
+    image_of = dict(zip(texts["sample_id"], texts["image_id"], strict=True))
+    images = samples[samples["modality"] == "image"].reset_index(drop=True)
+    tops, margins = [], []
+    for image_id, pos, ids, scores in zip(images["image_id"], images["positive_cosine"],
+                                          images["topk_ids"], images["topk_scores"], strict=True):
+        # not strict: a top-k list cut short on disk still shows the pairs it has
+        pairs = list(zip(ids, scores, strict=False))
+        tops.append(" | ".join(f"{caption_of.get(i, i)} ({s:.2f})" for i, s in pairs[:top]))
+        wrong = [s for i, s in pairs if image_of.get(i) != image_id]
+        margins.append(float(pos) - float(wrong[0]) if wrong else np.nan)
+    out = images[["image_id", "caption", "label", "rank", "positive_cosine"]].copy()
+    out["top_captions"] = tops
+    out["margin"] = margins
+    return out
+
+
+def data_uri(png: bytes | None) -> str | None:
+    """A PNG as a data: URI that a table cell or a chart tooltip can show."""
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+# ------------------------------------------------------------------------- curves
+
+
+def ema(values: pd.Series, weight: float) -> pd.Series:
+    """Debiased exponential moving average with TensorBoard's weight in [0, 1); NaN stays NaN."""
+    values = values.astype(float)
+    if weight <= 0:
+        return values
+    smoothed = values.ewm(alpha=1.0 - weight, adjust=True, ignore_na=True).mean()
+    return smoothed.where(values.notna())
+
+
+def smooth(frame: pd.DataFrame, weight: float, by: str = "run") -> pd.DataFrame:
+    """The frame in step order with a `smoothed` column: the EMA of `value` within each `by`."""
+    out = frame.sort_values([by, "step"]).reset_index(drop=True)
+    out["smoothed"] = out.groupby(by, sort=False)["value"].transform(lambda s: ema(s, weight))
+    return out
+
+
+def thin(frame: pd.DataFrame, max_points: int = 150, by: str = "run") -> pd.DataFrame:
+    """Every k-th row of each run so that at most about `max_points` are drawn per run; the
+    evaluated rows and each run's last row are always kept. A chart is a few hundred pixels
+    wide, and browsers slow down badly on tens of thousands of points."""
+    position = frame.groupby(by).cumcount()
+    size = frame.groupby(by)[by].transform("size")
+    stride = np.ceil(size / max_points).astype(int)
+    keep = (position % stride == 0) | (position == size - 1) | frame.get("evaluated", False)
+    return frame[keep]
+
+
+def with_wall_time(evals: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Evaluation rows with the wall time of the training step they follow (0 before training)."""
+    clock = metrics.drop_duplicates(["run", "step"])[["run", "step", "wall_time"]]
+    out = evals.drop(columns="wall_time", errors="ignore").merge(clock, on=["run", "step"], how="left")
+    out.loc[out["step"] == 0, "wall_time"] = 0.0
+    return out
+
+
+def curve_rows(frame: pd.DataFrame, x: str = "step", log: bool = False) -> pd.DataFrame:
+    """The columns a curves chart draws; on a log axis, values <= 0 become gaps (a log scale
+    cannot place them, and clipping would draw a value that was never logged)."""
+    data = frame[[c for c in dict.fromkeys(["run", "step", x, "value", "smoothed", "evaluated"])
+                  if c in frame.columns]].copy()
+    if log:
+        data[["value", "smoothed"]] = data[["value", "smoothed"]].where(data[["value", "smoothed"]] > 0)
+    return data
+
+
+# ------------------------------------------------------------- embeddings and UMAP
+
+
+def cosine_matrix(embeddings: pd.DataFrame, vectors: np.ndarray, image_ids: list[str]) -> pd.DataFrame:
+    """Long frame of cosines between the chosen images and the first caption of each.
+
+    `embeddings` holds one step's rows (modality, image_id, caption), row i of it being
+    vectors[i]. Captions that read alike get a "#n" suffix so each keeps its own column."""
+    meta = embeddings.reset_index(drop=True).assign(position=lambda f: f.index)
+    meta = meta[meta["image_id"].isin(image_ids)]
+    img = meta[meta["modality"] == "image"].drop_duplicates("image_id").set_index("image_id")
+    txt = meta[meta["modality"] == "text"].drop_duplicates("image_id").set_index("image_id")
+    img = img.reindex([i for i in image_ids if i in img.index])
+    txt = txt.reindex([i for i in image_ids if i in txt.index])
+    names = _unique(txt["caption"].tolist())
+    sims = _unit(vectors[img["position"].to_numpy()]) @ _unit(vectors[txt["position"].to_numpy()]).T
+    return pd.DataFrame([
+        {"image": i, "caption": c, "caption_of": j, "cosine": float(sims[p, q]), "true_pair": i == j}
+        for p, i in enumerate(img.index) for q, (j, c) in enumerate(zip(txt.index, names, strict=True))],
+        columns=["image", "caption", "caption_of", "cosine", "true_pair"])
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} #{seen[n]}")
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1.0, norms)
+
+
+def cosine_difference(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Cell-wise cosine of run B minus run A, for matrices over the same samples."""
+    keys = ["image", "caption", "caption_of", "true_pair"]
+    both = a.merge(b, on=keys, suffixes=("_a", "_b"))
+    return both.assign(cosine=both["cosine_b"] - both["cosine_a"])[keys + ["cosine"]]
+
+
+def umap_points(embeddings: pd.DataFrame, umap: pd.DataFrame, samples_ranks: pd.DataFrame) -> pd.DataFrame:
+    """The points of a UMAP chart: the `embeddings` rows (one step, no vectors) that `umap` has
+    coordinates for, with each sample's rank (`samples_ranks`: sample_id, modality, rank) and
+    whether it is right at R@1."""
+    points = embeddings.merge(umap, on=["sample_id", "modality", "step"])
+    points = points.merge(samples_ranks, on=["sample_id", "modality"], how="left")
+    points["outcome"] = np.where(points["rank"] == 1, OUTCOMES[0], OUTCOMES[1])
+    return points.reset_index(drop=True)
+
+
+def pair_lines(points: pd.DataFrame, label_value: str) -> pd.DataFrame:
+    """Two rows per caption of `label_value` (its image's point, then its own) for lines
+    that join each image to its captions in a UMAP chart."""
+    chosen = points[points["label"] == label_value]
+    images = chosen[chosen["modality"] == "image"].set_index("image_id")[["umap_x", "umap_y"]]
+    texts = chosen[(chosen["modality"] == "text") & chosen["image_id"].isin(images.index)]
+    ends = images.loc[texts["image_id"]].reset_index(drop=True)
+    ends["pair"] = texts["sample_id"].to_numpy()
+    starts = texts[["sample_id", "umap_x", "umap_y"]].rename(columns={"sample_id": "pair"})
+    return pd.concat([ends, starts], ignore_index=True)

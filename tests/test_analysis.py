@@ -1,0 +1,222 @@
+"""The torch-free analysis layer (analysis/names.py, analysis/runs.py) on small hand-made
+frames: the last evaluation, label lists, train.py's summary table, and the frame helpers that
+the dashboard and the write-up draw from."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.names import OUTCOMES, SUMMARY_METRICS, TABLE_METRICS
+from analysis.runs import (
+    comparison_table,
+    cosine_difference,
+    cosine_matrix,
+    ema,
+    eval_step,
+    forgetting_frame,
+    image_outcomes,
+    label_list,
+    last_eval,
+    retrieval_frame,
+    stack,
+    style_best,
+    summary_table,
+    umap_points,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def evals_of(rows: list[tuple]) -> pd.DataFrame:
+    """An eval frame from (step, split, metric, value) rows."""
+    return pd.DataFrame(rows, columns=["step", "split", "metric", "value"]).assign(epoch=0.0, wise_ft_ratio=np.nan)
+
+
+RUN_A = evals_of([(0, "val", "i2t_R@1", 0.1), (0, "train", "i2t_R@1", 0.2), (10, "val", "i2t_R@1", 0.4),
+                  (10, "val", "modality_gap", 0.8), (20, "train", "i2t_R@1", 0.9), (20, "val", "i2t_R@1", 0.5)])
+RUN_B = evals_of([(0, "val", "i2t_R@1", 0.3), (5, "val", "i2t_R@1", 0.6)])
+
+
+# ------------------------------------------------------------------------ last_eval
+
+
+def test_last_eval_of_one_run_takes_its_latest_step_on_the_split():
+    assert last_eval(RUN_A) == {"i2t_R@1": 0.5}
+    assert last_eval(RUN_A, which="first") == {"i2t_R@1": 0.1}
+    assert last_eval(RUN_A, split="train") == {"i2t_R@1": 0.9}
+    assert eval_step(RUN_A) == 20 and eval_step(RUN_A, which="first") == 0
+
+
+def test_last_eval_picks_one_run_out_of_a_stack():
+    both = stack([RUN_A.assign(run="a"), RUN_B.assign(run="b")])
+    assert last_eval(both, run="b") == {"i2t_R@1": 0.6}  # b's own last step (5), not the stack's (20)
+    assert last_eval(both, run="a") == {"i2t_R@1": 0.5}
+    assert last_eval(both, run="missing") == {}
+    assert eval_step(both, run="b") == 5
+
+
+def test_last_eval_is_empty_without_an_evaluation():
+    assert last_eval(RUN_A, split="imagenet") == {}
+    assert eval_step(RUN_A, split="imagenet") is None
+    assert last_eval(stack([])) == {}  # no runs: a frame without columns
+    assert last_eval(stack([]), run="a") == {}
+
+
+def test_last_eval_keeps_nan():
+    nan = evals_of([(0, "val", "zero_shot_accuracy", 0.2), (3, "val", "zero_shot_accuracy", np.nan)])
+    assert math.isnan(last_eval(nan)["zero_shot_accuracy"])
+
+
+# ----------------------------------------------------------------------- label_list
+
+
+def test_label_list_drops_every_spelling_of_no_label():
+    values = ["dog", "", None, "None", np.nan, "nan", float("nan"), pd.NA, "cat", "dog"]
+    assert label_list(values) == ["cat", "dog"]
+
+
+def test_label_list_sorts_and_reads_a_series_or_a_generator():
+    assert label_list(pd.Series(["b", "a", "nan", None])) == ["a", "b"]
+    assert label_list(v for v in ("z", "y")) == ["y", "z"]
+    assert label_list([]) == []
+
+
+# -------------------------------------------------------------------- summary_table
+
+
+def test_summary_table_has_train_pys_columns_and_values():
+    final = [(4, "val", m, i / 10) for i, m in enumerate(SUMMARY_METRICS)] + [(4, "val", "n_images", 48.0)]
+    runs = [{"run": "locked", "state": "FINISHED", "evals": evals_of([(0, "val", "i2t_R@1", 0.01), *final]),
+             "timings": {"train": 10.04, "eval": 2.5}},
+            {"run": "failed", "state": "FAILED", "evals": evals_of([]), "timings": {}}]
+    table = summary_table(runs)
+    assert list(table.columns) == ["run", "state", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5",
+                                   "t2i_R@10", "zero_shot_accuracy", "modality_gap", "N", "seconds"]
+    locked = table.set_index("run").loc["locked"]
+    assert locked["i2t_R@1"] == 0.0 and locked["modality_gap"] == pytest.approx(0.7)  # the last step, not step 0
+    assert locked["N"] == 48 and locked["seconds"] == 12.5
+    failed = table.set_index("run").loc["failed"]
+    assert failed["state"] == "FAILED" and math.isnan(failed["i2t_R@1"]) and failed["N"] == 0
+    assert failed["seconds"] == 0
+
+
+def test_summary_metrics_are_the_table_metrics_without_ranks():
+    assert SUMMARY_METRICS == [m for m in TABLE_METRICS if "rank" not in m]
+
+
+# ---------------------------------------------------------- frames built on last_eval
+
+
+def test_retrieval_frame_takes_each_runs_last_step_and_its_step_0():
+    both = stack([RUN_A.assign(run="a"), RUN_B.assign(run="b")])
+    frame = retrieval_frame(both).set_index("run")
+    assert frame.loc["a", "final"] == 0.5 and frame.loc["a", "baseline"] == 0.1 and frame.loc["a", "step"] == 20
+    assert frame.loc["b", "final"] == 0.6 and frame.loc["b", "step"] == 5
+    assert set(frame["measure"]) == {"image→text R@1"}
+
+
+def test_forgetting_frame_measures_changes_from_step_0():
+    own = evals_of([(0, "val", "i2t_R@1", 0.2), (0, "held", "i2t_R@1", 0.5),
+                    (9, "val", "i2t_R@1", 0.6), (9, "held", "i2t_R@1", 0.3)]).assign(run="a")
+    other = evals_of([(0, "val", "i2t_R@1", 0.2), (9, "val", "i2t_R@1", 0.4)]).assign(run="b")  # no held-out set
+    wise = evals_of([(9, "val", "i2t_R@1", 0.5), (9, "held", "i2t_R@1", 0.45)]).assign(run="a", wise_ft_ratio=0.5)
+    frame = forgetting_frame(stack([own, other]), wise, "i2t_R@1", "held")
+    assert list(frame["run"]) == ["a", "a"]
+    end, mixed = frame.iloc[0], frame.iloc[1]
+    assert end["point"] == "end of training" and math.isnan(end["wise_ft_ratio"])
+    assert end["gain_on_fine_tuning_data"] == pytest.approx(0.4)
+    assert end["change_on_held_out"] == pytest.approx(-0.2)
+    assert mixed["point"] == "WiSE-FT 0.5" and mixed["change_on_held_out"] == pytest.approx(-0.05)
+
+
+# ---------------------------------------------------------------- samples and UMAP
+
+
+def test_image_outcomes_margin_is_negative_when_a_wrong_caption_wins():
+    samples = pd.DataFrame([
+        {"modality": "image", "sample_id": "i1", "image_id": "a", "caption": "cat", "label": "x", "rank": 2,
+         "positive_cosine": 0.5, "topk_ids": ["t2", "t1"], "topk_scores": [0.7, 0.5]},
+        {"modality": "image", "sample_id": "i2", "image_id": "b", "caption": "dog", "label": "x", "rank": 1,
+         "positive_cosine": 0.9, "topk_ids": ["t2", "t1"], "topk_scores": [0.9, 0.6]},
+        {"modality": "text", "sample_id": "t1", "image_id": "a", "caption": "cat"},
+        {"modality": "text", "sample_id": "t2", "image_id": "b", "caption": "dog"},
+    ])
+    out = image_outcomes(samples).set_index("image_id")
+    assert out.loc["a", "margin"] == pytest.approx(-0.2)
+    assert out.loc["b", "margin"] == pytest.approx(0.3)
+    assert out.loc["a", "top_captions"].startswith("dog (0.70) | cat (0.50)")
+
+
+def test_umap_points_join_coordinates_and_ranks_of_the_same_sample_and_step():
+    embeddings = pd.DataFrame({"sample_id": ["i1", "t1", "i2"], "modality": ["image", "text", "image"],
+                               "image_id": ["a", "a", "b"], "caption": ["cat", "cat", "dog"],
+                               "label": ["x", "x", "y"], "split": "val", "step": 7})
+    umap = pd.DataFrame({"sample_id": ["i1", "t1", "i1", "i2"], "modality": ["image", "text", "image", "text"],
+                         "step": [7, 7, 0, 7], "umap_x": [1.0, 2.0, 9.0, 9.0], "umap_y": [3.0, 4.0, 9.0, 9.0]})
+    ranks = pd.DataFrame({"modality": ["image", "text", "image"], "sample_id": ["i1", "t1", "i2"], "rank": [1, 3, 1]})
+    points = umap_points(embeddings, umap, ranks)
+    assert list(points["sample_id"]) == ["i1", "t1"]  # i2's only coordinates are of another modality
+    assert list(points["umap_x"]) == [1.0, 2.0]  # step 7's coordinates, not step 0's
+    assert list(points["outcome"]) == [OUTCOMES[0], OUTCOMES[1]]
+    empty = umap_points(embeddings, umap.iloc[:0], ranks)
+    assert empty.empty and {"umap_x", "umap_y", "rank", "outcome"} <= set(empty.columns)
+
+
+def test_cosine_matrix_matches_dot_products_and_marks_true_pairs():
+    rows = pd.DataFrame({"modality": ["image", "image", "text", "text"], "image_id": ["a", "b", "a", "b"],
+                         "caption": ["cat", "dog", "cat", "cat"]})
+    vectors = np.array([[1, 0], [0, 1], [1, 0], [0.6, 0.8]], dtype=np.float32)
+    m = cosine_matrix(rows, vectors, ["a", "b"]).set_index(["image", "caption_of"])
+    assert m.loc[("a", "a"), "cosine"] == pytest.approx(1.0)
+    assert m.loc[("b", "b"), "cosine"] == pytest.approx(0.8)
+    assert m["true_pair"].sum() == 2
+    assert sorted(m["caption"].unique()) == ["cat", "cat #2"]
+    diff = cosine_difference(m.reset_index(), m.reset_index())
+    assert (diff["cosine"] == 0).all()
+
+
+# --------------------------------------------------------------- curves and tables
+
+
+def test_ema_keeps_nan_and_debiases():
+    values = pd.Series([1.0, np.nan, 3.0, 3.0])
+    smoothed = ema(values, 0.5)
+    assert smoothed[0] == 1.0 and math.isnan(smoothed[1])
+    assert smoothed[2] == pytest.approx((0.5 * 1 + 3) / 1.5)  # the NaN step is skipped, not zeroed
+    assert list(ema(values, 0.0).fillna(-1)) == [1.0, -1, 3.0, 3.0]
+
+
+def test_comparison_table_shows_only_differing_config():
+    runs = [{"run": "a", "state": "FINISHED", "config": {"lr": 1e-3, "epochs": 2}, "final": {"i2t_R@1": 0.5}},
+            {"run": "b", "state": "FAILED", "config": {"lr": 1e-4, "epochs": 2}, "final": {}}]
+    table = comparison_table(runs)
+    assert "lr" in table.columns and "epochs" not in table.columns
+    assert math.isnan(table.loc["b", "i2t_R@1"])
+
+
+def test_comparison_table_shows_list_valued_config_keys():
+    """Label subsets and extra evaluation sets are lists in config.json; the Runs table must
+    still compare and highlight them (it crashed on the real default sweep once)."""
+    runs = [{"run": "a", "state": "FINISHED", "config": {"lr": 1e-3, "exclude_labels": ["People & Body"]},
+             "final": {"i2t_R@1": 0.2}},
+            {"run": "b", "state": "FINISHED", "config": {"lr": 1e-4, "exclude_labels": None,
+                                                         "extra_evals": [{"name": "held-out", "split": "val"}]},
+             "final": {"i2t_R@1": 0.3}}]
+    table = comparison_table(runs)
+    assert table.loc["a", "exclude_labels"] == '["People & Body"]'
+    html = style_best(table).to_html()
+    assert "People & Body" in html and "held-out" in html
+
+
+def test_analysis_and_charts_import_neither_torch_nor_streamlit():
+    code = ("import sys, analysis.names, analysis.runs, charts;"
+            "assert not {'torch', 'streamlit'} & set(sys.modules), sorted({'torch', 'streamlit'} & set(sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
