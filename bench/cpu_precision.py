@@ -7,7 +7,7 @@ EfficientNet-Lite0 over 64 images at 224 px (feature extraction) and MiniLM-L6 f
 backward over 256 captions (a text-unlocked run's step), each timed fp32 then bf16, median of
 3 after a warm-up; plus how far the bf16 image features are from the fp32 ones. The text step
 is timed a third time at bf16 with the math attention kernel that the training step uses on a
-CPU under bf16 (training.train.training_attention), against PyTorch's default (flash) kernel.
+CPU under bf16 (training.step.training_attention), against PyTorch's default (flash) kernel.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from bench.results import record  # noqa: E402
 from training.models import efficientnet_lite0_tower, minilm_tower  # noqa: E402
-from training.train import resolve_precision, training_attention  # noqa: E402
+from training.step import resolve_precision, training_attention  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/cpu_precision.py"
 

@@ -31,7 +31,7 @@ from training.features import TowerInputs  # noqa: E402
 from training.losses import clip_loss  # noqa: E402
 from training.models import build_model  # noqa: E402
 from training.pairs import Pairs  # noqa: E402
-from training.train import resolve_precision, training_attention  # noqa: E402
+from training.step import resolve_precision, training_attention  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/feature_cache.py"
 
@@ -49,13 +49,12 @@ def tower_inputs(model, pairs, cache_dir, **kwargs) -> TowerInputs:
 
 
 def epoch_seconds(model, inputs: TowerInputs, rows: torch.Tensor, batch_size: int) -> float:
-    inputs.attach()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     t0 = time.perf_counter()
     for lo in range(0, len(rows) - batch_size + 1, batch_size):
         batch = rows[lo:lo + batch_size]
         with autocast(), training_attention(torch.device("cpu"), PRECISION):  # as train.py's step
-            image_emb, text_emb, scale = model(inputs.image_input(batch), inputs.text_input(batch))
+            image_emb, text_emb, scale = model(*inputs.rows_batch(batch, batch).model_args())
             loss = clip_loss(image_emb, text_emb, scale)
         loss.backward()
         optimizer.step()

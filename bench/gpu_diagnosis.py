@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 import bench.gpu_step as g  # noqa: E402
 from training.models import tokenizer_for_tests  # noqa: E402
+
 dev = torch.device("cuda"); tok = tokenizer_for_tests(); B = 256
 rng = np.random.default_rng(0)
 lengths = g.coco_lengths(B * 64, rng)
@@ -45,7 +46,8 @@ for name, inputs in [("random", [(imgs, toks(lb)) for lb in rand]), ("grouped", 
     out[name] = B / g.time_steps(step, inputs, 6, 20, dev)
     print(name, round(out[name], 1), flush=True)
 print("open_clip@coco", round(out["open_clip@coco"], 1))
-from torch.profiler import profile, ProfilerActivity
+from torch.profiler import ProfilerActivity, profile
+
 inputs = [(imgs, toks(lb)) for lb in grp]
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     for i in range(4):

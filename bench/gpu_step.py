@@ -2,7 +2,7 @@
 
 1. Training-step throughput of openai/clip-vit-base-patch32's architecture with random weights,
    bf16 autocast, batch 256, AdamW, one process on one GPU: the project's step (the model from
-   training/models.py, the loss and update that training/train.py runs every step) against
+   training/models.py, the loss and update of training/step.py that train.py runs every step) against
    open_clip's ViT-B-32 stepped by a minimal loop (open_clip's ClipLoss, AdamW grouped as its
    training script does, the logit-scale clamp), both measured here in one process:
    (a) both at 77 tokens;
@@ -135,26 +135,23 @@ def project_model(model_name: str, compile_: bool, device, image_size: int = 224
 
 
 def project_stepper(model, cfg, device):
-    """The body of train.py's step loop: accumulated_clip_backward under bf16 autocast and the
-    step's attention kernels, then train.py's finish_step (one host sync, AdamW, fused on a GPU,
-    the schedule, the clamp, the logged values)."""
-    from training.losses import accumulated_clip_backward
-    from training.train import finish_step, lr_lambda, make_optimizer, training_attention
+    """train.py's training step (training.step.Stepper) under bf16 autocast: the step's
+    attention kernels, one host sync, AdamW (fused on a GPU), the schedule, the clamp."""
+    from training.features import TowerBatch
+    from training.step import Stepper, make_optimizer, make_scheduler, training_attention
 
     opt = make_optimizer(model, cfg, fused=device.type == "cuda")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, 10**6))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    cudagraphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
+    stepper = Stepper(model, model, opt, make_scheduler(opt, cfg, 10**6), accum_steps=cfg.accum_steps,
+                      autocast=lambda: torch.autocast(device.type, dtype=torch.bfloat16),
+                      attention=lambda: training_attention(device, "bf16"),
+                      cudagraphs=cfg.compile and cfg.compile_mode == "reduce-overhead")
     model.train()
 
     def forward_backward(images, tokens):
-        with torch.autocast(device.type, dtype=torch.bfloat16), training_attention(device, "bf16"):
-            return accumulated_clip_backward(model, images, tokens, cfg.accum_steps, lambda loss: loss.backward())
+        return stepper.forward_backward(TowerBatch(images, tokens))
 
     def step(images, tokens):
-        if cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        return finish_step(model, trainable, opt, sched, forward_backward(images, tokens))
+        return stepper(TowerBatch(images, tokens))
 
     return step, forward_backward
 
@@ -361,8 +358,9 @@ def _write_jpeg(job) -> None:
 def prepared_dataset(folder: Path, n: int, workers: int) -> Path:
     """n JPEGs at 256 px on the shortest side (as `prepare.py --resize 256` stores them) with
     one COCO-length caption each, as a manifest the training script reads."""
-    import pandas as pd
     from multiprocessing import Pool
+
+    import pandas as pd
 
     from data.manifest import split_of, write_manifest
 

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from analysis.runs import last_eval  # noqa: E402
 from bench.results import record  # noqa: E402
 from training import run_store  # noqa: E402
 
@@ -66,8 +67,8 @@ def main() -> int:
         precision = sorted({str(r.config.get("provenance", {}).get("precision")) for r in runs})
         # Runs validated on a label subset (the two-stage forgetting example) are not comparable.
         full_val = [r for r in runs if not (r.config.get("include_labels") or r.config.get("exclude_labels"))]
-        best = max(full_val, key=lambda r: run_store.final_eval(r.path).get("i2t_R@1", -1))
-        best_eval = run_store.final_eval(best.path)
+        best = max(full_val, key=lambda r: last_eval(run_store.read_eval(r.path)).get("i2t_R@1", -1))
+        best_eval = last_eval(run_store.read_eval(best.path))
     print(f"\n{'stage':34s} seconds")
     for stage, seconds in stages.items():
         print(f"{stage:34s} {seconds:7.1f}")

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from data import atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 MARKDOWN = RESULTS.with_name("RESULTS.md")
@@ -68,9 +70,7 @@ def record(name: str, value: float, unit: str, target: float | str | None, notes
     results[name] = {"value": value, "unit": unit, "target": target, "machine": measured_on or machine(),
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "revision": revision or code_revision() or "", "notes": notes, "command": command}
-    tmp = RESULTS.with_name(f".{RESULTS.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, RESULTS)
+    atomic.write_json(RESULTS, results)
     write_markdown()
 
 

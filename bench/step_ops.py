@@ -28,8 +28,9 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import bench.gpu_step as gpu_step  # noqa: E402
-from bench.results import record  # noqa: E402
 import training.models as models  # noqa: E402
+from bench.results import record  # noqa: E402
+from training.features import TowerBatch  # noqa: E402
 from training.losses import accumulated_clip_backward  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/step_ops.py"
@@ -59,10 +60,11 @@ def count(forward_backward, images, tokens) -> OpCounter:
 
 def project_forward_backward(model, cfg):
     """bench/gpu_step.py's project step without its CPU-only choice of the math attention
-    kernel (training.train.training_attention): on a GPU, SDPA runs one fused kernel, as here."""
+    kernel (training.step.training_attention): on a GPU, SDPA runs one fused kernel, as here."""
     def forward_backward(images, tokens):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return accumulated_clip_backward(model, images, tokens, cfg.accum_steps, lambda loss: loss.backward())
+            return accumulated_clip_backward(model, TowerBatch(images, tokens), cfg.accum_steps,
+                                             lambda loss: loss.backward())
 
     return forward_backward
 

@@ -9,11 +9,11 @@ row. Training reads only manifests; nothing else in data/ is read by training.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from data import atomic
 
 DATA_DIR = Path(__file__).resolve().parent
 MANIFEST = "manifest.parquet"
@@ -61,12 +61,8 @@ def write_manifest(frame: pd.DataFrame, folder: Path, report: dict) -> Path:
     check_splits_by_image(frame)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / MANIFEST
-    tmp = folder / f".{MANIFEST}.tmp"
-    frame.reset_index(drop=True).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    tmp = folder / f".{REPORT}.tmp"
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
-    os.replace(tmp, folder / REPORT)
+    atomic.write(path, lambda tmp: frame.reset_index(drop=True).to_parquet(tmp, index=False))
+    atomic.write_json(folder / REPORT, report)
     return path
 
 

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from conftest import ROOT
 
 from training import run_store
-
-from conftest import ROOT
 
 KILLS = 20
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_SWEEP
 from PIL import Image
 
 from data.manifest import load_manifest
@@ -17,8 +18,6 @@ from training import run_store
 from training.models import Preprocess
 from training.pairs import load_pixels
 from training.train import main as train
-
-from conftest import TINY_SWEEP
 
 GOOD = 14  # clean RGB photos, two captions each
 

@@ -9,20 +9,18 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, TINY_SWEEP
 
 from training import run_store
 from training.train import main
 
-from conftest import ROOT, TINY_SWEEP
-
-# The launcher runs this instead of train.py to skip the UMAP fit of finished runs and, when
-# KILL_AFTER is set, to SIGKILL the main process once it has logged that step's metrics.
+# The launcher runs this instead of train.py to SIGKILL the main process, when KILL_AFTER is
+# set, once it has logged that step's metrics.
 DRIVER = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 import training.train as train
 from training import run_store
-train.project_runs = lambda paths: {{}}
 kill_after = int(os.environ.get("KILL_AFTER", "0"))
 if kill_after:
     real = run_store.RunWriter.log_metrics
@@ -43,8 +41,8 @@ def _free_port() -> int:
 
 def _args(runs, data, cache, batch_size, accum_steps, *settings, epochs=1):
     # Unlocked towers, so that the gathered gradients reach every layer.
-    return ["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(data), "--cache-dir", str(cache),
-            "--only", "unlocked", "--set", f"epochs={epochs}", f"batch_size={batch_size}",
+    return ["--no-umap", "--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(data),
+            "--cache-dir", str(cache), "--only", "unlocked", "--set", f"epochs={epochs}", f"batch_size={batch_size}",
             f"accum_steps={accum_steps}", *settings]
 
 
@@ -58,7 +56,7 @@ def _two_processes(tmp_path, args, kill_after: int = 0) -> subprocess.CompletedP
                           check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_two_processes_match_one_process_with_the_global_batch(synthetic_data, tmp_path, monkeypatch):
+def test_two_processes_match_one_process_with_the_global_batch(synthetic_data, tmp_path):
     # Each process takes 4 pairs a step, in two micro-batches of 2; Accelerate gives process p
     # batches p, p+2, ... of one seeded shuffle, so a global step holds the same 8 pairs, in the
     # same order, as the one-process batch of 8.
@@ -66,8 +64,6 @@ def test_two_processes_match_one_process_with_the_global_batch(synthetic_data, t
     proc = _two_processes(tmp_path, _args(two, synthetic_data, tmp_path / "cache", 4, 2))
     assert proc.returncode == 0, proc.stderr[-4000:]
 
-    from training import train
-    monkeypatch.setattr(train, "project_runs", lambda paths: {})
     one = tmp_path / "one"
     assert main(_args(one, synthetic_data, tmp_path / "cache", 8, 1)) == 0
 
@@ -120,7 +116,7 @@ def test_two_processes_resume_length_grouped_batches_in_their_epoch_order(synthe
     assert killed.returncode != 0
     run = run_store.run_dir(tmp_path / "killed", "tiny", "unlocked")
     assert [step for step, _ in run_store.list_checkpoints(run)] == [12]
-    resumed = _two_processes(tmp_path, ["--resume", str(run), "--cache-dir", str(tmp_path / "cache")])
+    resumed = _two_processes(tmp_path, ["--no-umap", "--resume", str(run), "--cache-dir", str(tmp_path / "cache")])
     assert resumed.returncode == 0, resumed.stderr[-4000:]
 
     straight = _two_processes(tmp_path, args(tmp_path / "straight"))

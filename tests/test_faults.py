@@ -9,16 +9,15 @@ import sys
 import time
 
 import torch
+from conftest import ROOT, TINY_SWEEP
 
 from training import run_store
 from training.train import main
 
-from conftest import ROOT, TINY_SWEEP
-
 
 def _nan_at(monkeypatch, bad_calls: set[int]):
-    import training.train as train
-    real = train.accumulated_clip_backward
+    import training.step as step
+    real = step.accumulated_clip_backward
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -26,7 +25,7 @@ def _nan_at(monkeypatch, bad_calls: set[int]):
         loss = real(*args, **kwargs)
         return torch.tensor(float("nan")) if calls["n"] in bad_calls else loss
 
-    monkeypatch.setattr(train, "accumulated_clip_backward", flaky)
+    monkeypatch.setattr(step, "accumulated_clip_backward", flaky)
 
 
 def _train(runs, synthetic_data, tmp_path, *extra):

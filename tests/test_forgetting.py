@@ -4,6 +4,7 @@ the start and the end weights; plus --report-to and the shipped COCO sweep file.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -11,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis.runs import last_eval
 from data.manifest import load_manifest
 from training import run_store
-from training import train as train_module
 from training.config import SWEEPS_DIR, ConfigError, RunConfig
 from training.pairs import Pairs
 from training.train import main
@@ -51,9 +52,7 @@ def _train(tmp_path, synthetic_data, sweep_text: str, *extra: str) -> int:
 def two_stage(tmp_path_factory, synthetic_data):
     """runs/forget/stage-1 and stage-2, trained by train.py (UMAP left out: not under test here)."""
     tmp = tmp_path_factory.mktemp("forget")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_module, "project_runs", lambda paths: {})
-        assert _train(tmp, synthetic_data, TWO_STAGE) == 0
+    assert _train(tmp, synthetic_data, TWO_STAGE, "--no-umap") == 0
     return tmp / "runs" / "forget"
 
 
@@ -164,14 +163,13 @@ def test_eval_files_without_the_wise_ft_column_still_read(tmp_path):
     assert run_store._parquet_problem(tmp_path / run_store.EVAL) is None
     frame = run_store.read_eval(tmp_path)
     assert list(frame.columns) == run_store.EVAL_SCHEMA.names and frame.wise_ft_ratio.isna().all()
-    assert run_store.final_eval(tmp_path)["i2t_R@1"] == 0.5
+    assert last_eval(run_store.read_eval(tmp_path))["i2t_R@1"] == 0.5
 
 
 def test_report_to_tensorboard_writes_event_files(tmp_path, synthetic_data, monkeypatch):
     pytest.importorskip("tensorboard")
-    monkeypatch.setattr(train_module, "project_runs", lambda paths: {})
     sweep = "name = \"tb\"\n[base]\nmodel = \"tiny-clip\"\nimage_size = 32\nembed_dim = 16\nepochs = 1\n[runs.one]\n"
-    assert _train(tmp_path, synthetic_data, sweep, "--report-to", "tensorboard") == 0
+    assert _train(tmp_path, synthetic_data, sweep, "--report-to", "tensorboard", "--no-umap") == 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     folder = run_store.tracker_dir(tmp_path / "runs" / "tb" / "one")
@@ -185,8 +183,8 @@ def test_report_to_tensorboard_writes_event_files(tmp_path, synthetic_data, monk
 
 
 def test_report_to_a_missing_tracker_fails_fast(tmp_path, synthetic_data, monkeypatch):
-    real = train_module.importlib.util.find_spec
-    monkeypatch.setattr(train_module.importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
     with pytest.raises(ConfigError, match="pip install wandb"):
         _train(tmp_path, synthetic_data, TWO_STAGE, "--report-to", "wandb")
     assert not (tmp_path / "runs").exists()

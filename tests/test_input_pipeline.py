@@ -87,7 +87,7 @@ def test_random_vit_b32_has_the_openai_architecture_offline():
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
-    from training.train import resolve_precision
+    from training.step import resolve_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
@@ -101,7 +101,7 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
 def test_training_step_attention_is_the_math_kernel_on_a_cpu_under_bf16():
     """PyTorch's CPU flash-attention backward is slow in bf16 (bench/cpu_precision.py); the
     training step turns it off there, and only there."""
-    from training.train import training_attention
+    from training.step import training_attention
 
     flash, math_ = torch.backends.cuda.flash_sdp_enabled, torch.backends.cuda.math_sdp_enabled
     assert flash() and math_()
@@ -137,10 +137,9 @@ def test_train_py_decodes_and_tokenizes_in_loader_workers_with_length_groups(syn
     batches are length-grouped through Accelerate's prepared loader, and the run finishes
     with one metrics row per step."""
     from training import run_store
-    from training import train as train_module
+    from training.train import main
 
-    monkeypatch.setattr(train_module, "project_runs", lambda paths: {})  # UMAP is not under test
-    code = train_module.main(["--data", str(synthetic_data), "--model", "tiny-clip", "--runs-dir", str(tmp_path / "runs"),
+    code = main(["--no-umap", "--data", str(synthetic_data), "--model", "tiny-clip", "--runs-dir", str(tmp_path / "runs"),
                               "--cache-dir", str(tmp_path / "cache"), "--only", "heads-only", "--set",
                               "epochs=2", "batch_size=8", "image_size=32", "unlock_image=-1", "unlock_text=-1",
                               "num_workers=2", "group_by_length=true", "eval_every=2",

@@ -14,7 +14,7 @@ from training.features import TowerInputs
 from training.losses import clip_loss
 from training.models import MAX_LOGIT_SCALE, build_model
 from training.pairs import Pairs
-from training.train import lr_lambda, param_groups
+from training.step import lr_lambda, param_groups
 
 TINY = dict(model="tiny-clip", image_size=32, embed_dim=16)
 
@@ -23,7 +23,7 @@ def _steps(model, cfg, inputs, n=3):
     optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
     rows = torch.arange(8)
     for _ in range(n):
-        image, text, scale = model(inputs.image_input(rows), inputs.text_input(rows))
+        image, text, scale = model(*inputs.rows_batch(rows, rows).model_args())
         clip_loss(image, text, scale).backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -39,7 +39,6 @@ def test_locked_towers_get_no_gradient_and_keep_their_weights(pairs, tmp_path):
     cfg = RunConfig(**TINY, unlock_text=-1)
     model = build_model(cfg)
     inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
-    inputs.attach()
     image_before = {k: v.clone() for k, v in model.image_tower.state_dict().items()}
     text_before = {k: v.clone() for k, v in model.text_tower.state_dict().items()}
     head_before = model.image_head.weight.clone()
@@ -56,7 +55,6 @@ def test_temperature_clamp_holds_when_the_scale_starts_above_it(pairs, tmp_path)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(500.0))
     inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
-    inputs.attach()
     _steps(model, cfg, inputs, n=1)
     assert model.logit_scale.item() <= MAX_LOGIT_SCALE + 1e-6
 
@@ -64,15 +62,14 @@ def test_temperature_clamp_holds_when_the_scale_starts_above_it(pairs, tmp_path)
 def test_step_logs_the_gradient_norm_and_takes_a_plain_adamw_step(pairs, tmp_path):
     """finish_step reports the L2 norm of all trainable gradients (not of the weights), and its
     update is a plain AdamW step at the schedule's first learning rate."""
-    from training.train import finish_step, lr_lambda, make_optimizer
+    from training.step import finish_step, lr_lambda, make_optimizer
 
     cfg = RunConfig(**TINY, unlock_text=-1)
     runs = []
     for _ in range(2):
         model = build_model(cfg)
         inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
-        inputs.attach()
-        image, text, scale = model(inputs.image_input(torch.arange(8)), inputs.text_input(torch.arange(8)))
+        image, text, scale = model(*inputs.rows_batch(torch.arange(8), torch.arange(8)).model_args())
         loss = clip_loss(image, text, scale)
         loss.backward()
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -141,8 +138,7 @@ def test_partly_unlocked_text_tower_trains_from_its_cached_bottom(pairs, tmp_pat
     model = build_model(cfg)
     inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
     assert inputs.stats["text_cache"] == "miss (cut 5)"
-    inputs.attach()
-    assert model.text_start == 5
+    assert inputs.text_start == 5
     rows = torch.arange(8)
     tokens = model.tokenize(pairs.captions["caption"].iloc[:8].tolist())
     cached = inputs.text_input(rows)
@@ -151,9 +147,8 @@ def test_partly_unlocked_text_tower_trains_from_its_cached_bottom(pairs, tmp_pat
     image = inputs.image_input(rows)
     results = []
     for start, text in ((5, cached), (0, tokens)):
-        model.text_start = start
         model.zero_grad()
-        loss = clip_loss(*model(image, text))
+        loss = clip_loss(*model(image, text, inputs.image_start, start))
         loss.backward()
         results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     (loss_cached, g_cached), (loss_tokens, g_tokens) = results
@@ -179,9 +174,7 @@ def test_accumulation_equals_one_big_batch(pairs, tmp_path, steps):
     for k in (1, steps):
         model = build_model(cfg)
         inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
-        inputs.attach()
-        loss = accumulated_clip_backward(model, inputs.image_input(rows), inputs.text_input(rows), k,
-                                         lambda l: l.backward())
+        loss = accumulated_clip_backward(model, inputs.rows_batch(rows, rows), k, lambda l: l.backward())
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((loss, grads))
     (loss1, g1), (lossk, gk) = results
@@ -210,15 +203,14 @@ def test_cuda_graph_mode_trains_through_train_py(synthetic_data, tmp_path, monke
     start for them, and the run finishes with a finite loss. About 75 s on two cores with a
     cold inductor cache, 10 s with a warm one."""
     from training import run_store
-    from training import train as train_module
+    from training.train import main
 
     marks = []
     mark = torch.compiler.cudagraph_mark_step_begin
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1) or mark())
-    monkeypatch.setattr(train_module, "project_runs", lambda paths: {})  # UMAP is not under test
     torch._dynamo.utils.counters.clear()
     try:
-        code = train_module.main(["--data", str(synthetic_data), "--model", "tiny-clip", "--runs-dir",
+        code = main(["--no-umap", "--data", str(synthetic_data), "--model", "tiny-clip", "--runs-dir",
                                   str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--only",
                                   "heads-only", "--set", "epochs=1", "batch_size=40", "image_size=32",
                                   "unlock_text=-1", "compile=true", 'compile_mode="reduce-overhead"',

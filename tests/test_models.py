@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from training.config import RunConfig
-from training.models import (IMAGENET_MEAN, IMAGENET_STD, ModelUnavailable, Preprocess, build_model,
-                             check_available, efficientnet_lite0_tower, minilm_tower)
+from training.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelUnavailable,
+    Preprocess,
+    build_model,
+    check_available,
+    efficientnet_lite0_tower,
+    minilm_tower,
+)
 
 
 def test_image_tower_classifies_chelsea_as_egyptian_cat(tmp_path):

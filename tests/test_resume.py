@@ -9,17 +9,16 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, TINY_SWEEP
 
 from training import checkpoints, run_store
 from training.config import ConfigError
 from training.train import main
 
-from conftest import ROOT, TINY_SWEEP
-
 # Unlocked towers in two micro-batches: 10 steps an epoch, 20 in all. Checkpoints at 4, 8, 12,
 # 16; the kill lands after step 10 (the end of epoch 1, its metrics and evaluation flushed), so
 # the resume starts mid-epoch from step 8 and must drop the rows of steps 9 and 10.
-SETTINGS = ["--only", "unlocked", "--set", "epochs=2", "checkpoint_every=4", "keep_checkpoints=2"]
+SETTINGS = ["--no-umap", "--only", "unlocked", "--set", "epochs=2", "checkpoint_every=4", "keep_checkpoints=2"]
 KILL_AFTER = 10
 RESUMED_FROM = 8
 TOTAL = 20
@@ -56,12 +55,6 @@ def killed_run(tmp_path_factory, synthetic_data):
     return run_store.run_dir(tmp / "runs", "tiny", "unlocked")
 
 
-@pytest.fixture(autouse=True)
-def no_umap(monkeypatch):
-    from training import train
-    monkeypatch.setattr(train, "project_runs", lambda paths: {})
-
-
 def _copy(run, tmp_path):
     dest = run_store.run_dir(tmp_path / "runs", "tiny", "unlocked")
     shutil.copytree(run, dest)
@@ -77,7 +70,7 @@ def test_killed_run_is_interrupted_with_its_last_checkpoints(killed_run):
 
 def test_resume_after_sigkill_ends_with_the_uninterrupted_parameters(killed_run, synthetic_data, tmp_path):
     resumed = _copy(killed_run, tmp_path)
-    assert main(["--resume", str(resumed), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["--no-umap", "--resume", str(resumed), "--cache-dir", str(tmp_path / "cache")]) == 0
     assert main(_args(tmp_path / "reference", synthetic_data, tmp_path / "cache")) == 0
     reference = run_store.run_dir(tmp_path / "reference", "tiny", "unlocked")
 
@@ -114,7 +107,7 @@ def test_a_tampered_checkpoint_is_refused(killed_run, tmp_path, victim):
     marker = tmp_path / "pwned"
     _, latest = run_store.list_checkpoints(resumed)[-1]
     torch.save(_malicious(marker), latest / victim)
-    assert main(["--resume", str(resumed), "--cache-dir", str(tmp_path / "cache")]) == 1
+    assert main(["--no-umap", "--resume", str(resumed), "--cache-dir", str(tmp_path / "cache")]) == 1
     status = run_store.load_run(resumed).status
     assert status["state"] == "FAILED" and "refused" in status["error"] and victim in status["error"]
     assert not marker.exists()
@@ -136,4 +129,4 @@ def test_resume_refuses_a_run_without_checkpoints(killed_run, tmp_path):
     resumed = _copy(killed_run, tmp_path)
     checkpoints.remove_all(resumed)
     with pytest.raises(ConfigError, match="no complete checkpoint"):
-        main(["--resume", str(resumed), "--cache-dir", str(tmp_path / "cache")])
+        main(["--no-umap", "--resume", str(resumed), "--cache-dir", str(tmp_path / "cache")])

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.runs import last_eval
 from training import run_store
 
 
@@ -22,10 +23,9 @@ def _write_run(root, sweep="s", name="r", state="FINISHED"):
     w.flush()
     emb = pd.DataFrame(dict(sample_id=["img:a", "txt:0"], modality=["image", "text"], image_id=["a", "a"],
                             caption=["x", "x"], label=["l", "l"], split="val", step=2,
-                            embedding=[np.ones(3, np.float32), np.zeros(3, np.float32)],
-                            umap_x=np.float32(np.nan), umap_y=np.float32(np.nan)))
+                            embedding=[np.ones(3, np.float32), np.zeros(3, np.float32)]))
     w.write_embeddings(emb)
-    samples = pd.DataFrame(dict(kind=["image"], sample_id=["img:a"], image_id=["a"], caption=["x"], label=["l"],
+    samples = pd.DataFrame(dict(modality=["image"], sample_id=["img:a"], image_id=["a"], caption=["x"], label=["l"],
                                 step=[2], rank=[1], positive_cosine=np.float32([0.5]), topk_ids=[["txt:0"]],
                                 topk_scores=[np.float32([0.5])], thumbnail=[b"png"]))
     w.write_samples(samples)
@@ -41,13 +41,16 @@ def test_round_trip_keeps_values_and_nan(tmp_path):
     m = run_store.read_metrics(path)
     assert list(m.columns) == run_store.METRICS_SCHEMA.names
     assert math.isnan(m[(m.step == 2) & (m.name == "loss")].value.iloc[0])
-    assert run_store.final_eval(path) == {"i2t_R@1": 0.4}
+    assert last_eval(run_store.read_eval(path)) == {"i2t_R@1": 0.4}
     e = run_store.read_embeddings(path, with_vectors=False)
     assert "embedding" not in e.columns and len(e) == 2
-    run_store.update_umap(path, {("img:a", "image", 2): (1.0, 2.0)})
-    e = run_store.read_embeddings(path)
-    assert e.umap_x.iloc[0] == 1.0 and math.isnan(e.umap_x.iloc[1])
-    assert list(e.embedding.iloc[0]) == [1.0, 1.0, 1.0]
+    assert list(run_store.read_embeddings(path).embedding.iloc[0]) == [1.0, 1.0, 1.0]
+    assert run_store.needs_umap(path) and run_store.read_umap(path).empty
+    run_store.write_umap(path, pd.DataFrame(dict(sample_id=["img:a"], modality=["image"], step=[2],
+                                                 umap_x=np.float32([1.0]), umap_y=np.float32([2.0]))))
+    assert not run_store.needs_umap(path)
+    xy = run_store.read_umap(path)
+    assert list(xy.columns) == run_store.UMAP_SCHEMA.names and xy.umap_x.iloc[0] == 1.0
     assert run_store.read_samples(path).thumbnail.iloc[0] == b"png"
 
 
@@ -64,17 +67,18 @@ def test_each_embedding_step_is_its_own_row_group_and_the_last_reads_alone(tmp_p
     assert file.read_row_group(0).column("step").to_pylist() == [0, 0, 0]
     last = run_store.read_embeddings(w.path, last_step=True)
     assert list(last["step"]) == [40] * 3 and [v[0] for v in last["embedding"]] == [40.0, 41.0, 42.0]
-    run_store.update_umap(w.path, {("img:1", "image", 40): (1.0, 2.0)})  # a rewrite keeps the groups
-    assert pq.ParquetFile(w.path / run_store.EMBEDDINGS).num_row_groups == 2
-    assert run_store.read_embeddings(w.path, with_vectors=False, last_step=True)["umap_x"].iloc[1] == 1.0
     assert run_store.read_embeddings(tmp_path / "missing", last_step=True).empty
 
 
-def test_eval_at_first_and_last(tmp_path):
-    evals = run_store.read_eval(_write_run(tmp_path))
-    assert run_store.eval_at(evals, "val", "first") == {"i2t_R@1": 0.1}
-    assert run_store.eval_at(evals, "val") == {"i2t_R@1": 0.4}
-    assert run_store.eval_at(evals, "train") == {}
+def test_samples_written_before_the_rename_read_with_modality(tmp_path):
+    """samples.parquet once called its modality column `kind`: such a run is whole, and reads
+    under the new name, whole or column by column."""
+    path = _write_run(tmp_path)
+    old = pd.read_parquet(path / run_store.SAMPLES).rename(columns={"modality": "kind"})
+    old.to_parquet(path / run_store.SAMPLES)
+    assert run_store.load_run(path).problems == []
+    assert list(run_store.read_samples(path)["modality"]) == ["image"]
+    assert list(run_store.read_samples(path, columns=["modality", "rank"]).columns) == ["modality", "rank"]
 
 
 def test_no_temporary_files_left_and_none_listed(tmp_path):

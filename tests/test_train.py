@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import TINY_SWEEP
 
+from analysis.runs import last_eval
 from training import run_store
 from training.config import ConfigError, load_sweep
 from training.train import main
-
-from conftest import TINY_SWEEP
 
 
 def _snapshot(root):
@@ -39,14 +39,17 @@ def test_every_run_file_and_column(tiny_runs):
         assert set(emb.step) == {0, run.status["step"]} and set(emb.modality) == {"image", "text"}
         assert set(emb.split) == {"val"}
         last = emb[emb.step == emb.step.max()]
-        assert last.umap_x.notna().all() and emb[emb.step == 0].umap_x.isna().all()
+        xy = run_store.read_umap(run.path)
+        assert list(xy.columns) == run_store.UMAP_SCHEMA.names and set(xy.step) == {run.status["step"]}
+        assert xy[["umap_x", "umap_y"]].notna().all().all()
+        assert sorted(zip(xy.sample_id, xy.modality)) == sorted(zip(last.sample_id, last.modality))
         assert np.allclose([np.linalg.norm(v) for v in emb.embedding], 1.0, atol=1e-4)
         s = run_store.read_samples(run.path)
         assert list(s.columns) == run_store.SAMPLES_SCHEMA.names
-        images = s[s.kind == "image"]
+        images = s[s.modality == "image"]
         assert images.thumbnail.map(lambda b: b[:4] == b"\x89PNG").all()
         assert (images["rank"] >= 1).all() and images.topk_ids.map(len).min() >= 1
-        final = run_store.final_eval(run.path)
+        final = last_eval(run_store.read_eval(run.path))
         assert final["i2t_R@1"] == pytest.approx((images["rank"] <= 1).mean())
 
 
@@ -128,7 +131,7 @@ def test_rerun_fits_umap_a_finished_run_lacks(tiny_runs, synthetic_data, tmp_pat
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs, runs)
     path = runs / "tiny" / "locked"
-    run_store.update_umap(path, {})
+    (path / run_store.UMAP).unlink()  # what a sweep stopped before its UMAP stage leaves
     assert run_store.needs_umap(path)
     assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
                  "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -151,12 +154,12 @@ def test_runs_saved_before_a_key_existed_count_as_its_default(tiny_runs, synthet
 
 
 def test_an_exception_leaves_a_failed_run_with_its_traceback(synthetic_data, tmp_path, monkeypatch):
-    import training.train as train
+    import training.trainer as trainer
 
     def broken(cfg):
         raise RuntimeError("the model exploded")
 
-    monkeypatch.setattr(train, "build_model", broken)
+    monkeypatch.setattr(trainer, "build_model", broken)
     runs = tmp_path / "runs"
     assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
                  "--only", "locked", "--cache-dir", str(tmp_path / "cache")]) == 1

@@ -25,6 +25,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import load as safe_torch_load
 
+from data import atomic
 from training import run_store
 
 
@@ -60,12 +61,11 @@ def save(accelerator: Accelerator, run_path: Path, step: int, state: dict, keep:
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        run_store.atomic_write_json(partial / run_store.CHECKPOINT_STATE,
+        atomic.write_json(partial / run_store.CHECKPOINT_STATE,
                                     dict(state, step=step, processes=accelerator.num_processes))
         if final.exists():  # the same step again (a resumed run that checkpoints where it started)
             _discard(run_path, step, final)
-        os.replace(partial, final)
-        _fsync_dir(final.parent)
+        atomic.publish(partial, final)
         for old_step, old in run_store.list_checkpoints(run_path)[:-keep]:
             _discard(run_path, old_step, old)
     accelerator.wait_for_everyone()
@@ -143,11 +143,3 @@ def _discard(run_path: Path, step: int, folder: Path) -> None:
 def _remove_leftovers(run_path: Path) -> None:
     for leftover in run_store.unfinished_checkpoint_dirs(run_path):
         shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

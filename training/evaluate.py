@@ -73,10 +73,12 @@ def embed(model: ClipModel, inputs: TowerInputs, view: SplitView, batch_size: in
     images, texts = [], []
     for lo in range(0, len(view.image_rows), batch_size):
         rows = torch.as_tensor(view.image_rows[lo:lo + batch_size])
-        images.append(model.embed_image_input(to_device(inputs.image_input(rows), device)).float().cpu())
+        images.append(model.embed_image_input(to_device(inputs.image_input(rows), device), inputs.image_start)
+                      .float().cpu())
     for lo in range(0, len(view.caption_rows), batch_size):
         rows = torch.as_tensor(view.caption_rows[lo:lo + batch_size])
-        texts.append(model.embed_text_input(to_device(inputs.text_input(rows), device)).float().cpu())
+        texts.append(model.embed_text_input(to_device(inputs.text_input(rows), device), inputs.text_start)
+                     .float().cpu())
     return torch.cat(images), torch.cat(texts)
 
 
@@ -112,10 +114,7 @@ def embeddings_frame(view: SplitView, ev: Evaluation, step: int) -> pd.DataFrame
         sample_id=captions["sample_id"].to_numpy(), modality="text", image_id=captions["image_id"].to_numpy(),
         caption=captions["caption"].to_numpy(), label=captions["label"].to_numpy(), split=view.split, step=step,
         embedding=list(ev.text_emb.numpy().astype(np.float32))))
-    frame = pd.concat([image_rows, text_rows], ignore_index=True)
-    frame["umap_x"] = np.float32(np.nan)  # filled by training/projection.py after the sweep
-    frame["umap_y"] = np.float32(np.nan)
-    return frame
+    return pd.concat([image_rows, text_rows], ignore_index=True)
 
 
 def samples_frame(view: SplitView, ev: Evaluation, step: int, thumbnails: dict[str, bytes]) -> pd.DataFrame:
@@ -124,7 +123,7 @@ def samples_frame(view: SplitView, ev: Evaluation, step: int, thumbnails: dict[s
     cap_ids = captions["sample_id"].to_numpy()
     img_ids = images["image_id"].to_numpy()
     image_rows = pd.DataFrame(dict(
-        kind="image", sample_id=images["sample_id"].to_numpy(), image_id=img_ids,
+        modality="image", sample_id=images["sample_id"].to_numpy(), image_id=img_ids,
         caption=images["caption"].to_numpy(), label=images["label"].to_numpy(), step=step,
         rank=r.image_rank.numpy(), positive_cosine=r.image_positive.numpy().astype(np.float32),
         topk_ids=[list(cap_ids[row]) for row in r.image_topk.numpy()],
@@ -133,7 +132,7 @@ def samples_frame(view: SplitView, ev: Evaluation, step: int, thumbnails: dict[s
     t2i = view.text_to_image().numpy()
     text_pos = ev.text_emb.mul(ev.image_emb[view.text_to_image()]).sum(1).numpy().astype(np.float32)
     text_rows = pd.DataFrame(dict(
-        kind="text", sample_id=cap_ids, image_id=captions["image_id"].to_numpy(),
+        modality="text", sample_id=cap_ids, image_id=captions["image_id"].to_numpy(),
         caption=captions["caption"].to_numpy(), label=captions["label"].to_numpy(), step=step,
         rank=r.text_rank.numpy(), positive_cosine=text_pos,
         topk_ids=[list(img_ids[row]) for row in r.text_topk.numpy()],

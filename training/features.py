@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from data import atomic
 from training.models import ClipModel, weights_fingerprint
-from training.pairs import Pairs, load_pixels
+from training.pairs import Pairs, load_pixels, normalize, to_device
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "features"
 _memory: dict[str, torch.Tensor] = {}
@@ -47,6 +49,35 @@ def _pad_tokens(x: torch.Tensor, width: int) -> torch.Tensor:
     """Zeros after the last token (dim 1) up to `width`: padding, as the attention mask says."""
     pad = [0, 0] * (x.ndim - 2) + [0, width - x.shape[1]]
     return torch.nn.functional.pad(x, pad)
+
+
+@dataclass(frozen=True)
+class TowerBatch:
+    """A batch as ClipModel.forward takes it: each tower's input, and the stage of the tower
+    it enters at (0: pixels and tokens; the tower's stage count: its finished features)."""
+
+    image: Any  # pixels, or the cached output of the image tower's frozen stages
+    text: Any  # tokens, cached features, or the frozen bottom's token states
+    image_start: int = 0
+    text_start: int = 0
+
+    def model_args(self) -> tuple:
+        return self.image, self.text, self.image_start, self.text_start
+
+    def to(self, device: torch.device) -> "TowerBatch":
+        return replace(self, image=to_device(self.image, device), text=to_device(self.text, device))
+
+    def split(self, k: int) -> list["TowerBatch"]:
+        """k micro-batches (fewer when the batch is shorter than k)."""
+        images, texts = _chunks(self.image, k), _chunks(self.text, k)
+        return [replace(self, image=i, text=t) for i, t in zip(images, texts)]
+
+
+def _chunks(x, k: int) -> list:
+    if isinstance(x, dict):
+        parts = {key: value.chunk(k) for key, value in x.items()}
+        return [{key: parts[key][i] for key in x} for i in range(len(next(iter(parts.values()))))]
+    return list(x.chunk(k))
 
 
 def _key(parts: dict) -> str:
@@ -167,10 +198,8 @@ class TowerInputs:
     def _save(self, key: str, tensor) -> None:
         _memory[key] = tensor
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        path = self.cache_dir / f"{key}.pt"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(tensor, tmp)
-        os.replace(tmp, path)
+        # Not durable: a file torn by a power cut fails to load and is computed again.
+        atomic.write(self.cache_dir / f"{key}.pt", lambda tmp: torch.save(tensor, tmp), durable=False)
 
     # -------------------------------------------------------------- batches
 
@@ -194,7 +223,28 @@ class TowerInputs:
         width = int(mask.sum(1).max())
         return {"hidden": cached["hidden"][caption_rows, :width], "attention_mask": mask[:, :width]}
 
-    def attach(self) -> None:
-        """Tell the model which inputs `forward` will receive."""
-        self.model.image_start = self.image_cut if self.image_prefix is not None else 0
-        self.model.text_start = self.text_cut if self.text_cached is not None else 0
+    @property
+    def image_start(self) -> int:
+        """The image tower stage that image_input's tensors enter at (0: pixels)."""
+        return self.image_cut if self.image_prefix is not None else 0
+
+    @property
+    def text_start(self) -> int:
+        """The text tower stage that text_input's tensors enter at (0: tokens)."""
+        return self.text_cut if self.text_cached is not None else 0
+
+    def rows_batch(self, image_rows: torch.Tensor, caption_rows: torch.Tensor) -> TowerBatch:
+        """The model inputs of these image and caption rows."""
+        return TowerBatch(self.image_input(image_rows), self.text_input(caption_rows),
+                          self.image_start, self.text_start)
+
+    def loader_batch(self, batch: dict, device: torch.device) -> TowerBatch:
+        """The model inputs of a training loader's batch, on `device`: the pixels and tokens
+        its workers decoded (uint8 pixels are normalised there), else the cached features of
+        its rows."""
+        if "pixels" in batch:
+            image = normalize(to_device(batch["pixels"], device), self.model.preprocess)
+        else:
+            image = to_device(self.image_input(batch["image_rows"].cpu()), device)
+        text = batch["tokens"] if "tokens" in batch else self.text_input(batch["caption_rows"].cpu())
+        return TowerBatch(image, to_device(text, device), self.image_start, self.text_start)

@@ -25,21 +25,16 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def _micro_batches(x, k: int) -> list:
-    if isinstance(x, dict):
-        parts = {key: value.chunk(k) for key, value in x.items()}
-        return [{key: parts[key][i] for key in x} for i in range(k)]
-    return list(x.chunk(k))
-
-
-def _local(x: torch.Tensor) -> torch.Tensor:
+def local(x: torch.Tensor) -> torch.Tensor:
+    """One process: its embeddings are the whole batch."""
     return x
 
 
-def accumulated_clip_backward(model, image_input, text_input, steps: int, backward,
-                              no_sync=nullcontext, gather=_local) -> torch.Tensor:
-    """The loss of the whole batch and its gradients, computed `steps` micro-batches at a time
-    so that only one micro-batch's activations are alive at once (open_clip's accum-freq).
+def accumulated_clip_backward(model, batch, steps: int, backward, no_sync=nullcontext,
+                              gather=local) -> torch.Tensor:
+    """The loss of the whole batch (a training.features.TowerBatch) and its gradients,
+    computed `steps` micro-batches at a time so that only one micro-batch's activations are
+    alive at once (open_clip's accum-freq).
 
     Every micro-batch still sees the whole batch as negatives: the embeddings of all
     micro-batches are computed once without gradients, then each micro-batch is recomputed
@@ -51,17 +46,17 @@ def accumulated_clip_backward(model, image_input, text_input, steps: int, backwa
     training/distributed.py), so the negatives are the global batch; it must keep the
     gradient path to the local slice. The default keeps the batch local (one process)."""
     if steps == 1:
-        image, text, scale = model(image_input, text_input)
+        image, text, scale = model(*batch.model_args())
         loss = clip_loss(gather(image), gather(text), scale)
         backward(loss)
         return loss.detach()
-    images, texts = _micro_batches(image_input, steps), _micro_batches(text_input, steps)
-    steps = len(images)  # a short last batch may split into fewer pieces
+    micro = batch.split(steps)
+    steps = len(micro)  # a short last batch may split into fewer pieces
     with torch.no_grad():
-        frozen = [model(i, t)[:2] for i, t in zip(images, texts)]
+        frozen = [model(*m.model_args())[:2] for m in micro]
     for j in range(steps):
         with no_sync() if j < steps - 1 else nullcontext():
-            image, text, scale = model(images[j], texts[j])
+            image, text, scale = model(*micro[j].model_args())
             all_images = torch.cat([f[0] for f in frozen[:j]] + [image] + [f[0] for f in frozen[j + 1:]])
             all_texts = torch.cat([f[1] for f in frozen[:j]] + [text] + [f[1] for f in frozen[j + 1:]])
             loss = clip_loss(gather(all_images), gather(all_texts), scale if j == steps - 1 else scale.detach())

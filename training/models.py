@@ -127,21 +127,19 @@ class ClipModel(nn.Module):
         self.tokenizer = tokenizer
         self.max_text_len = max_text_len
         self.name = name
-        # forward() takes the output of this stage of each tower (0: pixels and tokens; the
-        # tower's stage count: its features), as set by training.features.TowerInputs
-        self.image_start = 0
-        self.text_start = 0
 
-    def forward(self, image_input, text_input):
-        """Embeddings of a batch and the logit scale. Inputs are raw (pixels, tokens) or the
-        cached outputs of the frozen tower parts, as set by training.features.TowerInputs."""
-        return self.embed_image_input(image_input), self.embed_text_input(text_input), self.logit_scale
+    def forward(self, image_input, text_input, image_start: int = 0, text_start: int = 0):
+        """Embeddings of a batch and the logit scale. Each input is raw (pixels, tokens; start
+        0) or the output of its tower's stage `start`, the cached frozen part: a
+        training.features.TowerBatch says which (`model(*batch.model_args())`)."""
+        return (self.embed_image_input(image_input, image_start), self.embed_text_input(text_input, text_start),
+                self.logit_scale)
 
-    def embed_image_input(self, image_input) -> torch.Tensor:
-        return self.project_image(_tower_from(self.image_tower, image_input, self.image_start))
+    def embed_image_input(self, image_input, start: int = 0) -> torch.Tensor:
+        return self.project_image(_tower_from(self.image_tower, image_input, start))
 
-    def embed_text_input(self, text_input) -> torch.Tensor:
-        return self.project_text(_tower_from(self.text_tower, text_input, self.text_start))
+    def embed_text_input(self, text_input, start: int = 0) -> torch.Tensor:
+        return self.project_text(_tower_from(self.text_tower, text_input, start))
 
     def set_trainable(self, unlock_image: int, unlock_text: int) -> None:
         self.image_tower.unlock(unlock_image)

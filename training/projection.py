@@ -1,5 +1,5 @@
 """UMAP coordinates of each run's final validation embeddings (images and captions in one
-joint fit), written into embeddings.parquet so the dashboard never fits anything.
+joint fit), written to the run's umap.parquet so the dashboard never fits anything.
 
 All of a sweep's fits happen after training, one process per core (a fit is single-threaded
 so that a seed gives the same picture every time): importing umap and its first fit cost
@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from training import run_store
 
@@ -75,6 +76,9 @@ def project_runs(paths: list[Path], seed: int = 0, workers: int | None = None) -
         if fit is None:
             continue
         keys, xy, took = fit
-        run_store.update_umap(path, {k: (float(x), float(y)) for k, (x, y) in zip(keys, xy)})
+        sample_ids, modalities, steps = zip(*keys)
+        run_store.write_umap(path, pd.DataFrame(dict(sample_id=sample_ids, modality=modalities, step=steps,
+                                                     umap_x=xy[:, 0].astype(np.float32),
+                                                     umap_y=xy[:, 1].astype(np.float32))))
         seconds[path] = took
     return seconds

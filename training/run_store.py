@@ -5,7 +5,8 @@
                        status.json       RUNNING / FINISHED / FAILED / KILLED, pid, heartbeat
                        metrics.parquet   long format: step, epoch, wall_time, name, value
                        eval.parquet      long format: step, epoch, split, metric, value
-                       embeddings.parquet  per evaluated sample and modality, with UMAP x/y
+                       embeddings.parquet  per evaluated sample, modality and step: the vector
+                       umap.parquet      UMAP x/y of the last step's embeddings, fitted after the sweep
                        samples.parquet   per image and per caption: rank, top-k with cosines
                        final_weights.safetensors  the weights the run trained (heads, temperature,
                                          unlocked tower layers), for init_from and WiSE-FT
@@ -17,9 +18,10 @@ Training writes through `RunWriter`; the dashboard and the notebook read through
 `list_runs`, `load_run` and the `read_*` helpers. Only pandas and pyarrow are imported
 here so that readers never pay for torch.
 
-Every file is written atomically: a temporary sibling whose name starts with "." is
-written and then `os.replace`d over the target, so a reader (or a crash) never sees half
-a file. Readers treat a run with a missing or unreadable file as damaged and report it.
+Every file is written atomically and durably (data/atomic.py), so a reader (or a crash)
+never sees half a file. Readers treat a run with a missing or unreadable file as damaged
+and report it. The columns of each file are the schemas below: README's "Run store"
+section lists them for users.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from data import atomic
+
 STATES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING run whose process is gone
 HEARTBEAT_STALE_S = 300.0  # a live run beats every few seconds; five minutes of silence means gone
@@ -46,6 +50,7 @@ SWEEP_SUMMARY = "sweep.json"
 CONFIG, STATUS = "config.json", "status.json"
 METRICS, EVAL = "metrics.parquet", "eval.parquet"
 EMBEDDINGS, SAMPLES = "embeddings.parquet", "samples.parquet"
+UMAP = "umap.parquet"
 FINAL_WEIGHTS = "final_weights.safetensors"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: step, epoch, processes
@@ -68,18 +73,23 @@ ADDED_COLUMNS = {EVAL: ("wise_ft_ratio",)}
 EMBEDDINGS_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("modality", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("split", pa.string()),
-     ("step", pa.int64()), ("embedding", pa.list_(pa.float32())),
+     ("step", pa.int64()), ("embedding", pa.list_(pa.float32()))]
+)
+UMAP_SCHEMA = pa.schema(
+    [("sample_id", pa.string()), ("modality", pa.string()), ("step", pa.int64()),
      ("umap_x", pa.float32()), ("umap_y", pa.float32())]
 )
 SAMPLES_SCHEMA = pa.schema(
-    [("kind", pa.string()), ("sample_id", pa.string()), ("image_id", pa.string()),
+    [("modality", pa.string()), ("sample_id", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("step", pa.int64()),
      ("rank", pa.int64()), ("positive_cosine", pa.float32()),
      ("topk_ids", pa.list_(pa.string())), ("topk_scores", pa.list_(pa.float32())),
      ("thumbnail", pa.binary())]
 )
 SCHEMAS = {METRICS: METRICS_SCHEMA, EVAL: EVAL_SCHEMA, EMBEDDINGS: EMBEDDINGS_SCHEMA,
-           SAMPLES: SAMPLES_SCHEMA}
+           SAMPLES: SAMPLES_SCHEMA, UMAP: UMAP_SCHEMA}
+# Columns renamed since runs were first written: an older file is read under the new name.
+RENAMED_COLUMNS = {SAMPLES: {"kind": "modality"}}
 
 
 class RunStoreError(Exception):
@@ -87,19 +97,6 @@ class RunStoreError(Exception):
 
 
 # ---------------------------------------------------------------------------- writing
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
 def atomic_write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema, group_by: str | None = None) -> None:
@@ -113,7 +110,7 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema, gro
         with pq.ParquetWriter(buffer, schema) as writer:
             for value in sorted(pc.unique(table[group_by]).to_pylist()):
                 writer.write_table(table.filter(pc.equal(table[group_by], value)))
-    atomic_write_bytes(path, buffer.getvalue().to_pybytes())
+    atomic.write_bytes(path, buffer.getvalue().to_pybytes())
 
 
 def run_dir(runs_dir: Path | str, sweep: str, name: str) -> Path:
@@ -139,7 +136,7 @@ class RunWriter:
         self.logged_step = 0  # the last step whose metrics are logged (a signal may land between)
 
     def write_config(self, config: dict) -> None:
-        atomic_write_json(self.path / CONFIG, config)
+        atomic.write_json(self.path / CONFIG, config)
 
     def set_status(self, state: str, **fields) -> None:
         if state not in STATES:
@@ -151,7 +148,7 @@ class RunWriter:
         self._status.update(fields, state=state, heartbeat=now)
         if state != "RUNNING":
             self._status["end_time"] = now
-        atomic_write_json(self.path / STATUS, self._status)
+        atomic.write_json(self.path / STATUS, self._status)
 
     def heartbeat(self, step: int) -> None:
         self.set_status("RUNNING", step=step)
@@ -183,15 +180,17 @@ class RunWriter:
         atomic_write_parquet(self.path / EVAL, _frame(self._eval, EVAL_SCHEMA), EVAL_SCHEMA)
 
     def write_embeddings(self, frame: pd.DataFrame) -> None:
-        _write_embeddings(self.path, frame)
+        # A row group per evaluated step: readers of the last step skip step 0's vectors.
+        atomic_write_parquet(self.path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA, group_by="step")
 
     def write_samples(self, frame: pd.DataFrame) -> None:
         atomic_write_parquet(self.path / SAMPLES, frame, SAMPLES_SCHEMA)
 
 
-def _write_embeddings(path: Path, frame: pd.DataFrame) -> None:
-    # A row group per evaluated step: readers of the last step skip step 0's vectors.
-    atomic_write_parquet(path / EMBEDDINGS, frame, EMBEDDINGS_SCHEMA, group_by="step")
+def write_umap(path: Path | str, frame: pd.DataFrame) -> None:
+    """A finished run's UMAP coordinates (sample_id, modality, step, umap_x, umap_y), written
+    once after the sweep's fits."""
+    atomic_write_parquet(Path(path) / UMAP, frame, UMAP_SCHEMA)
 
 
 def _frame(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
@@ -208,7 +207,7 @@ def write_final_weights(path: Path | str, tensors: dict, metadata: dict[str, str
     from safetensors.torch import save
 
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    atomic_write_bytes(final_weights_path(path), data)
+    atomic.write_bytes(final_weights_path(path), data)
 
 
 def read_final_weights(path: Path | str) -> dict:
@@ -286,22 +285,12 @@ def _split_run_key(key: str, error: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def update_umap(path: Path, umap_xy: dict[tuple[str, str, int], tuple[float, float]]) -> None:
-    """Fill umap_x/umap_y of a run's embeddings, keyed by (sample_id, modality, step)."""
-    frame = read_embeddings(path)
-    keys = zip(frame["sample_id"], frame["modality"], frame["step"])
-    xy = [umap_xy.get(k, (math.nan, math.nan)) for k in keys]
-    frame["umap_x"] = [p[0] for p in xy]
-    frame["umap_y"] = [p[1] for p in xy]
-    _write_embeddings(path, frame)
-
-
 def write_sweep_summary(runs_dir: Path | str, sweep: str, summary: dict) -> None:
     """What one train.py invocation did for a sweep: wall time and its sweep-level stages
     (dataset preparation, the shared feature extraction, UMAP), beside the run folders."""
     folder = Path(runs_dir) / sweep
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / SWEEP_SUMMARY, summary)
+    atomic.write_json(folder / SWEEP_SUMMARY, summary)
 
 
 def read_sweep_summary(runs_dir: Path | str, sweep: str) -> dict:
@@ -312,7 +301,7 @@ def add_timing(path: Path, stage: str, seconds: float) -> None:
     """Add a stage's seconds to a run's status (e.g. UMAP, fitted after the run ended)."""
     status = json.loads((Path(path) / STATUS).read_text())
     status["timings"] = dict(status.get("timings") or {}, **{stage: round(seconds, 3)})
-    atomic_write_json(Path(path) / STATUS, status)
+    atomic.write_json(Path(path) / STATUS, status)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -445,20 +434,27 @@ def _parquet_problem(path: Path) -> str | None:
     except Exception as e:  # pyarrow raises several types for truncated or foreign files
         return f"{path.name} is unreadable ({e.__class__.__name__})"
     expected = SCHEMAS[path.name].names
-    missing = [c for c in expected if c not in schema.names and c not in ADDED_COLUMNS.get(path.name, ())]
+    renamed = RENAMED_COLUMNS.get(path.name, {})
+    present = {renamed.get(c, c) for c in schema.names}
+    missing = [c for c in expected if c not in present and c not in ADDED_COLUMNS.get(path.name, ())]
     if missing:
         return f"{path.name} lacks column(s) {', '.join(missing)}"
     return None
 
 
 def _read_parquet(path: Path, schema: pa.Schema, columns: list[str] | None = None, filters=None) -> pd.DataFrame:
-    """A run file as a frame with the contract's columns, or an empty frame if unreadable."""
+    """A run file as a frame with the contract's columns (an older file's renamed columns
+    under their new names), or an empty frame if unreadable."""
+    renamed = RENAMED_COLUMNS.get(path.name, {})
     try:
-        frame = pq.read_table(path, columns=columns, filters=filters).to_pandas()
+        present = pq.read_schema(path).names
+        old_names = {new: old for old, new in renamed.items() if old in present}
+        wanted = None if columns is None else [old_names.get(c, c) for c in columns]
+        frame = pq.read_table(path, columns=wanted, filters=filters).to_pandas()
     except Exception:
         names = columns or schema.names
         return pd.DataFrame({n: pd.Series(dtype=schema.field(n).type.to_pandas_dtype()) for n in names})
-    return frame
+    return frame.rename(columns=renamed)
 
 
 def read_metrics(path: Path | str) -> pd.DataFrame:
@@ -514,11 +510,16 @@ def read_samples(path: Path | str, columns: list[str] | None = None) -> pd.DataF
     return _read_parquet(Path(path) / SAMPLES, SAMPLES_SCHEMA, columns)
 
 
+def read_umap(path: Path | str) -> pd.DataFrame:
+    """A run's UMAP coordinates (empty until the sweep's fits have run)."""
+    return _read_parquet(Path(path) / UMAP, UMAP_SCHEMA)
+
+
 def file_stamp(path: Path | str) -> tuple:
     """(mtime, size) of every run file: a cache key that changes when any file is rewritten."""
     path = Path(path)
     stamp = []
-    for name in (CONFIG, STATUS, METRICS, EVAL, EMBEDDINGS, SAMPLES):
+    for name in (CONFIG, STATUS, METRICS, EVAL, EMBEDDINGS, SAMPLES, UMAP):
         try:
             st = (path / name).stat()
             stamp.append((name, st.st_mtime_ns, st.st_size))
@@ -528,21 +529,11 @@ def file_stamp(path: Path | str) -> tuple:
 
 
 def needs_umap(path: Path | str) -> bool:
-    """A finished run whose final embeddings have no UMAP coordinates yet."""
-    last = read_embeddings(path, with_vectors=False, last_step=True)
-    return len(last) > 0 and bool(last["umap_x"].isna().all())
+    """A finished run with embeddings and no UMAP coordinates yet."""
+    if (Path(path) / UMAP).exists():
+        return False
+    try:
+        return pq.ParquetFile(Path(path) / EMBEDDINGS).metadata.num_rows > 0
+    except Exception:  # unreadable: the run is shown as damaged, and there is nothing to fit
+        return False
 
-
-def final_eval(path: Path | str, split: str = "val") -> dict[str, float]:
-    """The metrics of a run's last evaluation on `split` (its latest step)."""
-    return eval_at(read_eval(path), split)
-
-
-def eval_at(evals: pd.DataFrame, split: str = "val", which: str = "last") -> dict[str, float]:
-    """metric -> value of the `which` ("first" or "last") evaluation on `split` in an eval frame
-    (read_eval's rows, of one run)."""
-    rows = evals[evals["split"] == split]
-    if rows.empty:
-        return {}
-    rows = rows[rows["step"] == (rows["step"].max() if which == "last" else rows["step"].min())]
-    return dict(zip(rows["metric"], rows["value"]))

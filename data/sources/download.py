@@ -4,7 +4,6 @@ clearly when the host cannot be reached, resume a partial download, unpack once.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import urllib.error
@@ -12,6 +11,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from data import atomic
 
 CONNECT_TIMEOUT_S = 5.0  # fail fast offline: no retries against a host that is not there
 READ_TIMEOUT_S = 60.0
@@ -52,7 +53,7 @@ def fetch(url: str, dest: Path) -> Path:
         response = urllib.request.urlopen(request, timeout=READ_TIMEOUT_S)
     except urllib.error.HTTPError as e:
         if e.code == 416:  # the part file is already complete
-            os.replace(part, dest)
+            atomic.publish(part, dest)
             return dest
         raise DownloadUnavailable(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
     except OSError as e:
@@ -68,7 +69,7 @@ def fetch(url: str, dest: Path) -> Path:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
-    os.replace(part, dest)
+    atomic.publish(part, dest)
     return dest
 
 

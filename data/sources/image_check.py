@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from data import atomic
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 EXIF_ORIENTATION = 0x0112
@@ -108,9 +109,7 @@ def check_image(job: ImageJob) -> ImageResult:
                          Image.Resampling.BICUBIC, reducing_gap=3.0)
     dest = Path(job.dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-    os.replace(tmp, dest)
+    atomic.write(dest, lambda tmp: img.save(tmp, format="JPEG", quality=JPEG_QUALITY))
     return ImageResult(None, str(dest), fixes)
 
 
