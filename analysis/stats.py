@@ -1,0 +1,359 @@
+"""Uncertainty of retrieval figures and of comparisons between runs, from per-query outcomes.
+
+Pure functions of arrays: one value per query (an image's rank of its first right caption,
+a caption's rank of its image, or 0/1 "right at k"), aligned by query between runs. The
+unit of resampling is the validation IMAGE: a caption-level outcome comes with `groups`,
+the image id of each caption, and a resample draws images, each with all of its captions
+(the cluster bootstrap, Davison & Hinkley 1997, sec. 3.8), because captions of one image
+succeed or fail together. The gallery is held fixed: a resample reuses each query's rank,
+so the intervals are over which queries were drawn, not over the items ranked against them.
+
+Intervals are scipy.stats.bootstrap's BCa (Efron 1987; Efron & Tibshirani 1993, ch. 14):
+retrieval rates sit near 0 or 1, where the bootstrap distribution is skewed and the
+percentile interval's coverage drops; BCa corrects bias and skewness (second-order
+accurate) at the price of a jackknife. Two runs are compared paired, per query, with a
+sign-flip permutation test (scipy.stats.permutation_test) and McNemar's exact test
+(scipy.stats.binomtest); configurations with several seeds with a two-level bootstrap
+over seeds and images. Seeds are fixed, so every figure is reproducible.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CONFIDENCE = 0.95  # the design's "95% interval"
+N_RESAMPLES = 9999  # scipy's default: Monte Carlo error of a 2.5% quantile well under 0.001 of a rate
+SEED = 0  # fixed: the same data gives the same interval in the dashboard, the notebook and the summary
+BATCH_ELEMENTS = 2**22  # ints per resample batch: ~32 MiB whatever the number of images
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    diff: float  # mean of b - a over queries
+    low: float
+    high: float
+    p_value: float  # sign-flip permutation test, two-sided
+
+
+@dataclass(frozen=True)
+class McNemar:
+    a_only: int  # queries a gets right and b wrong
+    b_only: int
+    p_value: float
+
+
+@dataclass(frozen=True)
+class GroupDifference:
+    diff: float  # mean over b's runs minus mean over a's runs
+    low: float  # seeds and images both resampled
+    high: float
+    image_low: float  # images resampled, seeds held fixed
+    image_high: float
+    seed_sd: float  # sd of one run's figure across seeds, pooled over both configurations
+    image_se: float  # image-bootstrap standard error of one run's figure (root mean square over runs)
+
+
+# ---------------------------------------------------------------------------- one figure
+
+
+def _units(values: np.ndarray, groups) -> tuple[np.ndarray, int]:
+    """The resampling unit (image) of each value, as 0..n_units-1; each value its own unit without groups."""
+    if groups is None:
+        return np.arange(len(values)), len(values)
+    groups = np.asarray(groups)
+    if groups.shape != values.shape:
+        raise ValueError(f"groups has shape {groups.shape}, the values {values.shape}: one image id per value")
+    labels, inverse = np.unique(groups, return_inverse=True)
+    return inverse, len(labels)
+
+
+def _of_units(values: np.ndarray, unit: np.ndarray, n_units: int, statistic: Callable) -> Callable:
+    """statistic(unit indices, axis=-1): the statistic of the values of the drawn units, each
+    with all of its members, for every row of a batch of draws."""
+    if statistic is np.mean:
+        # The mean of the concatenated members is a ratio of sums: vectorised over the batch.
+        sums = np.bincount(unit, weights=values, minlength=n_units)
+        counts = np.bincount(unit, minlength=n_units)
+        return lambda idx, axis=-1: sums[idx].sum(axis) / counts[idx].sum(axis)
+
+    def of_rows(idx, axis=-1):
+        rows = idx.reshape(-1, idx.shape[-1])
+        drawn = (np.bincount(row, minlength=n_units)[unit] for row in rows)
+        return np.reshape([statistic(np.repeat(values, times), axis=-1) for times in drawn], idx.shape[:-1])
+    return of_rows
+
+
+def _bootstrap(data: tuple, statistic: Callable, per_draw: int, confidence: float, n_resamples: int,
+               seed: int, method: str, previous=None):
+    """scipy.stats.bootstrap in batches of BATCH_ELEMENTS; `previous` reuses its resamples."""
+    with warnings.catch_warnings():
+        # Degenerate data (every resample equal) is detected from the result and handled by the caller.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return stats.bootstrap(data, statistic, n_resamples=0 if previous else n_resamples,
+                               confidence_level=confidence, method=method, bootstrap_result=previous,
+                               batch=max(1, BATCH_ELEMENTS // per_draw), rng=np.random.default_rng(seed),
+                               vectorized=True)
+
+
+def _is_binary(values: np.ndarray) -> bool:
+    return bool(np.isin(values, (0, 1)).all())
+
+
+def bootstrap_interval(values, groups=None, statistic: Callable = np.mean, confidence: float = CONFIDENCE,
+                       n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                       proportion: bool = False) -> tuple[float, float, float]:  # ranks and differences are not rates
+    """(estimate, low, high): the BCa bootstrap interval of `statistic` over images.
+
+    `statistic(x, axis)` reduces like np.mean (which takes a vectorised path; any other is
+    applied to each resample's values one resample at a time). With `groups` (the image id
+    of each value) images are resampled with all their values: the cluster bootstrap.
+    `proportion`: the values are 0/1 outcomes and the statistic is their rate (R@k).
+
+    Where BCa cannot be computed (its jackknife or bootstrap distribution has no spread, as
+    with all-0 or all-1 outcomes): a proportion that is all 0 or all 1 gets the exact
+    Clopper-Pearson interval (scipy.stats.binomtest), counting one trial per image, which is
+    conservative for captions; anything else gets the percentile interval of the same
+    resamples, [p, p] when every resample gives p."""
+    values = np.asarray(values, dtype=float)
+    if proportion and not (statistic is np.mean and _is_binary(values)):
+        raise ValueError("a proportion is the mean of 0/1 outcomes")
+    unit, n_units = _units(values, groups)
+    if n_units < 2:
+        raise ValueError(f"a bootstrap over images needs at least two images, got {n_units}")
+    of_units = _of_units(values, unit, n_units, statistic)
+    estimate = float(of_units(np.arange(n_units)))
+    result = _bootstrap((np.arange(n_units),), of_units, n_units, confidence, n_resamples, seed, "BCa")
+    low, high = result.confidence_interval
+    if np.isfinite(low) and np.isfinite(high):
+        return estimate, float(low), float(high)
+    if proportion and estimate in (0.0, 1.0):
+        ci = stats.binomtest(int(estimate * n_units), n_units).proportion_ci(confidence, method="exact")
+        return estimate, float(ci.low), float(ci.high)
+    low, high = _bootstrap((np.arange(n_units),), of_units, n_units, confidence, n_resamples, seed, "percentile",
+                           previous=result).confidence_interval
+    return estimate, float(low), float(high)
+
+
+def recall_at_k_intervals(image_ranks, text_ranks, text_image_ids, ks=(1, 5, 10), confidence: float = CONFIDENCE,
+                          n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict[str, tuple[float, float, float]]:
+    """metric -> (value, low, high) for i2t/t2i R@k and mean rank; captions resampled with their images."""
+    image_ranks, text_ranks = np.asarray(image_ranks, dtype=float), np.asarray(text_ranks, dtype=float)
+    options = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
+    out = {}
+    for prefix, ranks, groups in (("i2t", image_ranks, None), ("t2i", text_ranks, text_image_ids)):
+        for k in ks:
+            out[f"{prefix}_R@{k}"] = bootstrap_interval((ranks <= k).astype(float), groups, proportion=True,
+                                                        **options)
+        out[f"{prefix}_mean_rank"] = bootstrap_interval(ranks, groups, **options)
+    return out
+
+
+# ---------------------------------------------------------------------------- two runs, same queries
+
+
+def _aligned(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired outcomes need one value per query in both runs, got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def _sign_flip_p_value(a: np.ndarray, b: np.ndarray, groups, n_resamples: int, seed: int) -> float:
+    """Two-sided p-value of "a and b are exchangeable within each image".
+
+    scipy.stats.permutation_test with permutation_type="samples" swaps a and b within a pair,
+    i.e. flips the sign of its difference (exact when 2**pairs <= n_resamples). Pairs are
+    images: a caption-level outcome is summed per image first, so all captions of an image
+    flip together; the mean over captions is then a fixed multiple of the mean of those sums."""
+    unit, n_units = _units(a, groups)
+    a_units = np.bincount(unit, weights=a, minlength=n_units)
+    b_units = np.bincount(unit, weights=b, minlength=n_units)
+    result = stats.permutation_test((a_units, b_units), lambda x, y, axis: np.mean(y - x, axis=axis),
+                                    permutation_type="samples", n_resamples=n_resamples, vectorized=True,
+                                    rng=np.random.default_rng(seed))
+    return float(result.pvalue)
+
+
+def paired_difference(a, b, groups=None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                      seed: int = SEED) -> PairedDifference:
+    """b - a for two runs evaluated on the same queries (aligned by query).
+
+    The interval is the BCa bootstrap of the per-query difference (bootstrap_interval), so
+    each resample draws the same images for both runs: the pairing removes the variation the
+    runs share (which images are hard). The p-value is the sign-flip permutation test. With
+    only a handful of queries where the runs differ, the resamples take few distinct values
+    and the interval is too narrow; the p-value (or mcnemar_exact for 0/1 outcomes) is then
+    the safer guide."""
+    a, b = _aligned(a, b)
+    diff, low, high = bootstrap_interval(b - a, groups, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    return PairedDifference(diff, low, high, _sign_flip_p_value(a, b, groups, n_resamples, seed))
+
+
+def mcnemar_exact(a_correct, b_correct) -> McNemar:
+    """McNemar's exact test of equal R@1 (McNemar 1947): under the null, each query that one
+    run gets right and the other wrong is equally likely either way, so b_only ~ Binomial(a_only
+    + b_only, 1/2) (scipy.stats.binomtest). Queries are taken as independent: use it on image
+    outcomes (i2t), or expect it to overstate the evidence from several captions per image."""
+    a, b = _aligned(a_correct, b_correct)
+    if not (_is_binary(a) and _is_binary(b)):
+        raise ValueError("McNemar's test needs 0/1 (right/wrong) outcomes")
+    a_only, b_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    discordant = a_only + b_only
+    p_value = stats.binomtest(b_only, discordant).pvalue if discordant else 1.0  # nothing tells them apart
+    return McNemar(a_only, b_only, float(p_value))
+
+
+def _examples(ids, most: int = 3) -> str:
+    ids = sorted(map(str, ids))
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _same_queries(a: pd.DataFrame, b: pd.DataFrame, query: str, group: str | None) -> None:
+    """Raises ValueError naming how the two runs' query sets differ."""
+    for name, frame in (("a", a), ("b", b)):
+        repeated = frame[query][frame[query].duplicated()]
+        if len(repeated):
+            raise ValueError(f"run {name} has {len(repeated)} repeated {query}(s): {_examples(repeated)}")
+    only_a, only_b = set(a[query]) - set(b[query]), set(b[query]) - set(a[query])
+    if only_a or only_b:
+        raise ValueError(f"the runs were evaluated on different query sets: {len(only_a)} {query}(s) only in a "
+                         f"({_examples(only_a)}), {len(only_b)} only in b ({_examples(only_b)})")
+    if group is not None:
+        joined = a[[query, group]].merge(b[[query, group]], on=query, suffixes=("_a", "_b"))
+        moved = joined.loc[joined[f"{group}_a"] != joined[f"{group}_b"], query]
+        if len(moved):
+            raise ValueError(f"the runs were evaluated on different query sets: {len(moved)} {query}(s) belong to "
+                             f"another {group} in b ({_examples(moved)})")
+
+
+def compare_runs(a: pd.DataFrame, b: pd.DataFrame, outcome: str, query: str = "sample_id",
+                 group: str | None = "image_id", confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                 seed: int = SEED) -> PairedDifference:
+    """paired_difference of the `outcome` column of two runs' per-query frames (one row per
+    query, e.g. one kind and step of samples.parquet), matched on `query` and clustered by
+    `group`. Refuses (ValueError) runs evaluated on different queries: a paired comparison
+    of different sets would mix the runs' difference with the sets'."""
+    _same_queries(a, b, query, group)
+    b = b.set_index(query).loc[a[query]]
+    return paired_difference(a[outcome].to_numpy(), b[outcome].to_numpy(),
+                             None if group is None else a[group].to_numpy(),
+                             confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+# ---------------------------------------------------------------------------- two configurations, several seeds
+
+
+def _runs(runs) -> np.ndarray:
+    runs = np.asarray(runs, dtype=float)
+    if runs.ndim != 2 or len(runs) < 2:
+        raise ValueError(f"a configuration needs two or more runs of per-query outcomes [runs, queries], got shape "
+                         f"{runs.shape}; compare single runs with paired_difference")
+    return runs
+
+
+def _unit_sums(runs: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """[runs, images]: each run's outcomes summed per image."""
+    return np.stack([np.bincount(unit, weights=run, minlength=n_units) for run in runs])
+
+
+def _figures(sums: np.ndarray, counts: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """[runs, ...]: each run's mean outcome over the queries of the drawn images."""
+    return sums[:, images].sum(-1) / counts[images].sum(-1)
+
+
+def _two_level_statistic(a_sums: np.ndarray, b_sums: np.ndarray, counts: np.ndarray) -> Callable:
+    """statistic(a seeds, b seeds, images, axis=-1): mean figure of the drawn b runs minus that
+    of the drawn a runs, every run's figure computed on the same drawn images."""
+    def mean_of_drawn(sums, seeds, images):
+        per_run = np.moveaxis(_figures(sums, counts, images), 0, -1)
+        return np.take_along_axis(per_run, np.broadcast_to(seeds, per_run.shape), axis=-1).mean(-1)
+
+    return lambda ia, ib, images, axis=-1: mean_of_drawn(b_sums, ib, images) - mean_of_drawn(a_sums, ia, images)
+
+
+def group_difference(a_runs, b_runs, groups=None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                     seed: int = SEED) -> GroupDifference:
+    """Configuration b minus configuration a, each given as [runs (seeds), queries] outcomes on the same queries.
+
+    A two-level bootstrap of a crossed design (seeds x images, every run scored on every
+    query): the pigeonhole bootstrap (Owen 2007, Ann. Appl. Stat. 1:386). Seeds are resampled
+    within each configuration and images once per resample, shared by every run so the
+    pairing by image is kept; scipy.stats.bootstrap does it with three unpaired samples: a's
+    seed indices, b's and the image indices. Percentile interval: BCa's jackknife over a
+    handful of seeds is too unstable to correct anything. Two biases of opposite sign: with
+    R seeds the bootstrap sees (R-1)/R of the seed variance (2/3 for three seeds); and
+    resampling both factors counts the seed-by-image interaction (which queries a seed
+    happens to get right) about three times over (Owen 2007), so where that dominates, as
+    with 0/1 outcomes, the interval errs wide. The image-only interval holds the seeds fixed,
+    for comparison; seed_sd and image_se say which variation dominates."""
+    a_runs, b_runs = _runs(a_runs), _runs(b_runs)
+    if a_runs.shape[1] != b_runs.shape[1]:
+        raise ValueError(f"the configurations cover {a_runs.shape[1]} and {b_runs.shape[1]} queries: not the same set")
+    unit, n_units = _units(a_runs[0], groups)
+    counts = np.bincount(unit, minlength=n_units)
+    a_sums, b_sums = _unit_sums(a_runs, unit, n_units), _unit_sums(b_runs, unit, n_units)
+    statistic = _two_level_statistic(a_sums, b_sums, counts)
+    seeds_a, seeds_b, images = np.arange(len(a_runs)), np.arange(len(b_runs)), np.arange(n_units)
+    per_draw = n_units * (len(a_runs) + len(b_runs))
+    both = _bootstrap((seeds_a, seeds_b, images), statistic, per_draw, confidence, n_resamples, seed, "percentile")
+    image_only = _bootstrap((images,), lambda idx, axis=-1: statistic(seeds_a, seeds_b, idx), per_draw,
+                            confidence, n_resamples, seed, "percentile")
+    # One bootstrap for every run's figure at once (a vector-valued statistic): its standard errors.
+    all_sums = np.concatenate([a_sums, b_sums])
+    per_run = _bootstrap((images,), lambda idx, axis=-1: _figures(all_sums, counts, idx), per_draw, confidence,
+                         n_resamples, seed, "percentile")
+    return GroupDifference(
+        diff=float(statistic(seeds_a, seeds_b, images)),
+        low=float(both.confidence_interval.low), high=float(both.confidence_interval.high),
+        image_low=float(image_only.confidence_interval.low), image_high=float(image_only.confidence_interval.high),
+        seed_sd=_pooled_sd(_figures(a_sums, counts, images), _figures(b_sums, counts, images)),
+        image_se=float(np.sqrt(np.mean(per_run.standard_error ** 2))))
+
+
+def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
+    """The standard deviation within two groups of figures, pooled (each about its own mean)."""
+    pooled = ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    return float(np.sqrt(pooled))
+
+
+# ---------------------------------------------------------------------------- wording and highlights
+
+
+def _decimals(metric: str) -> int:
+    return 1 if metric.endswith("_rank") else 3  # ranks run to tens; rates live in [0, 1]
+
+
+def verdict(diff: float, low: float, high: float, metric: str, higher_is_better: bool = True) -> str:
+    """"higher (better), +0.040 [0.020, 0.060]": a direction only where the interval excludes 0,
+    otherwise "no detectable difference", always with the difference and its interval."""
+    d = _decimals(metric)
+    figures = f"{diff:+.{d}f} [{low:.{d}f}, {high:.{d}f}]"
+    if low <= 0 <= high:
+        return f"no detectable difference, {figures}"
+    higher = low > 0
+    better = "better" if higher == higher_is_better else "worse"
+    return f"{'higher' if higher else 'lower'} ({better}), {figures}"
+
+
+def indistinguishable_from_best(outcomes: Mapping[str, np.ndarray], groups=None, higher_is_better: bool = True,
+                                confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                                seed: int = SEED) -> dict[str, bool]:
+    """run -> whether it shares the "best" highlight of a column: the best run by its mean
+    outcome, and every run whose paired interval against it (bootstrap_interval of the
+    per-query difference) includes 0. `outcomes` holds per-query outcomes aligned by query."""
+    outcomes = {name: np.asarray(values, dtype=float) for name, values in outcomes.items()}
+    best = (max if higher_is_better else min)(outcomes, key=lambda name: outcomes[name].mean())
+
+    def includes_zero(values: np.ndarray) -> bool:
+        _, low, high = bootstrap_interval(values - outcomes[best], groups, confidence=confidence,
+                                          n_resamples=n_resamples, seed=seed)
+        return low <= 0 <= high
+
+    return {name: name == best or includes_zero(values) for name, values in outcomes.items()}
