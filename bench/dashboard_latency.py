@@ -79,24 +79,29 @@ def unit(x: np.ndarray) -> np.ndarray:
 def embeddings(rng, ids, labels, captions, step: int) -> pd.DataFrame:
     images = unit(rng.normal(size=(N_IMAGES, DIM)))
     texts = unit(images + rng.normal(scale=1.5, size=images.shape))
+    rows = []
+    for modality, vectors, prefix in (("image", images, "img:"), ("text", texts, "txt:")):
+        rows.append(pd.DataFrame(dict(
+            sample_id=[prefix + i for i in ids], modality=modality, image_id=ids, caption=captions, label=labels,
+            split="val", step=step, embedding=list(vectors))))
+    return pd.concat(rows, ignore_index=True)
+
+
+def umap_points(rng, ids, labels, step: int) -> pd.DataFrame:
+    """Coordinates in clusters by label, captions near their images, as a fit would place them."""
     centres = rng.normal(scale=6, size=(N_LABELS, 2))
     label_idx = np.array([int(l[1:]) for l in labels])
     xy_img = centres[label_idx] + rng.normal(size=(N_IMAGES, 2))
     xy_txt = xy_img + rng.normal(scale=0.7, size=(N_IMAGES, 2))
-    nan = np.full(N_IMAGES, np.nan, dtype=np.float32)
-    rows = []
-    for modality, vectors, xy, prefix in (("image", images, xy_img, "img:"), ("text", texts, xy_txt, "txt:")):
-        rows.append(pd.DataFrame(dict(
-            sample_id=[prefix + i for i in ids], modality=modality, image_id=ids, caption=captions, label=labels,
-            split="val", step=step, embedding=list(vectors),
-            umap_x=xy[:, 0].astype(np.float32) if step else nan,
-            umap_y=xy[:, 1].astype(np.float32) if step else nan)))
+    rows = [pd.DataFrame(dict(sample_id=[prefix + i for i in ids], modality=modality, step=step,
+                              umap_x=xy[:, 0].astype(np.float32), umap_y=xy[:, 1].astype(np.float32)))
+            for modality, xy, prefix in (("image", xy_img, "img:"), ("text", xy_txt, "txt:"))]
     return pd.concat(rows, ignore_index=True)
 
 
 def samples(rng, ids, labels, captions, thumbs, step: int) -> pd.DataFrame:
     rows = []
-    for kind, prefix, other in (("image", "img:", ["txt:" + i for i in ids]), ("text", "txt:", list(ids))):
+    for modality, prefix, other in (("image", "img:", ["txt:" + i for i in ids]), ("text", "txt:", list(ids))):
         ranks = np.minimum(rng.geometric(0.15, N_IMAGES), N_IMAGES)
         pos = rng.uniform(0.1, 0.6, N_IMAGES).astype(np.float32)
         topk_ids, topk_scores = [], []
@@ -107,9 +112,9 @@ def samples(rng, ids, labels, captions, thumbs, step: int) -> pd.DataFrame:
             topk_ids.append(picks)
             topk_scores.append(np.sort(rng.uniform(0, 0.7, TOP_K).astype(np.float32))[::-1])
         rows.append(pd.DataFrame(dict(
-            kind=kind, sample_id=[prefix + i for i in ids], image_id=ids, caption=captions, label=labels, step=step,
+            modality=modality, sample_id=[prefix + i for i in ids], image_id=ids, caption=captions, label=labels, step=step,
             rank=ranks, positive_cosine=pos, topk_ids=topk_ids, topk_scores=topk_scores,
-            thumbnail=thumbs if kind == "image" else [None] * N_IMAGES)))
+            thumbnail=thumbs if modality == "image" else [None] * N_IMAGES)))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -130,6 +135,7 @@ def write_run(root: Path, n: int, rng, ids, labels, captions, thumbs) -> None:
     steps = [embeddings(rng, ids, labels, captions, s) for s in (0, STEPS)]
     writer.write_embeddings(pd.concat(steps, ignore_index=True))
     writer.write_samples(samples(rng, ids, labels, captions, thumbs, STEPS))
+    run_store.write_umap(writer.path, umap_points(rng, ids, labels, STEPS))
     writer.set_status("FINISHED", step=STEPS)
 
 

@@ -53,13 +53,56 @@ def load_manifest(name_or_path: str | Path, data_dir: Path = DATA_DIR) -> pd.Dat
     return frame
 
 
+DUPLICATE_EXAMPLES = 5  # per kind in report.json: enough to recognise the pattern
+
+
+def duplicates(frame: pd.DataFrame, folder: Path) -> dict:
+    """Captions shared word for word by several images, and images whose files are
+    byte-identical: retrieval cannot tell such items apart, so their ties decide ranks
+    (training/metrics.py counts a tie against the query). Counts per split, with examples."""
+    per_caption = frame.groupby("caption")["image_id"].nunique()
+    shared = per_caption[per_caption > 1].sort_values(ascending=False)
+    images = frame.drop_duplicates("image_id")
+    same_bytes: dict[str, list[str]] = {}
+    for image_id, path in zip(images["image_id"], images["image_path"]):
+        same_bytes.setdefault(hashlib.sha256((folder / path).read_bytes()).hexdigest(), []).append(image_id)
+    copies = sorted(sorted(ids) for ids in same_bytes.values() if len(ids) > 1)
+    images_of = images.set_index("image_id")["split"]
+    return {
+        "shared_captions": int(len(shared)),
+        "images_with_a_shared_caption": {split: int(n) for split, n in frame[frame["caption"].isin(shared.index)]
+                                         .drop_duplicates("image_id")["split"].value_counts().items()},
+        "shared_caption_examples": [{"caption": c, "images": int(n)} for c, n in shared.head(DUPLICATE_EXAMPLES).items()],
+        "identical_image_sets": len(copies),
+        "images_in_identical_sets": {split: int(n) for split, n in
+                                     images_of[[i for ids in copies for i in ids]].value_counts().items()},
+        "identical_image_examples": copies[:DUPLICATE_EXAMPLES],
+    }
+
+
+def duplicate_lines(found: dict) -> list[str]:
+    """What preparation prints about duplicates."""
+    if not found.get("shared_captions") and not found.get("identical_image_sets"):
+        return ["duplicates: no caption is shared by two images, no two image files are identical"]
+    lines = [f"duplicates: {found['shared_captions']} caption(s) shared word for word by several images "
+             f"(images per split: {found['images_with_a_shared_caption']}); "
+             f"{found['identical_image_sets']} set(s) of byte-identical images "
+             f"(images per split: {found['images_in_identical_sets']}). Ties among them count against "
+             f"retrieval queries."]
+    lines += [f"  shared: {e['caption']!r} by {e['images']} images" for e in found["shared_caption_examples"]]
+    lines += [f"  identical: {', '.join(ids)}" for ids in found["identical_image_examples"]]
+    return lines
+
+
 def write_manifest(frame: pd.DataFrame, folder: Path, report: dict) -> Path:
-    """Write manifest.parquet (atomically: never half a manifest) and report.json."""
+    """Write manifest.parquet (atomically: never half a manifest) and report.json, which
+    includes the duplicates found."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"manifest lacks column(s) {missing}")
     check_splits_by_image(frame)
     folder.mkdir(parents=True, exist_ok=True)
+    report["duplicates"] = duplicates(frame, folder)
     path = folder / MANIFEST
     atomic.write(path, lambda tmp: frame.reset_index(drop=True).to_parquet(tmp, index=False))
     atomic.write_json(folder / REPORT, report)

@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.manifest import DATA_DIR, write_manifest  # noqa: E402
+from data.manifest import DATA_DIR, duplicate_lines, write_manifest  # noqa: E402
 from data.sources.skips import summary_lines  # noqa: E402
 
 
@@ -110,7 +110,7 @@ def prepare(argv: list[str] | None = None) -> Path:
     splits = manifest.drop_duplicates("image_id")["split"].value_counts().to_dict()
     print(f"wrote {path}: {len(manifest)} rows, {manifest['image_id'].nunique()} images, "
           f"splits {splits}, {report['seconds']} s")
-    print("\n".join(summary_lines(report)))
+    print("\n".join(summary_lines(report) + duplicate_lines(report["duplicates"])))
     return path
 
 

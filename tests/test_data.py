@@ -69,3 +69,31 @@ def test_openmoji_prepare_subset(tmp_path):
     from PIL import Image
     with Image.open(m.image_path.iloc[0]) as img:
         assert img.size == (64, 64)
+
+
+def test_preparation_reports_shared_captions_and_identical_images(tmp_path):
+    """A caption shared word for word by two images, and two byte-identical image files,
+    are counted per split with examples in report.json."""
+    from PIL import Image
+
+    from data.manifest import duplicates
+
+    for name, colour in (("a", "red"), ("b", "red"), ("c", "blue"), ("d", "green")):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / f"{name}.png")
+    frame = pd.DataFrame(dict(image_id=list("abcd"), image_path=[f"{n}.png" for n in "abcd"],
+                              caption=["a red square", "a red box", "a shape", "a shape"],
+                              split=["train", "val", "val", "val"], label=""))
+    found = duplicates(frame, tmp_path)
+    assert found["shared_captions"] == 1 and found["shared_caption_examples"] == [{"caption": "a shape", "images": 2}]
+    assert found["images_with_a_shared_caption"] == {"val": 2}
+    assert found["identical_image_sets"] == 1 and found["identical_image_examples"] == [["a", "b"]]
+    assert found["images_in_identical_sets"] == {"train": 1, "val": 1}
+    clean = duplicates(frame.assign(caption=list("wxyz")).iloc[1:], tmp_path)
+    assert clean["shared_captions"] == 0 and clean["identical_image_sets"] == 0
+
+
+def test_prepared_dataset_has_a_duplicates_report(synthetic_data):
+    import json
+
+    report = json.loads((synthetic_data / "report.json").read_text())
+    assert {"shared_captions", "identical_image_sets"} <= set(report["duplicates"])

@@ -200,3 +200,14 @@ def test_umap_is_handed_each_point_s_exact_cosine_neighbours():
     assert (np.sort(idx, axis=1) == np.sort(want, axis=1)).all()
     assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
     assert np.allclose(dist, np.take_along_axis(full, idx, axis=1), atol=1e-6)
+
+
+def test_zero_shot_ties_count_against_the_image():
+    """A collapsed model (every label prompt the same vector) gets no image right, instead of
+    every image whose label happens to come first."""
+    img = F.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    labels = ["a", "a", "b", "b", "c", "c"]
+    same = torch.ones(3, 4) / 2
+    assert metrics.zero_shot_accuracy(img, labels, same, ["a", "b", "c"]) == 0.0
+    exact = F.normalize(torch.eye(3, 4), dim=-1)
+    assert metrics.zero_shot_correct(exact[[0, 0, 1, 1, 2, 2]], labels, exact, ["a", "b", "c"]).all()

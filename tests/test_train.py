@@ -166,3 +166,40 @@ def test_an_exception_leaves_a_failed_run_with_its_traceback(synthetic_data, tmp
     [run] = run_store.list_runs(runs)
     assert run.state == "FAILED" and "the model exploded" in run.status["error"]
     assert run.status["end_time"] >= run.status["start_time"]
+
+
+def test_seeds_are_replicates_of_one_group(tmp_path):
+    """seeds in [base] or per run (or --seeds) make one run per seed, named <run>.s<seed>,
+    differing from each other in the seed alone; a seeded init_from follows the seed."""
+    sweep = tmp_path / "seeded.toml"
+    sweep.write_text('name = "seeded"\n[base]\nmodel = "tiny-clip"\nseeds = [0, 1]\n'
+                     '[runs.a]\n[runs.b]\nseeds = [3]\n[runs.c]\ninit_from = "a"\n')
+    runs = {c.name: c for c in load_sweep(sweep).runs}
+    assert sorted(runs) == ["a.s0", "a.s1", "b.s3", "c.s0", "c.s1"]
+    assert (runs["a.s1"].group, runs["a.s1"].seed, runs["c.s1"].init_from) == ("a", 1, "a.s1")
+    a0, a1 = runs["a.s0"].to_dict(), runs["a.s1"].to_dict()
+    assert {k for k in a0 if a0[k] != a1[k]} == {"name", "seed"}
+    assert sorted(c.name for c in load_sweep(sweep, seeds=[0, 1, 2], only=["a"]).runs) == ["a.s0", "a.s1", "a.s2"]
+    sweep.write_text('name = "bad"\n[base]\nmodel = "tiny-clip"\n[runs.a]\nseeds = [0]\n'
+                     '[runs.b]\nseeds = [1]\ninit_from = "a"\n')
+    with pytest.raises(ConfigError, match="has no seed 1"):
+        load_sweep(sweep)
+    with pytest.raises(ConfigError, match="distinct non-negative"):
+        load_sweep(sweep, seeds=[0, 0])
+
+
+def test_reported_evaluations_carry_intervals_and_the_rest_none(tiny_runs):
+    """Step 0 and each split's last evaluation have a 95% interval around every R@k, mean rank
+    and zero-shot figure; the evaluations in between have none (NaN)."""
+    e = run_store.read_eval(tiny_runs / "tiny" / "locked")
+    figures = e[e.metric.isin(["i2t_R@1", "t2i_R@5", "i2t_mean_rank", "zero_shot_accuracy"])]
+    ends = figures.step.isin([0, figures.step.max()])
+    assert figures[ends][["low", "high"]].notna().all().all()
+    assert ((figures.low <= figures.value + 1e-12) & (figures.value <= figures.high + 1e-12))[ends].all()
+    assert figures[~ends][["low", "high"]].isna().all().all() and (~ends).any()
+    assert e[e.metric == "modality_gap"][["low", "high"]].isna().all().all()
+    s = run_store.read_samples(tiny_runs / "tiny" / "locked")
+    images = s[s.modality == "image"]
+    last = last_eval(e)
+    assert images.zero_shot_correct.mean() == pytest.approx(last["zero_shot_accuracy"])
+    assert s.tied.sum() == last["i2t_tied_queries"] + last["t2i_tied_queries"]

@@ -12,6 +12,10 @@ A sweep file (TOML):
     [grids.lr]                      # a grid: one run per combination of the lists
     lr = [3e-4, 1e-3, 3e-3]
 
+`seeds = [0, 1, 2]` in [base] or in a run (or `--seeds N` on the command line) trains each
+configuration once per seed: replicates, each its own run folder `<run>.s<seed>`, all with
+`group = "<run>"`, so that readers compare configurations with seed-to-seed variation counted.
+
 Every key is validated when the config is built, so a typo fails before any run starts.
 """
 
@@ -78,7 +82,10 @@ class RunConfig:
     #   launches for a launch-bound step), 'max-autotune' or 'max-autotune-no-cudagraphs'
     pad_multiple: int = 1  # captions pad to the batch's longest rounded up to a multiple of this (capped at
     #   max_text_len): a few distinct widths, as CUDA graphs and compiled kernels want; 1 adds no padding
-    seed: int = 0
+    seed: int = 0  # the run's randomness: head initialisation (and tiny-clip's towers), the order of the
+    #   batches, and which images data_fraction keeps. The subset follows the seed on purpose: a claim
+    #   about "a quarter of the data" should hold for any quarter, so seed-to-seed variation includes it
+    group: str = ""  # the configuration this run replicates (its name without the seed); "": the run's name
     # Forgetting (see the two-stage example in sweeps/default.toml):
     include_labels: list[str] | None = None  # train and validate only on rows with these labels; None: all
     exclude_labels: list[str] | None = None  # drop rows with these labels from training and validation
@@ -130,6 +137,9 @@ class RunConfig:
                 raise ConfigError(f"run {self.name!r}: {message}")
         check_label_subset(self.include_labels, self.exclude_labels, f"run {self.name!r}")
 
+        if not self.group:
+            object.__setattr__(self, "group", self.name)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -141,6 +151,8 @@ class RunConfig:
 
 FIELDS = {f.name: f for f in fields(RunConfig)}
 SWEEP_WIDE = ("precision",)  # one Accelerator serves the whole sweep
+SEEDS = "seeds"  # a sweep key, not a RunConfig field: each of its seeds becomes a run of its own
+LABELS = ("name", "group")  # what a run is called, not how it trains: never a reason to retrain
 
 
 def _allowed_types(annotation) -> tuple[type, ...]:
@@ -216,12 +228,12 @@ def _normalise_extra_evals(cfg: RunConfig) -> list[dict] | None:
 
 
 def check_keys(overrides: dict, where: str) -> None:
+    known = [k for k in FIELDS if k not in LABELS] + [SEEDS]
     for key in overrides:
-        if key not in FIELDS or key == "name":
-            close = difflib.get_close_matches(key, FIELDS, n=1)
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {key!r} in {where}{hint} "
-                              f"Known keys: {', '.join(k for k in FIELDS if k != 'name')}")
+            raise ConfigError(f"unknown config key {key!r} in {where}{hint} Known keys: {', '.join(known)}")
 
 
 def parse_set(items: list[str]) -> dict:
@@ -258,9 +270,41 @@ def expand_grid(name: str, grid: dict, where: str) -> list[tuple[str, dict]]:
     return runs
 
 
+def check_seeds(seeds, where: str) -> list[int]:
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(f"seeds in {where} must be a list of distinct non-negative integers, got {seeds!r}")
+    return seeds
+
+
+def replicate(named: list[tuple[str, dict]], base_seeds: list[int] | None) -> list[tuple[str, dict]]:
+    """Each configuration once per seed, named <run>.s<seed> and grouped under <run>. A
+    replicate that starts from another seeded run of the sweep (init_from) starts from that
+    run's replicate of the same seed."""
+    seeds_of = {n: r.get(SEEDS, base_seeds) for n, r in named}
+    out = []
+    for name, run in named:
+        seeds = seeds_of[name]
+        settings = {k: v for k, v in run.items() if k != SEEDS}
+        if seeds is None:
+            out.append((name, settings))
+            continue
+        source = settings.get("init_from")
+        for seed in seeds:
+            replica = dict(settings, seed=seed, group=name)
+            if source in seeds_of and seeds_of[source] is not None:
+                if seed not in seeds_of[source]:
+                    raise ConfigError(f"run {name!r} seed {seed} starts from {source!r} (init_from), which has no "
+                                      f"seed {seed}: give both runs the same seeds")
+                replica["init_from"] = f"{source}.s{seed}"
+            out.append((f"{name}.s{seed}", replica))
+    return out
+
+
 def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
-               only: list[str] | None = None) -> Sweep:
-    """Read a sweep file and build every run's validated config (overrides apply to all)."""
+               only: list[str] | None = None, seeds: list[int] | None = None) -> Sweep:
+    """Read a sweep file and build every run's validated config (overrides apply to all;
+    `seeds`, --seeds, replaces every run's seeds)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"sweep file {path} does not exist; sweeps that ship: "
@@ -273,12 +317,15 @@ def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
     if unknown:
         raise ConfigError(f"sweep file {path}: unknown section(s) {sorted(unknown)}; "
                           f"expected name, [base], [runs.*], [grids.*]")
-    base = spec.get("base", {})
+    base = dict(spec.get("base", {}))
     check_keys(base, f"[base] of {path}")
+    base_seeds = check_seeds(base.pop(SEEDS), f"[base] of {path}") if SEEDS in base else None
     overrides = overrides or {}
     named: list[tuple[str, dict]] = []
     for run_name, run in spec.get("runs", {}).items():
         check_keys(run, f"[runs.{run_name}] of {path}")
+        if SEEDS in run:
+            check_seeds(run[SEEDS], f"[runs.{run_name}] of {path}")
         named.append((run_name, run))
     for grid_name, grid in spec.get("grids", {}).items():
         named += expand_grid(grid_name, grid, f"[grids.{grid_name}] of {path}")
@@ -295,17 +342,21 @@ def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
         if missing:
             raise ConfigError(f"--only names unknown run(s) {missing}; this sweep has {names}")
         named = [(n, r) for n, r in named if n in only]
-    runs = tuple(RunConfig(**{**base, **run, **overrides, "name": n}) for n, run in named)
+    if seeds is not None:
+        named = [(n, dict(r, seeds=check_seeds(seeds, "--seeds"))) for n, r in named]
+    if SEEDS in overrides:
+        raise ConfigError("seeds is not a --set key: use --seeds N")
+    runs = tuple(RunConfig(**{**base, **run, **overrides, "name": n}) for n, run in replicate(named, base_seeds))
     return Sweep(name=str(spec.get("name", path.stem)), source=str(path), runs=runs)
 
 
 def changed_keys(saved: dict, cfg: RunConfig) -> list[str]:
     """Keys in which a run's saved config.json differs from `cfg`; a key the saved config lacks
     was written before the key existed, so that run used the key's default."""
-    return [k for k, v in cfg.to_dict().items() if saved.get(k, FIELDS[k].default) != v]
+    return [k for k, v in cfg.to_dict().items() if k not in LABELS and saved.get(k, FIELDS[k].default) != v]
 
 
 def differing_keys(configs: list[dict]) -> list[str]:
     """Config keys whose value is not the same in every run (what a comparison should show)."""
-    keys = [k for k in FIELDS if k != "name"]
+    keys = [k for k in FIELDS if k not in LABELS]
     return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]

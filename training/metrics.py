@@ -154,13 +154,22 @@ def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: to
 
 @torch.no_grad()
 @_fp32
-def zero_shot_accuracy(image_emb: torch.Tensor, image_labels: list[str], label_emb: torch.Tensor,
-                       label_names: list[str]) -> float:
-    """Share of images whose most similar label prompt is their own label."""
+def zero_shot_correct(image_emb: torch.Tensor, image_labels: list[str], label_emb: torch.Tensor,
+                      label_names: list[str]) -> torch.Tensor:
+    """[N] bool: the image's own label prompt is more similar than every other label's. A tie
+    counts against the image, as in retrieval: a collapsed model scores 0, not the share of
+    the first label."""
     index = {name: i for i, name in enumerate(label_names)}
     target = torch.tensor([index[label] for label in image_labels])
-    predicted = (image_emb.float() @ label_emb.float().T).argmax(dim=1)
-    return (predicted == target).double().mean().item()
+    sims = image_emb.float() @ label_emb.float().T
+    own = sims.gather(1, target[:, None])
+    return (sims >= own).sum(dim=1) == 1
+
+
+def zero_shot_accuracy(image_emb: torch.Tensor, image_labels: list[str], label_emb: torch.Tensor,
+                       label_names: list[str]) -> float:
+    """Share of images whose own label prompt is the most similar (zero_shot_correct)."""
+    return zero_shot_correct(image_emb, image_labels, label_emb, label_names).double().mean().item()
 
 
 @torch.no_grad()

@@ -98,7 +98,7 @@ def resumed_sweep(path: Path, args) -> tuple[Sweep, Path]:
     """The one-run sweep that continues the run folder `path` with its saved config, and the
     runs folder it lives in."""
     given = [flag for flag, value in (("--set", args.set), ("--only", args.only), ("--data", args.data),
-                                      ("--model", args.model)) if value]
+                                      ("--model", args.model), ("--seeds", args.seeds)) if value]
     if given:
         raise ConfigError(f"--resume {path} continues that run with its saved config; drop {', '.join(given)}")
     run = run_store.load_run(path)

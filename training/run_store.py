@@ -65,11 +65,14 @@ METRICS_SCHEMA = pa.schema(
 )
 EVAL_SCHEMA = pa.schema(
     [("step", pa.int64()), ("epoch", pa.float64()), ("split", pa.string()),
-     ("metric", pa.string()), ("value", pa.float64()), ("wise_ft_ratio", pa.float64())]
+     ("metric", pa.string()), ("value", pa.float64()), ("wise_ft_ratio", pa.float64()),
+     ("low", pa.float64()), ("high", pa.float64())]  # the value's 95% bootstrap interval; NaN: none computed
 )
 # Columns added after runs were already written: an older file without them is still whole,
-# and readers fill them in (NaN: an ordinary evaluation, not a WiSE-FT interpolation).
-ADDED_COLUMNS = {EVAL: ("wise_ft_ratio",)}
+# and readers fill them in with the value that means "none" (NaN: an ordinary evaluation, not
+# a WiSE-FT interpolation; no interval; a tie not recorded).
+ADDED_COLUMNS = {EVAL: {"wise_ft_ratio": math.nan, "low": math.nan, "high": math.nan},
+                 SAMPLES: {"tied": False, "zero_shot_correct": math.nan}}
 EMBEDDINGS_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("modality", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("split", pa.string()),
@@ -84,7 +87,9 @@ SAMPLES_SCHEMA = pa.schema(
      ("caption", pa.string()), ("label", pa.string()), ("step", pa.int64()),
      ("rank", pa.int64()), ("positive_cosine", pa.float32()),
      ("topk_ids", pa.list_(pa.string())), ("topk_scores", pa.list_(pa.float32())),
-     ("thumbnail", pa.binary())]
+     ("thumbnail", pa.binary()),
+     ("tied", pa.bool_()),  # the true match scores the same as a wrong item (the tie counts against it)
+     ("zero_shot_correct", pa.float64())]  # images: 1.0 or 0.0 when the dataset has labels; else NaN
 )
 SCHEMAS = {METRICS: METRICS_SCHEMA, EVAL: EVAL_SCHEMA, EMBEDDINGS: EMBEDDINGS_SCHEMA,
            SAMPLES: SAMPLES_SCHEMA, UMAP: UMAP_SCHEMA}
@@ -102,6 +107,8 @@ class RunStoreError(Exception):
 def atomic_write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema, group_by: str | None = None) -> None:
     """`group_by`: one row group per value of that column, in ascending order, so that a reader
     filtering on it skips the other groups without decoding them."""
+    missing = {k: v for k, v in ADDED_COLUMNS.get(path.name, {}).items() if k not in frame.columns}
+    frame = frame.assign(**missing)  # a writer that predates an added column writes its "none"
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     buffer = pa.BufferOutputStream()
     if group_by is None:
@@ -159,12 +166,15 @@ class RunWriter:
         self.logged_step = step
 
     def log_eval(self, step: int, epoch: float, split: str, values: dict,
-                 wise_ft_ratio: float | None = None) -> None:
+                 wise_ft_ratio: float | None = None, intervals: dict | None = None) -> None:
         """One evaluation of `split` (train, val or an extra evaluation set's name); with
-        `wise_ft_ratio`, of the weights interpolated that far from the start to the end."""
+        `wise_ft_ratio`, of the weights interpolated that far from the start to the end;
+        `intervals`: metric -> (low, high) for the metrics that have one."""
         ratio = math.nan if wise_ft_ratio is None else float(wise_ft_ratio)
+        bounds = intervals or {}
         self._eval += [{"step": step, "epoch": epoch, "split": split, "metric": k, "value": float(v),
-                        "wise_ft_ratio": ratio} for k, v in values.items()]
+                        "wise_ft_ratio": ratio, "low": bounds.get(k, (math.nan, math.nan))[0],
+                        "high": bounds.get(k, (math.nan, math.nan))[1]} for k, v in values.items()]
 
     def resume(self, step: int) -> None:
         """Continue a run from its checkpoint at `step`: keep the rows logged up to it and drop
@@ -450,11 +460,16 @@ def _read_parquet(path: Path, schema: pa.Schema, columns: list[str] | None = Non
         present = pq.read_schema(path).names
         old_names = {new: old for old, new in renamed.items() if old in present}
         wanted = None if columns is None else [old_names.get(c, c) for c in columns]
-        frame = pq.read_table(path, columns=wanted, filters=filters).to_pandas()
+        present_wanted = None if wanted is None else [c for c in wanted if c in present]
+        frame = pq.read_table(path, columns=present_wanted, filters=filters).to_pandas()
     except Exception:
         names = columns or schema.names
         return pd.DataFrame({n: pd.Series(dtype=schema.field(n).type.to_pandas_dtype()) for n in names})
-    return frame.rename(columns=renamed)
+    frame = frame.rename(columns=renamed)
+    for name, missing in ADDED_COLUMNS.get(path.name, {}).items():  # written before the column existed
+        if name not in frame.columns and (columns is None or name in columns):
+            frame[name] = missing
+    return frame
 
 
 def read_metrics(path: Path | str) -> pd.DataFrame:
@@ -465,8 +480,6 @@ def read_eval(path: Path | str, wise_ft: bool = False) -> pd.DataFrame:
     """A run's evaluations: the ordinary ones (step 0, every eval_every epochs, the end), or
     with `wise_ft` only the WiSE-FT rows (the end of training, one per mixing ratio)."""
     frame = _read_parquet(Path(path) / EVAL, EVAL_SCHEMA)
-    if "wise_ft_ratio" not in frame.columns:  # written before WiSE-FT existed
-        frame["wise_ft_ratio"] = math.nan
     wise = frame["wise_ft_ratio"].notna()
     return frame[wise if wise_ft else ~wise].reset_index(drop=True)[EVAL_SCHEMA.names]
 

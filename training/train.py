@@ -33,7 +33,7 @@ from accelerate.utils import ProjectConfiguration  # noqa: E402
 from analysis.runs import summary_table  # noqa: E402
 from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
 from training import run_store  # noqa: E402
-from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, load_sweep, parse_set  # noqa: E402
+from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_sweep, parse_set  # noqa: E402
 from training.features import CACHE_DIR, TowerInputs  # noqa: E402
 from training.models import ModelUnavailable, build_model, check_available  # noqa: E402
 from training.pairs import Pairs  # noqa: E402
@@ -55,6 +55,9 @@ def parse_args(argv):
     p.add_argument("--model", help="model for every run: offline-default, tiny-clip, hub id or folder")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--only", nargs="*", metavar="RUN", help="train only these runs of the sweep")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="train every configuration with seeds 0..N-1, each its own run <run>.s<seed> "
+                        "(replaces the sweep's seeds; finished seeds are skipped)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and exit")
     p.add_argument("--overwrite", action="store_true", help="retrain runs that already finished")
     p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="feature cache folder")
@@ -131,40 +134,45 @@ def summary(sweep, runs_dir: Path) -> pd.DataFrame:
     return summary_table(runs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    t0 = time.time()
-    timer = Timer()
+def sweep_of(args) -> Sweep:
+    """The sweep this call trains: the sweep file with the command line's overrides, or the
+    saved config of the one run --resume names (args.runs_dir then becomes its folder)."""
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues runs and --overwrite restarts them: choose one")
+    if args.resume not in (None, "auto"):
+        sweep, args.runs_dir = resumed_sweep(Path(args.resume), args)
+        return sweep
     overrides = parse_set(args.set)
     if args.data:
         overrides["data"] = args.data
     if args.model:
         overrides["model"] = args.model
-    explicit_resume = args.resume not in (None, "auto")
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume continues runs and --overwrite restarts them: choose one")
-    if explicit_resume:
-        sweep, args.runs_dir = resumed_sweep(Path(args.resume), args)
-    else:
-        sweep = load_sweep(args.sweep, overrides, args.only)
-    if args.dry_run:
-        frame = pd.DataFrame([c.to_dict() for c in sweep.runs]).set_index("name")
-        print(f"sweep {sweep.name!r} from {sweep.source}: {len(frame)} runs")
-        print(frame.T.to_string())
-        return 0
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    return load_sweep(args.sweep, overrides, args.only, None if args.seeds is None else list(range(args.seeds)))
+
+
+def plan_sweep(sweep: Sweep, args) -> tuple[list[tuple[RunConfig, Path]], list[str], dict]:
+    """(runs to train in order, finished runs skipped, checkpoint of each resumed run); every
+    model, dataset, conflict and tracker is checked here, before any run starts."""
     for model_name in sorted({c.model for c in sweep.runs}):
         check_available(model_name)
     for name in sorted({c.data for c in sweep.runs} - set(AUTO_PREPARE)):
-        load_manifest(name)  # every dataset must exist before the first run starts
+        load_manifest(name)
     todo, skipped = plan(sweep, args.runs_dir, args.overwrite)
     todo = order_for_init_from(todo)
     if args.report_to and importlib.util.find_spec(args.report_to) is None:
         raise ConfigError(f"--report-to {args.report_to} needs the {args.report_to!r} package, "
                           f"which is not installed: .venv/bin/pip install {args.report_to}")
-    resumes = resume_points(todo, explicit_resume) if args.resume else {}
+    resumes = resume_points(todo, args.resume not in (None, "auto")) if args.resume else {}
+    return todo, skipped, resumes
+
+
+def make_accelerator(sweep: Sweep, args) -> Accelerator:
     # The seedable sampler shuffles by (seed, epoch), the same on every process and after a
-    # resume; the schedule steps once per global step (see train_run).
-    accelerator = Accelerator(mixed_precision=resolve_precision(sweep.runs[0].precision), step_scheduler_with_optimizer=False,
+    # resume; the schedule steps once per global step (see training/trainer.py).
+    accelerator = Accelerator(mixed_precision=resolve_precision(sweep.runs[0].precision),
+                              step_scheduler_with_optimizer=False,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
                               log_with=args.report_to, project_config=ProjectConfiguration(logging_dir=str(args.runs_dir)))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -175,33 +183,54 @@ def main(argv: list[str] | None = None) -> int:
         # `accelerate launch` sets OMP_NUM_THREADS=1 for CPU processes; share the cores
         # among this machine's processes instead, or one process runs at half speed on two.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    return accelerator
+
+
+def report(sweep: Sweep, args, record: dict, wall: float, stages: dict) -> None:
+    """Print the summary table and keep what this call did in the sweep's sweep.json."""
+    table = summary(sweep, args.runs_dir)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    stages = {k: round(v, 1) for k, v in stages.items()}
+    if record["trained"] or record["projected"]:  # a call that only skipped finished runs keeps the last summary
+        run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
+            wall_time=round(wall, 1), stages=stages, trained=record["trained"], skipped=record["skipped"],
+            states=record["states"], argv=record["argv"], finished_at=time.time()))
+    print(f"wall time {wall:.0f} s; sweep-level stages (s): {stages}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0, timer = time.time(), Timer()
+    sweep = sweep_of(args)
+    if args.dry_run:
+        frame = pd.DataFrame([c.to_dict() for c in sweep.runs]).set_index("name")
+        print(f"sweep {sweep.name!r} from {sweep.source}: {len(frame)} runs")
+        print(frame.T.to_string())
+        return 0
+    todo, skipped, resumes = plan_sweep(sweep, args)
+    accelerator = make_accelerator(sweep, args)
+    main_process = accelerator.is_main_process
     ensure_data([c for c, _ in todo], accelerator, timer)
     check_selections([c for c, _ in todo])
-    if skipped and accelerator.is_main_process:
+    if skipped and main_process:
         print(f"skipping {len(skipped)} finished run(s) with the same config: {', '.join(skipped)} "
               f"(--overwrite retrains them)")
-    if accelerator.is_main_process:
+    if main_process:
         with timer("features"), accelerator.autocast():
             warm_feature_cache([c for c, _ in todo], args.cache_dir, show_progress=True)
     accelerator.wait_for_everyone()
-    states, thumbnails = {}, {}
+    states, thumbnails = {}, {}  # thumbnails: made once per image for all runs of the call
     for cfg, path in todo:
         states[cfg.name] = Trainer(cfg, path, sweep, accelerator, args.cache_dir, thumbnails,
                                    resume_from=resumes.get(cfg.name)).run()
-    if accelerator.is_main_process:
+    if main_process:
         with timer("umap"):
-            per_run = project(sweep, args.runs_dir, args.no_umap)
-        table = summary(sweep, args.runs_dir)
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}")
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        stages = {k: round(v, 1) for k, v in timer.seconds.items()}
-        wall = time.time() - t0
-        if todo or per_run:  # a call that only skipped finished runs keeps the last summary
-            run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
-                wall_time=round(wall, 1), stages=stages, trained=[c.name for c, _ in todo], skipped=skipped,
-                states=states, argv=sys.argv[1:] if argv is None else argv, finished_at=time.time()))
-        print(f"wall time {wall:.0f} s; sweep-level stages (s): {stages}")
+            projected = project(sweep, args.runs_dir, args.no_umap)
+        report(sweep, args, dict(trained=[c.name for c, _ in todo], skipped=skipped, states=states,
+                                 projected=list(map(str, projected)), argv=sys.argv[1:] if argv is None else argv),
+               time.time() - t0, timer.seconds)
     return 0 if all(s == "FINISHED" for s in states.values()) else 1
 
 

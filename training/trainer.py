@@ -27,7 +27,8 @@ from data.manifest import load_manifest
 from training import checkpoints, run_store
 from training.config import RunConfig
 from training.distributed import gather_with_grad
-from training.evaluate import EvalSet, dataset_labels, embeddings_frame, evaluate, extra_eval_sets, samples_frame
+from training.evaluate import (
+    EvalSet, dataset_labels, embeddings_frame, evaluate, extra_eval_sets, figure_intervals, samples_frame)
 from training.features import TowerInputs
 from training.models import build_model
 from training.pairs import Collate, LengthGroupedBatches, PairDataset, Pairs, thumbnail_png
@@ -192,7 +193,7 @@ class Trainer:
         for epoch in range(start_epoch, cfg.epochs):
             loss = self._train_epoch(epoch, done_batches if epoch == start_epoch else 0)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                last = self._evaluate(float(epoch + 1))
+                last = self._evaluate(float(epoch + 1), reported=epoch + 1 == cfg.epochs)
                 self.bar.set_postfix(loss=f"{loss:.3f}", i2t_R1=f"{last.values['i2t_R@1']:.3f}")
             if self.main:
                 self.writer.flush()
@@ -230,16 +231,19 @@ class Trainer:
         return loss
 
     def _evaluate(self, epoch: float, log: bool = True, wise_ft_ratio: float | None = None,
-                  stage: str = "evaluation"):
-        """Evaluate every set (train probe, val, the extra sets); returns the val Evaluation."""
+                  stage: str = "evaluation", reported: bool = True):
+        """Evaluate every set (train probe, val, the extra sets); returns the val Evaluation.
+        `reported`: a figure readers report (step 0, the end, WiSE-FT), logged with its intervals."""
         results = {}
-        with self.timer(stage), self.accelerator.autocast():
-            self.model.eval()
-            for es in self.eval_sets:
+        for es in self.eval_sets:
+            with self.timer(stage), self.accelerator.autocast():
+                self.model.eval()
                 results[es.name] = evaluate(self.model, es.inputs, es.view, es.labels, self.cfg.prompt_template,
                                             self.cfg.top_k)
-                if self.main and log:
-                    self.writer.log_eval(self.step, epoch, es.name, results[es.name].values, wise_ft_ratio)
+            if self.main and log:
+                with self.timer("intervals"):
+                    bounds = figure_intervals(results[es.name]) if reported else {}
+                self.writer.log_eval(self.step, epoch, es.name, results[es.name].values, wise_ft_ratio, bounds)
         if log and wise_ft_ratio is None:
             self.accelerator.log({f"eval/{name}/{k}": v for name, ev in results.items() for k, v in ev.values.items()},
                                  step=self.step)
