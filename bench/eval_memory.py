@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 N_IMAGES, CAPTIONS_PER_IMAGE, DIM, CHUNK = 5_000, 5, 512, 1024
@@ -72,16 +73,20 @@ def measure_peak(what: str) -> dict:
 
 
 def reference(images, texts, t2i) -> dict[str, float]:
-    """The full similarity matrix, ranks the plain way."""
+    """The full similarity matrix, ranks the plain way under training/metrics.py's rules: a
+    wrong item scored equal to the true match ranks above it; the median of an even count is
+    the mean of the two middle ranks."""
     sims = images @ texts.T
     correct = t2i[None, :] == torch.arange(len(images))[:, None]
     best = sims.masked_fill(~correct, float("-inf")).max(dim=1).values
-    image_rank = (sims > best[:, None]).sum(1) + 1
-    text_rank = (sims.T > sims.T.gather(1, t2i[:, None])).sum(1) + 1
+    image_rank = ((sims >= best[:, None]) & ~correct).sum(1) + 1
+    own = sims.T.gather(1, t2i[:, None])
+    text_rank = (sims.T >= own).sum(1)  # its own image is among the >= and takes the 1
     out = {}
     for prefix, ranks in (("i2t", image_rank.double()), ("t2i", text_rank.double())):
         out.update({f"{prefix}_R@{k}": (ranks <= k).double().mean().item() for k in (1, 5, 10)})
-        out[f"{prefix}_mean_rank"], out[f"{prefix}_median_rank"] = ranks.mean().item(), ranks.median().item()
+        out[f"{prefix}_mean_rank"] = ranks.mean().item()
+        out[f"{prefix}_median_rank"] = float(np.median(ranks.numpy()))
     return out
 
 

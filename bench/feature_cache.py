@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         cached = tower_inputs(model, pairs, Path(cache))
         extract = time.perf_counter() - t0
         fast = epoch_seconds(model, cached, rows, args.batch_size)
-    slow = epoch_seconds(model, tower_inputs(model, pairs, Path(tempfile.gettempdir()), cache=False), rows, args.batch_size)
+    uncached = tower_inputs(model, pairs, Path(tempfile.gettempdir()), cache=False)
+    slow = epoch_seconds(model, uncached, rows, args.batch_size)
     ratio = slow / fast
 
     text_model = build_model(RunConfig(unlock_text=2))
@@ -104,7 +105,8 @@ def main(argv=None) -> int:
     print(f"{'locked towers: one-off extraction':44s} {extract:9.2f}")
     print(f"{'top 2 text layers train: all 6 run':44s} {tokens:9.2f}")
     print(f"{'top 2 text layers train: bottom 4 cached':44s} {bottom:9.2f}")
-    print(f"speed-ups per epoch ({args.images} pairs, batch {args.batch_size}, precision {PRECISION}): locked {ratio:.0f}x, "
+    print(f"speed-ups per epoch ({args.images} pairs, batch {args.batch_size}, precision {PRECISION}): "
+          f"locked {ratio:.0f}x, "
           f"text-unlocked {tokens / bottom:.2f}x")
     print(f"image features, 64 images: as trained {plain_s:.3f} s, batch norms folded {folded_s:.3f} s "
           f"({plain_s / folded_s:.2f}x), min cosine {cosine:.5f}")
@@ -113,7 +115,8 @@ def main(argv=None) -> int:
            f"recompute {slow:.2f} s/epoch, cached {fast:.3f} s/epoch", COMMAND)
     record("feature_cache.text_bottom_speedup", round(tokens / bottom, 2), "x", "",
            f"MiniLM top 2 of 6 layers trained, image features cached, {args.images} openmoji pairs, batch "
-           f"{args.batch_size}, precision {PRECISION}; all layers each step {tokens:.2f} s/epoch, frozen bottom 4 cached {bottom:.2f} s/epoch",
+           f"{args.batch_size}, precision {PRECISION}; all layers each step {tokens:.2f} s/epoch, "
+           f"frozen bottom 4 cached {bottom:.2f} s/epoch",
            COMMAND)
     record("feature_cache.folded_extraction_speedup", round(plain_s / folded_s, 2), "x", "",
            f"EfficientNet-Lite0 forward, 64 images at 224 px, precision {PRECISION}: as trained "

@@ -405,7 +405,8 @@ precision = "bf16"
 num_workers = {args.workers}
 [runs.e2e]
 """)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "bf16",
            "--dynamo_backend", "no", "training/train.py", "--sweep", str(sweep), "--runs-dir", str(tmp / "runs"),
            "--data", str(data), "--cache-dir", str(tmp / "cache")]
     t0 = time.time()

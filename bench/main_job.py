@@ -91,7 +91,8 @@ def main() -> int:
     for stage, seconds in stages.items():
         record(f"main_job.stage.{stage.split(' ')[0]}", round(seconds, 1), "s", "", "", cmd)
     record("main_job.best_val_i2t_R@1", round(best_eval["i2t_R@1"], 4), "fraction", ">= 0.35",
-           f"run {best.name}, N={int(best_eval['n_images'])} validation images (chance {1 / best_eval['n_images']:.4f})",
+           f"run {best.name}, N={int(best_eval['n_images'])} validation images "
+           f"(chance {1 / best_eval['n_images']:.4f})",
            cmd)
     return 0
 

@@ -72,7 +72,8 @@ def duplicates(frame: pd.DataFrame, folder: Path) -> dict:
         "shared_captions": int(len(shared)),
         "images_with_a_shared_caption": {split: int(n) for split, n in frame[frame["caption"].isin(shared.index)]
                                          .drop_duplicates("image_id")["split"].value_counts().items()},
-        "shared_caption_examples": [{"caption": c, "images": int(n)} for c, n in shared.head(DUPLICATE_EXAMPLES).items()],
+        "shared_caption_examples": [{"caption": c, "images": int(n)}
+                                    for c, n in shared.head(DUPLICATE_EXAMPLES).items()],
         "identical_image_sets": len(copies),
         "images_in_identical_sets": {split: int(n) for split, n in
                                      images_of[[i for ids in copies for i in ids]].value_counts().items()},

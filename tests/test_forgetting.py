@@ -125,8 +125,9 @@ def test_missing_init_from_source_fails_before_training(tmp_path, synthetic_data
         _train(tmp_path, synthetic_data, sweep, "--only", "stage-2")
     assert not (tmp_path / "runs" / "forget" / "stage-2").exists()
     with pytest.raises(ConfigError, match="unknown label"):
-        _train(tmp_path, synthetic_data, TWO_STAGE.replace('[runs.stage-1]\nexclude_labels = ["circle"]',
-                                                                '[runs.stage-1]\nexclude_labels = ["hexagon"]'), "--only", "stage-1")
+        unknown = TWO_STAGE.replace('[runs.stage-1]\nexclude_labels = ["circle"]',
+                                    '[runs.stage-1]\nexclude_labels = ["hexagon"]')
+        _train(tmp_path, synthetic_data, unknown, "--only", "stage-1")
 
 
 def test_forgetting_config_errors_name_the_key():

@@ -139,11 +139,11 @@ def test_train_py_decodes_and_tokenizes_in_loader_workers_with_length_groups(syn
     from training import run_store
     from training.train import main
 
-    code = main(["--no-umap", "--data", str(synthetic_data), "--model", "tiny-clip", "--runs-dir", str(tmp_path / "runs"),
-                              "--cache-dir", str(tmp_path / "cache"), "--only", "heads-only", "--set",
-                              "epochs=2", "batch_size=8", "image_size=32", "unlock_image=-1", "unlock_text=-1",
-                              "num_workers=2", "group_by_length=true", "eval_every=2",
-                              'precision="no"'])  # as the other tests: one Accelerator state per process
+    code = main(["--no-umap", "--data", str(synthetic_data), "--model", "tiny-clip",
+                 "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--only", "heads-only",
+                 "--set", "epochs=2", "batch_size=8", "image_size=32", "unlock_image=-1", "unlock_text=-1",
+                 "num_workers=2", "group_by_length=true", "eval_every=2",
+                 'precision="no"'])  # as the other tests: one Accelerator state per process
     assert code == 0
     run = run_store.list_runs(tmp_path / "runs")[0]
     assert run.state == "FINISHED"

@@ -174,7 +174,7 @@ def test_accumulation_equals_one_big_batch(pairs, tmp_path, steps):
     for k in (1, steps):
         model = build_model(cfg)
         inputs = TowerInputs(model, pairs, tmp_path, show_progress=False)
-        loss = accumulated_clip_backward(model, inputs.rows_batch(rows, rows), k, lambda l: l.backward())
+        loss = accumulated_clip_backward(model, inputs.rows_batch(rows, rows), k, lambda loss: loss.backward())
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((loss, grads))
     (loss1, g1), (lossk, gk) = results

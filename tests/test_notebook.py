@@ -20,7 +20,8 @@ def test_notebook_executes_on_tiny_runs(tiny_runs, monkeypatch):
     monkeypatch.delenv("SWEEP", raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # the notebook only reads and plots: training code (torch) must never be imported
-    nb.cells.append(nbformat.v4.new_code_cell('import sys\nassert "torch" not in sys.modules, "the notebook imported torch"'))
+    check = 'import sys\nassert "torch" not in sys.modules, "the notebook imported torch"'
+    nb.cells.append(nbformat.v4.new_code_cell(check))
     client = NotebookClient(nb, kernel_name="python3", timeout=600,
                             resources={"metadata": {"path": str(ROOT)}})
     client.execute()  # raises CellExecutionError on the first cell that fails
@@ -28,7 +29,8 @@ def test_notebook_executes_on_tiny_runs(tiny_runs, monkeypatch):
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert f"runs folder : {tiny_runs.resolve()}" in text
     assert "sweep       : tiny" in text
-    pngs = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    pngs = sum("image/png" in o.get("data", {}) for o in outputs)
     assert pngs >= 5, f"expected the figures to render as PNG, got {pngs}"
 
 

@@ -144,7 +144,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_saved(cls, config: dict) -> "RunConfig":
+    def from_saved(cls, config: dict) -> RunConfig:
         """The RunConfig of a run's config.json, which also carries provenance and versions."""
         return cls(**{k: v for k, v in config.items() if k in FIELDS})
 

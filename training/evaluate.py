@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.manifest import load_manifest
 from analysis.stats import bootstrap_interval, recall_at_k_intervals
+from data.manifest import load_manifest
 from training import metrics
 from training.features import TowerInputs
 from training.models import ClipModel

@@ -64,10 +64,10 @@ class TowerBatch:
     def model_args(self) -> tuple:
         return self.image, self.text, self.image_start, self.text_start
 
-    def to(self, device: torch.device) -> "TowerBatch":
+    def to(self, device: torch.device) -> TowerBatch:
         return replace(self, image=to_device(self.image, device), text=to_device(self.text, device))
 
-    def split(self, k: int) -> list["TowerBatch"]:
+    def split(self, k: int) -> list[TowerBatch]:
         """k micro-batches (fewer when the batch is shorter than k)."""
         images, texts = _chunks(self.image, k), _chunks(self.text, k)
         return [replace(self, image=i, text=t) for i, t in zip(images, texts)]
@@ -176,7 +176,8 @@ class TowerInputs:
             out = torch.cat(chunks)
         else:  # token states of chunks padded to their own longest, to the longest of all
             width = max(c["hidden"].shape[1] for c in chunks)
-            out = {name: torch.cat([_pad_tokens(c[name], width) for c in chunks]) for name in ("hidden", "attention_mask")}
+            out = {name: torch.cat([_pad_tokens(c[name], width) for c in chunks])
+                   for name in ("hidden", "attention_mask")}
         self._save(key, out)
         return out
 

@@ -432,8 +432,8 @@ def build_random_clip_b32(cfg) -> ClipModel:
     """The architecture of openai/clip-vit-base-patch32 (transformers' CLIPConfig defaults:
     ViT-B/32 at 224 px, a 12-layer 512-wide text transformer, 77 positions, 49,408-token
     vocabulary) with random weights: GPU throughput benchmarks need no hub."""
-    return _random_clip(cfg, RANDOM_CLIP_B32, tokenizer_for_tests(), text_config={}, vision_config={}, projection_dim=512,
-                        attn_implementation="sdpa")
+    return _random_clip(cfg, RANDOM_CLIP_B32, tokenizer_for_tests(), text_config={}, vision_config={},
+                        projection_dim=512, attn_implementation="sdpa")
 
 
 @functools.cache

@@ -83,7 +83,7 @@ class Pairs:
             raise ValueError(f"{where}: unknown label(s) {unknown}; this dataset's labels: {sorted(known - {''})}")
 
     @classmethod
-    def from_manifest(cls, manifest: pd.DataFrame) -> "Pairs":
+    def from_manifest(cls, manifest: pd.DataFrame) -> Pairs:
         captions = manifest.reset_index(drop=True).copy()
         captions["sample_id"] = [f"txt:{i}" for i in captions.index]
         images = captions.drop_duplicates("image_id").reset_index(drop=True)
@@ -94,7 +94,7 @@ class Pairs:
         return cls(images, captions)
 
     def subset(self, split: str, fraction: float = 1.0, seed: int = 0, max_images: int | None = None,
-               include_labels: list[str] | None = None, exclude_labels: list[str] | None = None) -> "SplitView":
+               include_labels: list[str] | None = None, exclude_labels: list[str] | None = None) -> SplitView:
         """Rows of one split, only of the included labels or without the excluded ones; a seeded
         share (or count) of its images, with all their captions."""
         in_split = self.images["split"].to_numpy() == split

@@ -9,9 +9,9 @@ batch into an update and the step's logged values.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -174,7 +174,8 @@ def make_accelerator(sweep: Sweep, args) -> Accelerator:
     accelerator = Accelerator(mixed_precision=resolve_precision(sweep.runs[0].precision),
                               step_scheduler_with_optimizer=False,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-                              log_with=args.report_to, project_config=ProjectConfiguration(logging_dir=str(args.runs_dir)))
+                              log_with=args.report_to,
+                              project_config=ProjectConfiguration(logging_dir=str(args.runs_dir)))
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:  # each process would train alone, all writing one folder
         raise ConfigError(f"{launched} processes were launched but Accelerate sees {accelerator.num_processes}; "

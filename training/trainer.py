@@ -28,7 +28,14 @@ from training import checkpoints, run_store
 from training.config import RunConfig
 from training.distributed import gather_with_grad
 from training.evaluate import (
-    EvalSet, dataset_labels, embeddings_frame, evaluate, extra_eval_sets, figure_intervals, samples_frame)
+    EvalSet,
+    dataset_labels,
+    embeddings_frame,
+    evaluate,
+    extra_eval_sets,
+    figure_intervals,
+    samples_frame,
+)
 from training.features import TowerInputs
 from training.models import build_model
 from training.pairs import Collate, LengthGroupedBatches, PairDataset, Pairs, thumbnail_png
