@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import report
 from analysis.names import OUTCOMES, SUMMARY_METRICS, TABLE_METRICS
 from analysis.runs import (
     comparison_table,
@@ -30,6 +31,7 @@ from analysis.runs import (
     summary_table,
     umap_points,
 )
+from training import run_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,5 +220,86 @@ def test_comparison_table_shows_list_valued_config_keys():
 def test_analysis_and_charts_import_neither_torch_nor_streamlit():
     code = ("import sys, analysis.names, analysis.runs, charts;"
             "assert not {'torch', 'streamlit'} & set(sys.modules), sorted({'torch', 'streamlit'} & set(sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ------------------------------------------------------ analysis/report.py (the write-up's)
+
+
+def test_report_numbers_keep_their_precision_and_show_nan_as_nan():
+    assert report.num(0.123456) == "0.123" and report.num(0.00122, 2) == "0.0012"
+    assert report.signed(0.0111) == "+0.011" and report.signed(-0.1) == "-0.100"
+    assert report.pct(0.3678) == "36.8%"
+    for missing in (None, float("nan"), np.float32("nan"), pd.NA):
+        assert report.num(missing) == report.signed(missing) == report.pct(missing) == "NaN"
+    assert report.counts(pd.Series({"train": 3126, "val": 818})) == "3,126 train, 818 val"
+
+
+def test_knob_groups_put_a_run_under_every_knob_it_turns():
+    base = {"lr": 1e-3, "batch_size": 8, "epochs": 2}
+    configs = {"base": base, "lr": {**base, "lr": 1e-4},
+               "unlocked": {**base, "unlock_text": 2, "epochs": 5},  # fewer epochs ride along: no group of their own
+               "both": {**base, "batch_size": 16, "learn_temperature": False},
+               "longer": {**base, "epochs": 4}, "accum": {**base, "accum_steps": 2}}
+    groups = report.knob_groups(configs, "base", list(configs))
+    assert list(groups.items()) == [("Learning rate", ["lr"]), ("Batch size", ["both"]),
+                                    ("Locked vs trainable towers", ["unlocked"]), ("Temperature", ["both"]),
+                                    ("Epochs only", ["longer"]), ("Other (accum_steps)", ["accum"])]
+    assert report.baseline(configs) == "base"
+    assert report.baseline({"x": {"lr": 1.0}, "y": {"lr": 2.0}}) == "x"  # a tie: the first
+
+
+def test_verdict_needs_more_than_half_a_point_and_a_number():
+    assert report.verdict(0.011) == "better than" and report.verdict(-0.011) == "worse than"
+    assert report.verdict(0.004) == report.verdict(-0.004) == "about the same as"
+    assert report.verdict(float("nan")) == "not comparable with"
+
+
+def hand_made_sweep(runs: dict[str, tuple[dict, list[tuple]]], base: str) -> report.Sweep:
+    """A Sweep of runs given as name -> (config, [(step, epoch, split, metric, value)])."""
+    evals = stack([pd.DataFrame(rows, columns=["step", "epoch", "split", "metric", "value"])
+                   .assign(wise_ft_ratio=np.nan, run=n) for n, (_, rows) in runs.items()])
+    return report.Sweep(
+        root=Path("runs"), name="s", runs={n: run_store.Run("s", n, Path(n), config=c) for n, (c, _) in runs.items()},
+        names=list(runs), subset_runs=[], evals=evals, wise=evals.iloc[:0],
+        metrics=pd.DataFrame(columns=["step", "epoch", "wall_time", "name", "value", "run"]),
+        final={n: last_eval(evals, run=n) for n in runs}, step0={n: last_eval(evals, "val", "first", n) for n in runs},
+        base=base, best=base, damaged=[])
+
+
+def test_knob_effects_compare_a_shorter_run_with_the_baseline_at_its_last_epoch():
+    def val(values):  # R@1 by epoch, 10 validation images
+        return [(10 * e, float(e), "val", m, v) for e, r1 in enumerate(values) for m, v in
+                (("i2t_R@1", r1), ("n_images", 10.0))]
+    sweep = hand_made_sweep({"base": ({"epochs": 3}, val([0.1, 0.3, 0.4, 0.5])),
+                             "short": ({"epochs": 2, "unlock_text": 1}, val([0.1, 0.2, 0.3])),
+                             "lr": ({"epochs": 3, "lr": 1e-4}, val([0.1, 0.5, 0.6, 0.55]))}, "base")
+    effects = report.knob_effects(sweep, report.knob_groups(sweep.configs, "base", sweep.names)).set_index("run")
+    short, lr = effects.loc["short"], effects.loc["lr"]
+    assert short["knob"] == "Locked vs trainable towers" and "`epochs` 3 → 2" in short["changes"]
+    assert short["difference"] == pytest.approx(-0.2) and short["verdict"] == "worse than"
+    assert short["stopped_at"] == 2 and short["base_when_stopped"] == 0.4  # the baseline at epoch 2, not its end
+    assert short["still_best"]  # behind, but still at its best: more epochs might close the gap
+    assert math.isnan(lr["stopped_at"]) and not lr["still_best"]  # ahead of the baseline at the same epochs
+    assert lr["verdict"] == "better than" and lr["base_r1"] == 0.5
+
+
+def test_majority_label_counts_labelled_images_only():
+    samples = pd.DataFrame({"modality": ["image"] * 5 + ["text"] * 3,
+                            "label": ["a", "b", "", None, "b", "a", "a", "a"]})
+    majority, share = report.majority_label(samples)
+    assert majority == "b" and share == pytest.approx(2 / 3)
+    assert report.majority_label(samples.assign(label="")) == (None, pytest.approx(np.nan, nan_ok=True))
+
+
+def test_balanced_ratio_keeps_most_of_both_sets():
+    table = pd.DataFrame({("val", "i2t_R@1"): [0.1, 0.3, 0.4], ("held", "i2t_R@1"): [0.5, 0.45, 0.2]},
+                         index=[0.0, 0.5, 1.0])
+    assert report.balanced_ratio(table, "held") == 0.5  # 0.75 + 0.9 beats 0.2 + 1 and 1 + 0.4
+
+
+def test_report_imports_no_torch():
+    code = "import sys, analysis.report; assert 'torch' not in sys.modules, 'analysis.report imported torch'"
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
