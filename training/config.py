@@ -12,6 +12,14 @@ A sweep file (TOML):
     [grids.lr]                      # a grid: one run per combination of the lists
     lr = [3e-4, 1e-3, 3e-3]
 
+A comparison names what it measures: runs that differ from their reference in the named
+factor alone (checked when the sweep is read, seeds included):
+
+    [comparisons.learning-rate]
+    reference = "heads-only"
+    runs = ["lr-3e-4", "lr-3e-3"]
+    factor = ["lr"]                 # the keys that may differ; any other difference is an error
+
 `seeds = [0, 1, 2]` in [base] or in a run (or `--seeds N` on the command line) trains each
 configuration once per seed: replicates, each its own run folder `<run>.s<seed>`, all with
 `group = "<run>"`, so that readers compare configurations with seed-to-seed variation counted.
@@ -253,10 +261,78 @@ def parse_set(items: list[str]) -> dict:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """One factor's effect: each of `runs` against `reference`, differing from it only in the
+    keys of `factor` (configurations: the names of the sweep file, before seeds)."""
+
+    name: str
+    reference: str
+    runs: tuple[str, ...]
+    factor: tuple[str, ...]
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Sweep:
     name: str
     source: str
     runs: tuple[RunConfig, ...]
+    comparisons: tuple[Comparison, ...] = ()
+
+    def group(self, name: str) -> list[RunConfig]:
+        """The runs (one per seed) of configuration `name`."""
+        return [c for c in self.runs if c.group == name]
+
+
+def one_factor_differences(reference: RunConfig, run: RunConfig) -> dict[str, tuple]:
+    """key -> (reference's value, run's value) for every training setting in which the two
+    configurations differ (labels and the seed aside: replicates are compared by seed set)."""
+    a, b = reference.to_dict(), run.to_dict()
+    return {k: (a[k], b[k]) for k in a if k not in LABELS + ("seed",) and a[k] != b[k]}
+
+
+def check_comparison(sweep: Sweep, comparison: Comparison, where: str) -> None:
+    """Each run differs from the reference in the comparison's factor and in nothing else, and
+    both are trained with the same seeds: otherwise the comparison changes two things at once."""
+    ref = sweep.group(comparison.reference)
+    for name in comparison.runs:
+        group = sweep.group(name)
+        extra = sorted(set(one_factor_differences(ref[0], group[0])) - set(comparison.factor))
+        if extra:
+            raise ConfigError(f"{where}: run {name!r} differs from its reference {comparison.reference!r} in "
+                              f"{', '.join(extra)} besides the factor {list(comparison.factor)}: a comparison "
+                              f"changes one thing at a time")
+        if not one_factor_differences(ref[0], group[0]):
+            raise ConfigError(f"{where}: run {name!r} is the same configuration as {comparison.reference!r}")
+        seeds = ({c.seed for c in ref}, {c.seed for c in group})
+        if seeds[0] != seeds[1]:
+            raise ConfigError(f"{where}: run {name!r} has seeds {sorted(seeds[1])} and its reference "
+                              f"{sorted(seeds[0])}: compare configurations over the same seeds")
+
+
+def read_comparisons(spec: dict, sweep: Sweep, path: Path) -> tuple[Comparison, ...]:
+    """The sweep file's [comparisons.*], checked; those with a member outside the sweep (left
+    out by --only) are dropped, since they cannot be made."""
+    groups = {c.group for c in sweep.runs}
+    out = []
+    for name, table in spec.get("comparisons", {}).items():
+        where = f"[comparisons.{name}] of {path}"
+        unknown = set(table) - {"reference", "runs", "factor", "note"}
+        missing = {"reference", "runs", "factor"} - set(table)
+        if unknown or missing:
+            raise ConfigError(f"{where}: expected keys reference, runs, factor (and note); "
+                              f"unknown {sorted(unknown)}, missing {sorted(missing)}")
+        factor = tuple(table["factor"])
+        check_keys(dict.fromkeys(factor), where)
+        comparison = Comparison(name, table["reference"], tuple(table["runs"]), factor, table.get("note", ""))
+        if not {comparison.reference, *comparison.runs} <= groups:
+            continue
+        check_comparison(sweep, comparison, where)
+        out.append(comparison)
+    return tuple(out)
 
 
 def expand_grid(name: str, grid: dict, where: str) -> list[tuple[str, dict]]:
@@ -313,10 +389,10 @@ def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
         spec = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"sweep file {path} is not valid TOML: {e}") from e
-    unknown = set(spec) - {"name", "base", "runs", "grids"}
+    unknown = set(spec) - {"name", "base", "runs", "grids", "comparisons"}
     if unknown:
         raise ConfigError(f"sweep file {path}: unknown section(s) {sorted(unknown)}; "
-                          f"expected name, [base], [runs.*], [grids.*]")
+                          f"expected name, [base], [runs.*], [grids.*], [comparisons.*]")
     base = dict(spec.get("base", {}))
     check_keys(base, f"[base] of {path}")
     base_seeds = check_seeds(base.pop(SEEDS), f"[base] of {path}") if SEEDS in base else None
@@ -347,7 +423,8 @@ def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
     if SEEDS in overrides:
         raise ConfigError("seeds is not a --set key: use --seeds N")
     runs = tuple(RunConfig(**{**base, **run, **overrides, "name": n}) for n, run in replicate(named, base_seeds))
-    return Sweep(name=str(spec.get("name", path.stem)), source=str(path), runs=runs)
+    sweep = Sweep(name=str(spec.get("name", path.stem)), source=str(path), runs=runs)
+    return dataclasses.replace(sweep, comparisons=read_comparisons(spec, sweep, path))
 
 
 def changed_keys(saved: dict, cfg: RunConfig) -> list[str]:

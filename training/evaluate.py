@@ -106,8 +106,8 @@ def evaluate(model: ClipModel, inputs: TowerInputs, view: SplitView, label_names
     correct = None
     if label_names:
         device = model.logit_scale.device
-        tokens = to_device(model.tokenize([prompt_template.format(n) for n in label_names]), device)
-        label_emb = model.encode_text(tokens).float().cpu()
+        prompts = inputs.prompt_input(tuple(prompt_template.format(n) for n in label_names))
+        label_emb = model.embed_text_input(to_device(prompts, device), inputs.text_start).float().cpu()
         correct = metrics.zero_shot_correct(image_emb, view.images["label"].tolist(), label_emb, label_names)
         values["zero_shot_accuracy"] = correct.double().mean().item()
         values["zero_shot_chance"] = 1.0 / len(label_names)

@@ -105,6 +105,7 @@ class TowerInputs:
         # "attention_mask", padded to the longest caption) when only its top is unlocked.
         self.text_cut = model.text_tower.cache_point
         self.text_cached = None
+        self._prompts: dict[tuple[str, ...], object] = {}  # zero-shot prompts' frozen part, once
         if cache and text and self.text_cut > 0:
             self.text_cached = self._text_prefix(base)
 
@@ -223,6 +224,17 @@ class TowerInputs:
         mask = cached["attention_mask"][caption_rows]
         width = int(mask.sum(1).max())
         return {"hidden": cached["hidden"][caption_rows, :width], "attention_mask": mask[:, :width]}
+
+    def prompt_input(self, prompts: tuple[str, ...]):
+        """The text input of zero-shot label prompts (text_start applies): their frozen part is
+        computed once, not at every evaluation, as the captions' is."""
+        if self.text_cached is None:
+            return self.model.tokenize(list(prompts))
+        if prompts not in self._prompts:
+            with torch.no_grad():
+                self._prompts[prompts] = self.model.text_tower.forward_stages(
+                    self.model.tokenize(list(prompts)), 0, self.text_cut)
+        return self._prompts[prompts]
 
     @property
     def image_start(self) -> int:

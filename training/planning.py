@@ -1,4 +1,4 @@
-"""What a call of train.py will train, decided before any run starts: which runs of the
+"""What a call of train.py will train, decided before any run starts (and what --dry-run shows): which runs of the
 sweep are done, which conflict with what is on disk, the order that init_from needs, the
 checkpoint each resumed run continues from, and whether every label subset selects data.
 Everything here fails with a ConfigError that names the fix, before any run has started.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from data.manifest import load_manifest
 from training import checkpoints, run_store
-from training.config import ConfigError, RunConfig, Sweep, changed_keys
+from training.config import ConfigError, RunConfig, Sweep, changed_keys, one_factor_differences
 from training.evaluate import select
 from training.pairs import Pairs
 
@@ -126,3 +128,24 @@ def resume_points(todo: list[tuple[RunConfig, Path]], explicit: bool) -> dict[st
                               f"resume with the same settings, or drop --resume to train it from step 0")
         points[cfg.name] = found
     return points
+
+
+def comparisons_frame(sweep: Sweep) -> pd.DataFrame:
+    """One row per run of each comparison: its reference, the factor's values, and the seeds."""
+    rows = []
+    for comparison in sweep.comparisons:
+        reference = sweep.group(comparison.reference)
+        for name in comparison.runs:
+            group = sweep.group(name)
+            differs = one_factor_differences(reference[0], group[0])
+            rows.append(dict(comparison=comparison.name, run=name, reference=comparison.reference,
+                             factor="; ".join(f"{k}: {a} -> {b}" for k, (a, b) in differs.items()),
+                             seeds=",".join(str(c.seed) for c in group)))
+    return pd.DataFrame(rows, columns=["comparison", "run", "reference", "factor", "seeds"])
+
+
+def runs_frame(sweep: Sweep) -> pd.DataFrame:
+    """One row per run: its group and seed, and the settings in which the sweep's runs differ."""
+    frame = pd.DataFrame([c.to_dict() for c in sweep.runs]).set_index("name")
+    varying = [k for k in frame.columns if frame[k].astype(str).nunique() > 1 and k not in ("group", "seed")]
+    return frame[["group", "seed", *varying]]

@@ -37,7 +37,15 @@ from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_s
 from training.features import CACHE_DIR, TowerInputs  # noqa: E402
 from training.models import ModelUnavailable, build_model, check_available  # noqa: E402
 from training.pairs import Pairs  # noqa: E402
-from training.planning import check_selections, order_for_init_from, plan, resume_points, resumed_sweep  # noqa: E402
+from training.planning import (  # noqa: E402
+    check_selections,
+    comparisons_frame,
+    order_for_init_from,
+    plan,
+    resume_points,
+    resumed_sweep,
+    runs_frame,
+)
 from training.projection import project_runs  # noqa: E402
 from training.step import resolve_precision  # noqa: E402
 from training.trainer import Timer, Trainer  # noqa: E402
@@ -206,9 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     t0, timer = time.time(), Timer()
     sweep = sweep_of(args)
     if args.dry_run:
-        frame = pd.DataFrame([c.to_dict() for c in sweep.runs]).set_index("name")
-        print(f"sweep {sweep.name!r} from {sweep.source}: {len(frame)} runs")
-        print(frame.T.to_string())
+        print(f"sweep {sweep.name!r} from {sweep.source}: {len(sweep.runs)} runs; the settings that differ:")
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 60):
+            print(runs_frame(sweep).to_string())
+            if sweep.comparisons:
+                print("\ncomparisons (each run differs from its reference in the factor alone):")
+                print(comparisons_frame(sweep).to_string(index=False))
         return 0
     todo, skipped, resumes = plan_sweep(sweep, args)
     accelerator = make_accelerator(sweep, args)
