@@ -133,7 +133,7 @@ def test_missing_init_from_source_fails_before_training(tmp_path, synthetic_data
 def test_forgetting_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="wise_ft_ratios"):
         RunConfig(wise_ft_ratios=[0.5, 1.5])
-    with pytest.raises(ConfigError, match="other than 'train' and 'val'"):
+    with pytest.raises(ConfigError, match="other than 'train', 'val' and 'test'"):
         RunConfig(extra_evals=[{"name": "val"}])
     with pytest.raises(ConfigError, match="include_labels"):
         RunConfig(include_labels="circle")

@@ -222,9 +222,9 @@ def _normalise_extra_evals(cfg: RunConfig) -> list[dict] | None:
             raise ConfigError(f"{where} has unknown key(s) {sorted(unknown)}; known: {', '.join(EXTRA_EVAL_KEYS)}")
         full = {"data": cfg.data, "split": "val", "include_labels": None, "exclude_labels": None, **spec}
         name = full.get("name")
-        if not isinstance(name, str) or not _NAME.match(name) or name in ("train", "val"):
-            raise ConfigError(f"{where} needs a name (letters, digits, _ . = + -) other than 'train' and 'val', "
-                              f"got {name!r}: it becomes the split column of eval.parquet")
+        if not isinstance(name, str) or not _NAME.match(name) or name in ("train", "val", "test"):
+            raise ConfigError(f"{where} needs a name (letters, digits, _ . = + -) other than 'train', 'val' "
+                              f"and 'test', got {name!r}: it becomes the split column of eval.parquet")
         if not isinstance(full["data"], str) or not isinstance(full["split"], str):
             raise ConfigError(f"{where}: data and split must be strings")
         check_label_subset(full["include_labels"], full["exclude_labels"], where)

@@ -25,12 +25,15 @@ from training.pairs import Pairs, SplitView, to_device
 @dataclass
 class EvalSet:
     """What one evaluation covers: its name (the split column of eval.parquet), the rows, the
-    tower inputs that serve them, and the labels zero-shot classification chooses among."""
+    tower inputs that serve them, and the labels zero-shot classification chooses among.
+    `reported_only`: evaluated where figures are reported (step 0, the end), never in between:
+    the test split, which no choice may look at while training runs."""
 
     name: str
     view: SplitView
     inputs: TowerInputs
     labels: list[str]
+    reported_only: bool = False
 
 
 def dataset_labels(pairs: Pairs) -> list[str]:
@@ -141,12 +144,13 @@ def embeddings_frame(view: SplitView, ev: Evaluation, step: int) -> pd.DataFrame
 
 
 def samples_frame(view: SplitView, ev: Evaluation, step: int, thumbnails: dict[str, bytes]) -> pd.DataFrame:
+    """Per image and per caption of the view: its rank, top-k and outcomes (samples.parquet)."""
     images, captions = view.images, view.captions
     r = ev.retrieval
     cap_ids = captions["sample_id"].to_numpy()
     img_ids = images["image_id"].to_numpy()
     image_rows = pd.DataFrame(dict(
-        modality="image", sample_id=images["sample_id"].to_numpy(), image_id=img_ids,
+        modality="image", split=view.split, sample_id=images["sample_id"].to_numpy(), image_id=img_ids,
         caption=images["caption"].to_numpy(), label=images["label"].to_numpy(), step=step,
         rank=r.image_rank.numpy(), positive_cosine=r.image_positive.numpy().astype(np.float32),
         topk_ids=[list(cap_ids[row]) for row in r.image_topk.numpy()],
@@ -157,7 +161,7 @@ def samples_frame(view: SplitView, ev: Evaluation, step: int, thumbnails: dict[s
     t2i = view.text_to_image().numpy()
     text_pos = ev.text_emb.mul(ev.image_emb[view.text_to_image()]).sum(1).numpy().astype(np.float32)
     text_rows = pd.DataFrame(dict(
-        modality="text", sample_id=cap_ids, image_id=captions["image_id"].to_numpy(),
+        modality="text", split=view.split, sample_id=cap_ids, image_id=captions["image_id"].to_numpy(),
         caption=captions["caption"].to_numpy(), label=captions["label"].to_numpy(), step=step,
         rank=r.text_rank.numpy(), positive_cosine=text_pos,
         topk_ids=[list(img_ids[row]) for row in r.text_topk.numpy()],

@@ -72,7 +72,7 @@ EVAL_SCHEMA = pa.schema(
 # and readers fill them in with the value that means "none" (NaN: an ordinary evaluation, not
 # a WiSE-FT interpolation; no interval; a tie not recorded).
 ADDED_COLUMNS = {EVAL: {"wise_ft_ratio": math.nan, "low": math.nan, "high": math.nan},
-                 SAMPLES: {"tied": False, "zero_shot_correct": math.nan}}
+                 SAMPLES: {"split": "val", "tied": False, "zero_shot_correct": math.nan}}
 EMBEDDINGS_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("modality", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("split", pa.string()),
@@ -83,7 +83,7 @@ UMAP_SCHEMA = pa.schema(
      ("umap_x", pa.float32()), ("umap_y", pa.float32())]
 )
 SAMPLES_SCHEMA = pa.schema(
-    [("modality", pa.string()), ("sample_id", pa.string()), ("image_id", pa.string()),
+    [("modality", pa.string()), ("split", pa.string()), ("sample_id", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("step", pa.int64()),
      ("rank", pa.int64()), ("positive_cosine", pa.float32()),
      ("topk_ids", pa.list_(pa.string())), ("topk_scores", pa.list_(pa.float32())),

@@ -140,6 +140,7 @@ class Trainer:
         selection = dict(include_labels=cfg.include_labels, exclude_labels=cfg.exclude_labels)
         train_view = pairs.subset("train", cfg.data_fraction, cfg.seed, **selection)
         self.val_view = pairs.subset("val", **selection)
+        test_view = pairs.subset("test", **selection)
         # A train subset as large as val: the gap between the two is overfitting.
         probe_view = pairs.subset("train", max_images=len(self.val_view.image_rows), seed=cfg.seed, **selection)
         labels = dataset_labels(pairs)
@@ -153,11 +154,16 @@ class Trainer:
             self.inputs = TowerInputs(model, pairs, self.cache_dir, show_progress=main)
             self.eval_sets = [EvalSet("train", probe_view, self.inputs, labels),
                               EvalSet("val", self.val_view, self.inputs, labels),
+                              *([EvalSet("test", test_view, self.inputs, labels, reported_only=True)]
+                                if len(test_view.image_rows) >= 2 else []),
                               *extra_eval_sets(cfg, model, pairs, self.inputs, self.cache_dir, show_progress=main)]
-        if main:  # each run may validate on other images (label subsets): add the missing thumbnails
-            images = self.val_view.images
-            self.thumbnails.update({iid: thumbnail_png(p) for iid, p in zip(images["image_id"], images["image_path"])
-                                    if iid not in self.thumbnails})
+        self.sample_sets = [es for es in self.eval_sets if es.name in ("val", "test")]  # samples.parquet's
+        if main:  # each run may evaluate other images (label subsets): add the missing thumbnails
+            for es in self.sample_sets:
+                images = es.view.images
+                self.thumbnails.update({iid: thumbnail_png(p) for iid, p in zip(images["image_id"],
+                                                                                 images["image_path"])
+                                        if iid not in self.thumbnails})
         # Prepared first: on N processes each yields its share of every global batch, and the
         # schedule counts global steps, as one process with N times the batch would.
         unprepared = make_loader(train_view, self.inputs, cfg, pin_memory=accelerator.device.type == "cuda")
@@ -201,7 +207,7 @@ class Trainer:
             loss = self._train_epoch(epoch, done_batches if epoch == start_epoch else 0)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 last = self._evaluate(float(epoch + 1), reported=epoch + 1 == cfg.epochs)
-                self.bar.set_postfix(loss=f"{loss:.3f}", i2t_R1=f"{last.values['i2t_R@1']:.3f}")
+                self.bar.set_postfix(loss=f"{loss:.3f}", i2t_R1=f"{last['val'].values['i2t_R@1']:.3f}")
             if self.main:
                 self.writer.flush()
                 self.writer.heartbeat(self.step)
@@ -239,10 +245,13 @@ class Trainer:
 
     def _evaluate(self, epoch: float, log: bool = True, wise_ft_ratio: float | None = None,
                   stage: str = "evaluation", reported: bool = True):
-        """Evaluate every set (train probe, val, the extra sets); returns the val Evaluation.
-        `reported`: a figure readers report (step 0, the end, WiSE-FT), logged with its intervals."""
+        """Evaluate every set (train probe, val, test, the extra sets): set name -> Evaluation.
+        `reported`: a figure readers report (step 0, the end, WiSE-FT), logged with its intervals;
+        the test split is evaluated only then."""
         results = {}
         for es in self.eval_sets:
+            if es.reported_only and not reported:
+                continue
             with self.timer(stage), self.accelerator.autocast():
                 self.model.eval()
                 results[es.name] = evaluate(self.model, es.inputs, es.view, es.labels, self.cfg.prompt_template,
@@ -254,7 +263,7 @@ class Trainer:
         if log and wise_ft_ratio is None:
             self.accelerator.log({f"eval/{name}/{k}": v for name, ev in results.items() for k, v in ev.values.items()},
                                  step=self.step)
-        return results["val"]
+        return results
 
     def _checkpoint(self, next_epoch: int, next_batch: int) -> None:
         cfg = self.cfg
@@ -270,7 +279,8 @@ class Trainer:
     # ------------------------------------------------------------------ the end
 
     def _finish(self, first, last) -> None:
-        """Final weights, WiSE-FT's mixes, embeddings and per-sample results, FINISHED."""
+        """Final weights, WiSE-FT's mixes, embeddings (val) and per-sample results (val and
+        test), FINISHED. `first`, `last`: the evaluations of step 0 and of the end."""
         cfg, model = self.cfg, self.model
         if last is None:  # resumed from the checkpoint of the last step: its evaluation is on disk
             last = self._evaluate(float(cfg.epochs), log=False)
@@ -286,10 +296,11 @@ class Trainer:
                 self.writer.flush()
         if self.main:
             with self.timer("evaluation"):
-                self.writer.write_embeddings(pd.concat([embeddings_frame(self.val_view, first, 0),
-                                                        embeddings_frame(self.val_view, last, self.step)],
+                self.writer.write_embeddings(pd.concat([embeddings_frame(self.val_view, first["val"], 0),
+                                                        embeddings_frame(self.val_view, last["val"], self.step)],
                                                        ignore_index=True))
-                self.writer.write_samples(samples_frame(self.val_view, last, self.step, self.thumbnails))
+                self.writer.write_samples(pd.concat([samples_frame(es.view, last[es.name], self.step, self.thumbnails)
+                                                     for es in self.sample_sets], ignore_index=True))
             self.writer.set_status("FINISHED", step=self.step, timings=self.timer.seconds, cache=self.inputs.stats,
                                    train_pairs=len(self.loader.dataset), skipped_steps=self.skipped)
         self.state = "FINISHED"
