@@ -120,11 +120,16 @@ def warm_feature_cache(configs: list[RunConfig], cache_dir: Path, show_progress:
 
 
 def project(sweep, runs_dir: Path, skip: bool) -> dict[Path, float]:
-    """UMAP fits for every finished run of the sweep that has none yet, also one whose sweep
-    was interrupted before this stage; seconds per run, added to each run's timings."""
+    """UMAP fits for the finished runs of the sweep that have none yet, also those of a sweep
+    interrupted before this stage: one per configuration, its lowest seed (a map is a picture
+    to look at, not a figure to average; every seed's would cost as many fits). Seconds per
+    run, added to each run's timings."""
     if skip:
         return {}
-    paths = [run_store.run_dir(runs_dir, sweep.name, c.name) for c in sweep.runs]
+    lowest = {}
+    for cfg in sorted(sweep.runs, key=lambda c: c.seed):
+        lowest.setdefault(cfg.group, cfg)
+    paths = [run_store.run_dir(runs_dir, sweep.name, c.name) for c in lowest.values()]
     finished = [p for p in paths if run_store.load_run(p).status.get("state") == "FINISHED" and run_store.needs_umap(p)]
     per_run = project_runs(finished)
     for path, seconds in per_run.items():
