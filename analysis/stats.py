@@ -14,7 +14,9 @@ percentile interval's coverage drops; BCa corrects bias and skewness (second-ord
 accurate) at the price of a jackknife. Two runs are compared paired, per query, with a
 sign-flip permutation test (scipy.stats.permutation_test) and McNemar's exact test
 (scipy.stats.binomtest); configurations with several seeds with a two-level bootstrap
-over seeds and images. Seeds are fixed, so every figure is reproducible.
+over seeds and images; runs evaluated on different query sets (a leaky split's validation
+images against an honest split's) unpaired, with each set's images resampled on their own.
+Seeds are fixed, so every figure is reproducible.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class PairedDifference:
     low: float
     high: float
     p_value: float  # sign-flip permutation test, two-sided
+
+
+@dataclass(frozen=True)
+class UnpairedDifference:
+    diff: float  # mean of b over b's queries minus mean of a over a's
+    low: float  # each set's images resampled independently
+    high: float
 
 
 @dataclass(frozen=True)
@@ -245,6 +254,39 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, outcome: str, query: str = "s
     return paired_difference(a[outcome].to_numpy(), b[outcome].to_numpy(),
                              None if group is None else a[group].to_numpy(),
                              confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+# ---------------------------------------------------------------------------- two runs, different queries
+
+
+def unpaired_difference(a, b, groups_a=None, groups_b=None, confidence: float = CONFIDENCE,
+                        n_resamples: int = N_RESAMPLES, seed: int = SEED) -> UnpairedDifference:
+    """b - a for outcomes on two different query sets (e.g. one model on a leaky split's
+    validation images and on an honest split's), where compare_runs refuses to pair.
+
+    A two-sample bootstrap: scipy.stats.bootstrap with two unpaired samples, a's images and
+    b's, each resampled on its own (with `groups_a` / `groups_b`, the image id of each value,
+    an image comes with all of its captions), and the difference of the two means per
+    resample; BCa interval, its jackknife leaving out one image of either set. Nothing is
+    shared to cancel, so the interval counts the variation of both sets and is wider than a
+    paired one on a common set. Where BCa cannot be computed (no spread, as with all-0 or
+    all-1 outcomes in both), the percentile interval of the same resamples, [d, d] when every
+    resample gives d."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError(f"unpaired outcomes need one value per query in each set, got shapes {a.shape} and {b.shape}")
+    (unit_a, n_a), (unit_b, n_b) = _units(a, groups_a), _units(b, groups_b)
+    if min(n_a, n_b) < 2:
+        raise ValueError(f"a bootstrap over images needs at least two images in each set, got {n_a} and {n_b}")
+    mean_a, mean_b = _of_units(a, unit_a, n_a, np.mean), _of_units(b, unit_b, n_b, np.mean)
+    statistic = lambda ia, ib, axis=-1: mean_b(ib) - mean_a(ia)
+    images = (np.arange(n_a), np.arange(n_b))
+    result = _bootstrap(images, statistic, n_a + n_b, confidence, n_resamples, seed, "BCa")
+    low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low, high = _bootstrap(images, statistic, n_a + n_b, confidence, n_resamples, seed, "percentile",
+                               previous=result).confidence_interval
+    return UnpairedDifference(float(statistic(*images)), float(low), float(high))
 
 
 # ---------------------------------------------------------------------------- two configurations, several seeds

@@ -122,8 +122,24 @@ def seeded_digest(key: str, seed: int) -> bytes:
     return hashlib.sha256(f"{seed}:{key}".encode("utf-8", "surrogateescape")).digest()
 
 
-def split_of(group_key: str, val_fraction: float, seed: int) -> str:
-    """A deterministic split for a group of rows that must stay together (an image, or all
-    variants of one concept): a hash of the key, so adding data never moves old groups."""
+def check_fractions(val_fraction: float, test_fraction: float = 0.0) -> None:
+    """Raises ValueError unless both shares are in [0, 1] and leave training something."""
+    if not (0 <= val_fraction <= 1 and 0 <= test_fraction <= 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"--val-fraction {val_fraction} and --test-fraction {test_fraction} must be shares in "
+                         f"[0, 1] that add up to less than 1 (the rest is training)")
+
+
+def split_of(group_key: str, val_fraction: float, seed: int, test_fraction: float = 0.0) -> str:
+    """A deterministic split ("train", "val" or "test") for a group of rows that must stay
+    together (an image, or all variants of one concept): a hash of the key, so a group always
+    lands in one split and adding data never moves old groups.
+
+    The hash is a uniform u in [0, 1): val below val_fraction, test in the next
+    test_fraction, train above. With test_fraction=0 this is exactly the two-way split of
+    earlier versions, and the validation groups do not depend on test_fraction at all: a test
+    split is carved out of what was training."""
+    check_fractions(val_fraction, test_fraction)
     u = int.from_bytes(seeded_digest(group_key, seed)[:8], "big") / 2**64
-    return "val" if u < val_fraction else "train"
+    if u < val_fraction:
+        return "val"
+    return "test" if u < val_fraction + test_fraction else "train"

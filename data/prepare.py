@@ -1,6 +1,6 @@
 """Turn a data source into data/NAME/manifest.parquet plus the images it refers to.
 
-    python data/prepare.py openmoji                      # the offline default (about 40 s)
+    python data/prepare.py openmoji                      # the offline default (about 40 s): train/val/test by concept
     python data/prepare.py synthetic --name synthetic --n-images 48
     python data/prepare.py coco --captions annotations/captions_train2017.json annotations/captions_val2017.json \
         --images coco --name coco --resize 256
@@ -37,24 +37,35 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where datasets live")
     common.add_argument("--seed", type=int, default=0, help="split and subset seed")
     common.add_argument("--val-fraction", type=float, default=0.2,
-                        help="share of base emoji (openmoji) or images held out for validation")
+                        help="share of concepts (openmoji) or images held out for validation")
     om = sub.add_parser("openmoji", parents=[common], help="OpenMoji emoji with Unicode names")
+    add_test_fraction(om, 0.2, "concepts")
     om.add_argument("--size", type=int, default=224, help="render size in pixels (EfficientNet's native 224)")
     om.add_argument("--max-images", type=int, help="keep a seeded random subset of this many emoji")
-    om.add_argument("--split-by", choices=["base", "concept"], default="base",
-                    help="keep together the variants of one base emoji (skin tone, hair), or also "
-                         "its gendered forms and family make-ups (concept)")
+    om.add_argument("--split-by", choices=["concept", "base"], default="concept",
+                    help="keep together an emoji's variants, gendered forms and family make-ups (concept), or "
+                         "only the variants of one base emoji (base: leaks, 'man running facing right' in "
+                         "validation, 'person running' in training; kept for comparison)")
     om.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes")
     sy = sub.add_parser("synthetic", parents=[common], help="generated shapes, for tests")
+    add_test_fraction(sy, 0.0, "images")
     sy.add_argument("--n-images", type=int, default=48)
     sy.add_argument("--size", type=int, default=32)
     add_caption_sources(sub, common)
     return p
 
 
+def add_test_fraction(parser: argparse.ArgumentParser, default: float, of: str) -> None:
+    """Per source, not in `common`: the default differs, and parents share their actions."""
+    parser.add_argument("--test-fraction", type=float, default=default,
+                        help=f"share of {of} held out for test, where the source gives no split of its own "
+                             f"(default {default:g}); validation is the same whatever this is")
+
+
 def add_caption_sources(sub, common: argparse.ArgumentParser) -> None:
     """The sources of real photos with captions, which share subset, resize and checking options."""
     photos = argparse.ArgumentParser(add_help=False, parents=[common])
+    add_test_fraction(photos, 0.0, "images")
     photos.add_argument("--max-images", type=int, help="keep this many images (seeded by image, all their captions)")
     photos.add_argument("--fraction", type=float, help="keep this share of the images (seeded by image)")
     photos.add_argument("--resize", type=int, metavar="N",
@@ -99,10 +110,11 @@ def prepare(argv: list[str] | None = None) -> Path:
     if args.source == "openmoji":
         from data.sources import openmoji
         manifest, report = openmoji.prepare(out_dir, args.size, args.val_fraction, args.seed,
-                                            args.workers, args.max_images, args.split_by)
+                                            args.workers, args.max_images, args.split_by, args.test_fraction)
     elif args.source == "synthetic":
         from data.sources import synthetic
-        manifest, report = synthetic.prepare(out_dir, args.n_images, args.size, args.val_fraction, args.seed)
+        manifest, report = synthetic.prepare(out_dir, args.n_images, args.size, args.val_fraction, args.seed,
+                                             test_fraction=args.test_fraction)
     else:
         manifest, report = prepare_captioned(args, out_dir)
     report["seconds"] = round(time.time() - t0, 2)
@@ -110,7 +122,11 @@ def prepare(argv: list[str] | None = None) -> Path:
     splits = manifest.drop_duplicates("image_id")["split"].value_counts().to_dict()
     print(f"wrote {path}: {len(manifest)} rows, {manifest['image_id'].nunique()} images, "
           f"splits {splits}, {report['seconds']} s")
-    print("\n".join(summary_lines(report) + duplicate_lines(report["duplicates"])))
+    lines = summary_lines(report) + duplicate_lines(report["duplicates"])
+    if "leaks" in report:
+        from data.sources.openmoji import leak_lines
+        lines += leak_lines(report["leaks"], report["split_by"])
+    print("\n".join(lines))
     return path
 
 
@@ -151,7 +167,8 @@ def prepare_captioned(args, out_dir: Path):
     from data.sources.assemble import Options, assemble
     from data.sources.skips import SkipLog
 
-    opts = Options(val_fraction=args.val_fraction, seed=args.seed, max_images=args.max_images,
+    opts = Options(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                   max_images=args.max_images,
                    fraction=args.fraction, resize=args.resize, workers=args.workers)
     log = SkipLog()
     rows, all_images = read_source(args, log)
@@ -161,7 +178,7 @@ def prepare_captioned(args, out_dir: Path):
     report = dict(source=args.source, inputs=inputs, images=int(manifest["image_id"].nunique()),
                   rows=len(manifest), splits=manifest.drop_duplicates("image_id")["split"].value_counts().to_dict(),
                   resize=args.resize, max_images=args.max_images, fraction=args.fraction, seed=args.seed,
-                  val_fraction=args.val_fraction, **log.to_report())
+                  val_fraction=args.val_fraction, test_fraction=args.test_fraction, **log.to_report())
     return manifest, report
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.manifest import COLUMNS, seeded_digest, split_of
+from data.manifest import COLUMNS, check_fractions, seeded_digest, split_of
 from data.sources.captions import clean_rows
 from data.sources.image_check import ImageJob, check_images, stored_name
 from data.sources.skips import SkipLog
@@ -26,6 +26,7 @@ IMAGES = "images"
 @dataclass(frozen=True)
 class Options:
     val_fraction: float = 0.2  # share of images held out when the source has no split of its own
+    test_fraction: float = 0.0  # and for test: none unless asked, so train/val stay as they were
     seed: int = 0
     max_images: int | None = None
     fraction: float | None = None
@@ -33,6 +34,7 @@ class Options:
     workers: int = min(8, os.cpu_count() or 1)
 
     def __post_init__(self):
+        check_fractions(self.val_fraction, self.test_fraction)  # before any image is checked
         if self.max_images is not None and self.max_images < 1:
             raise ValueError("--max-images must be at least 1")
         if self.fraction is not None and not 0 < self.fraction <= 1:
@@ -105,6 +107,7 @@ def _splits(image_ids, per_image: pd.DataFrame, opts: Options) -> dict[str, str]
         split = given.get(image_id)
         if split is None or split != split or split == "":
             key = keys.get(image_id)
-            split = split_of(key if isinstance(key, str) and key else image_id, opts.val_fraction, opts.seed)
+            split = split_of(key if isinstance(key, str) and key else image_id, opts.val_fraction, opts.seed,
+                             opts.test_fraction)
         of_image[image_id] = split
     return of_image

@@ -30,7 +30,7 @@ def _draw(shape: str, colour: tuple, size: int, rng: random.Random) -> Image.Ima
 
 
 def prepare(out_dir: Path, n_images: int, size: int, val_fraction: float, seed: int,
-            captions_per_image: int = 2) -> tuple[pd.DataFrame, dict]:
+            captions_per_image: int = 2, test_fraction: float = 0.0) -> tuple[pd.DataFrame, dict]:
     from data.manifest import split_of
 
     rng = random.Random(seed)
@@ -43,10 +43,11 @@ def prepare(out_dir: Path, n_images: int, size: int, val_fraction: float, seed: 
         image_id = f"img{i:04d}"
         _draw(shape, COLOURS[colour], size, rng).save(image_dir / f"{image_id}.png")
         templates = ["a {c} {s}", "a picture of a {c} {s}", "the {s} is {c}"]
-        split = split_of(image_id, val_fraction, seed)
+        split = split_of(image_id, val_fraction, seed, test_fraction)
         for t in templates[:captions_per_image]:
             rows.append(dict(image_id=image_id, image_path=f"images/{image_id}.png",
                              caption=t.format(c=colour, s=shape), split=split, label=shape))
     manifest = pd.DataFrame(rows)
-    report = dict(source="synthetic", images=n_images, rows=len(rows), skipped={}, seed=seed)
+    report = dict(source="synthetic", images=n_images, rows=len(rows), skipped={}, seed=seed,
+                  val_fraction=val_fraction, test_fraction=test_fraction)
     return manifest, report
