@@ -203,3 +203,25 @@ def test_reported_evaluations_carry_intervals_and_the_rest_none(tiny_runs):
     last = last_eval(e)
     assert images.zero_shot_correct.mean() == pytest.approx(last["zero_shot_accuracy"])
     assert s.tied.sum() == last["i2t_tied_queries"] + last["t2i_tied_queries"]
+
+
+def test_closed_form_baseline_is_a_run_of_its_own(synthetic_data, tmp_path):
+    """closed_form = "cca" fits the linear heads on the locked towers' features, with no
+    training step, and writes a run the readers treat like any other: evaluated once, as step
+    0, with intervals; the ridge it chose on val is in its status."""
+    sweep = tmp_path / "baseline.toml"
+    sweep.write_text('name = "base"\n[base]\nmodel = "tiny-clip"\nimage_size = 32\nembed_dim = 8\n'
+                     '[runs.cca]\nclosed_form = "cca"\n[runs.random]\nepochs = 1\nlr = 1e-9\n')
+    assert main(["--sweep", str(sweep), "--runs-dir", str(tmp_path / "runs"), "--data", str(synthetic_data),
+                 "--cache-dir", str(tmp_path / "cache"), "--no-umap"]) == 0
+    path = tmp_path / "runs" / "base" / "cca"
+    run = run_store.load_run(path)
+    assert run.state == "FINISHED" and run.problems == [] and run.status["step"] == 0
+    assert run.status["closed_form"]["method"] == "cca" and run.status["closed_form"]["ridge"] > 0
+    e = run_store.read_eval(path)
+    assert set(e.step) == {0} and {"train", "val"} <= set(e.split)
+    assert e[e.metric == "i2t_R@1"][["low", "high"]].notna().all().all()
+    assert set(run_store.read_embeddings(path, with_vectors=False).step) == {0}
+    assert run_store.read_metrics(path).empty
+    with pytest.raises(ConfigError, match="locked towers"):
+        load_sweep(sweep, {"unlock_text": 1}, ["cca"])

@@ -94,6 +94,8 @@ class RunConfig:
     #   batches, and which images data_fraction keeps. The subset follows the seed on purpose: a claim
     #   about "a quarter of the data" should hold for any quarter, so seed-to-seed variation includes it
     group: str = ""  # the configuration this run replicates (its name without the seed); "": the run's name
+    closed_form: str = ""  # "": train the heads contrastively; "cca" or "least_squares": fit them in closed form
+    #   on the locked towers' features, no training (training/closed_form.py): the baseline training must beat
     # Forgetting (see the two-stage example in sweeps/default.toml):
     include_labels: list[str] | None = None  # train and validate only on rows with these labels; None: all
     exclude_labels: list[str] | None = None  # drop rows with these labels from training and validation
@@ -139,6 +141,9 @@ class RunConfig:
             (self.compile_mode in COMPILE_MODES,
              f"compile_mode must be one of {', '.join(repr(m) for m in COMPILE_MODES)}"),
             (self.pad_multiple >= 1, "pad_multiple must be at least 1 (1 pads to the longest caption only)"),
+            (self.closed_form in ("", "cca", "least_squares"), "closed_form must be '', 'cca' or 'least_squares'"),
+            (not self.closed_form or (self.unlock_image == self.unlock_text == 0 and self.head == "linear"),
+             "closed_form fits linear heads on locked towers: unlock_image = unlock_text = 0, head = 'linear'"),
         ]
         for ok, message in checks:
             if not ok:

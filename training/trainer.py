@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from data.manifest import load_manifest
 from training import checkpoints, run_store
+from training.closed_form import choose_ridge, fit_heads, load_heads
 from training.config import RunConfig
 from training.distributed import gather_with_grad
 from training.evaluate import (
@@ -92,9 +93,12 @@ class Trainer:
         re-raises the interrupt, which stops the sweep."""
         with self._lifecycle():
             self._set_up()
-            first = self._evaluate(0.0, log=self.resume_from is None)  # a resumed run rebuilt the step-0 model
-            start_epoch, done_batches = self._resume()
-            last = self._epochs(start_epoch, done_batches)
+            if self.cfg.closed_form:
+                first = last = self._fit_closed_form()
+            else:
+                first = self._evaluate(0.0, log=self.resume_from is None)  # a resumed run rebuilt the step-0 model
+                start_epoch, done_batches = self._resume()
+                last = self._epochs(start_epoch, done_batches)
             self._finish(first, last)
         return self.state
 
@@ -139,6 +143,7 @@ class Trainer:
         pairs = Pairs.from_manifest(load_manifest(cfg.data))
         selection = dict(include_labels=cfg.include_labels, exclude_labels=cfg.exclude_labels)
         train_view = pairs.subset("train", cfg.data_fraction, cfg.seed, **selection)
+        self.train_view = train_view
         self.val_view = pairs.subset("val", **selection)
         test_view = pairs.subset("test", **selection)
         # A train subset as large as val: the gap between the two is overfitting.
@@ -194,6 +199,31 @@ class Trainer:
         if self.main:
             self.writer.flush()
         return start
+
+    # ------------------------------------------------------------------ the closed-form baseline
+
+    def _fit_closed_form(self) -> dict:
+        """Fit the linear heads on the training pairs' frozen features in closed form, the
+        ridge chosen on val; evaluated as step 0, since nothing trains."""
+        cfg = self.cfg
+        with self.timer("closed_form"):
+            train, val = self._frozen_features(self.train_view), self._frozen_features(self.val_view)
+            ridge, scores = choose_ridge(train, val, cfg.embed_dim, cfg.closed_form)
+            load_heads(self.model, *fit_heads(*train, cfg.embed_dim, cfg.closed_form, ridge))
+        self.changed = trained_names(self.model) | {"image_head.bias", "text_head.bias"}
+        if self.main:
+            self.writer.set_status("RUNNING", closed_form=dict(
+                method=cfg.closed_form, ridge=ridge, val_i2t_R1_by_ridge={str(k): v for k, v in scores.items()}))
+        evaluation = self._evaluate(0.0)
+        if self.main:
+            self.writer.flush()
+        return evaluation
+
+    def _frozen_features(self, view) -> tuple:
+        """(image features, caption features, caption -> image index) of a view: the locked
+        towers' cached outputs."""
+        batch = self.inputs.rows_batch(torch.as_tensor(view.image_rows), torch.as_tensor(view.caption_rows))
+        return batch.image.float(), batch.text.float(), view.text_to_image()
 
     # ------------------------------------------------------------------ training
 
@@ -296,9 +326,9 @@ class Trainer:
                 self.writer.flush()
         if self.main:
             with self.timer("evaluation"):
-                self.writer.write_embeddings(pd.concat([embeddings_frame(self.val_view, first["val"], 0),
-                                                        embeddings_frame(self.val_view, last["val"], self.step)],
-                                                       ignore_index=True))
+                ends = [(first, 0), (last, self.step)] if self.step else [(last, 0)]  # closed form: step 0 only
+                self.writer.write_embeddings(pd.concat([embeddings_frame(self.val_view, ev["val"], step)
+                                                        for ev, step in ends], ignore_index=True))
                 self.writer.write_samples(pd.concat([samples_frame(es.view, last[es.name], self.step, self.thumbnails)
                                                      for es in self.sample_sets], ignore_index=True))
             self.writer.set_status("FINISHED", step=self.step, timings=self.timer.seconds, cache=self.inputs.stats,
