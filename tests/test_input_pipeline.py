@@ -140,7 +140,8 @@ def test_train_py_decodes_and_tokenizes_in_loader_workers_with_length_groups(syn
     from training.train import main
 
     code = main(["--no-umap", "--data", str(synthetic_data), "--model", "tiny-clip",
-                 "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--only", "heads-only",
+                 "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+                 "--only", "heads-only", "--seeds", "1",
                  "--set", "epochs=2", "batch_size=8", "image_size=32", "unlock_image=-1", "unlock_text=-1",
                  "num_workers=2", "group_by_length=true", "eval_every=2",
                  'precision="no"'])  # as the other tests: one Accelerator state per process

@@ -343,13 +343,13 @@ def test_a_coco_folder_trains_through_accelerate_and_shows_in_the_dashboard(tmp_
     done = subprocess.run(
         [str(accelerate), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
          "--dynamo_backend", "no", "training/train.py", "--data", str(tmp_path / "data" / "coco"),
-         "--model", "offline-default", "--only", "heads-only", "--set", "epochs=1", "batch_size=4",
+         "--model", "offline-default", "--only", "heads-only", "--seeds", "1", "--set", "epochs=1", "batch_size=4",
          "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     from training import run_store
 
-    run_ = run_store.load_run(run_store.run_dir(runs, "default", "heads-only"))
+    run_ = run_store.load_run(run_store.run_dir(runs, "default", "heads-only.s0"))
     assert run_.state == "FINISHED" and run_.config["model"] == "offline-default"
 
     from streamlit.testing.v1 import AppTest
@@ -359,5 +359,5 @@ def test_a_coco_folder_trains_through_accelerate_and_shows_in_the_dashboard(tmp_
     at.query_params["view"] = "Runs"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert list(at.dataframe[0].value.index) == ["default/heads-only"]
+    assert list(at.dataframe[0].value.index) == ["default/heads-only.s0"]
     assert "FINISHED" in "\n".join(str(e.value) for e in (*at.markdown, *at.caption))

@@ -225,3 +225,23 @@ def test_closed_form_baseline_is_a_run_of_its_own(synthetic_data, tmp_path):
     assert run_store.read_metrics(path).empty
     with pytest.raises(ConfigError, match="locked towers"):
         load_sweep(sweep, {"unlock_text": 1}, ["cca"])
+
+
+def test_default_sweep_compares_one_factor_at_a_time_over_three_seeds(tmp_path):
+    """Every comparison of the default sweep changes its named factor alone, over the same
+    seeds; changing a second thing (epochs, schedule, data, seeds) is refused when read."""
+    from training.config import DEFAULT_SWEEP
+
+    sweep = load_sweep(DEFAULT_SWEEP)
+    names = {c.name for c in sweep.comparisons}
+    assert {"learning-rate", "batch-size", "temperature", "data", "towers", "split"} <= names
+    groups = {c.group for c in sweep.runs}
+    trained = groups - {"closed-form"}
+    assert all(len(sweep.group(g)) >= 3 for g in trained)
+    text = DEFAULT_SWEEP.read_text()
+    assert "[runs.lr-3e-4]\nlr = 3e-4\n" in text
+    for extra in ("epochs = 10", 'schedule = "constant"', "data_fraction = 0.5", "seeds = [0, 1]"):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text.replace("[runs.lr-3e-4]\nlr = 3e-4\n", f"[runs.lr-3e-4]\nlr = 3e-4\n{extra}\n"))
+        with pytest.raises(ConfigError, match="differs from its reference|has seeds"):
+            load_sweep(bad)

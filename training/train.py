@@ -51,7 +51,10 @@ from training.step import resolve_precision  # noqa: E402
 from training.trainer import Timer, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-AUTO_PREPARE = {"openmoji": ["openmoji"]}  # datasets train.py may prepare on first use
+# Datasets train.py may prepare on first use: the offline default, and its leaky split of old.
+AUTO_PREPARE = {"openmoji": ["openmoji"],
+                "openmoji-leaky": ["openmoji", "--split-by", "base", "--test-fraction", "0",
+                                   "--name", "openmoji-leaky"]}
 TRACKERS = ("tensorboard", "wandb")  # --report-to values, each the name of the package it needs
 
 
