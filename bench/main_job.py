@@ -1,16 +1,21 @@
 """Wall time of the README's main command on a clean clone, broken down by stage.
 
-    .venv/bin/python bench/main_job.py
+    .venv/bin/python bench/main_job.py                       # the precision "auto" picks here
+    .venv/bin/python bench/main_job.py --precision fp32      # force fp32, as on a CPU without bf16
+    .venv/bin/python bench/main_job.py --keep-runs           # also copy the runs to ./runs
 
 Clones HEAD into a temporary folder (no prepared data, no runs, no feature cache), runs
 `accelerate launch training/train.py` there with this checkout's virtualenv, and reads the
-stage times back from the run store and the dataset report. Records the figures in
-bench/results.json and bench/RESULTS.md.
+stage times back from the run store and the dataset reports. Records the figures, named by the
+precision that ran and with the CPU's name, in bench/results.json and bench/RESULTS.md; each
+as a ratio to a reference workload timed at the same precision in the same run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,27 +26,43 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.runs import last_eval  # noqa: E402
-from bench.results import record  # noqa: E402
+from bench.results import machine, record  # noqa: E402
 from training import run_store  # noqa: E402
 
 
-def reference_seconds() -> float:
-    """Seconds of a fixed piece of the main job's own work (cpu_precision's two tower workloads
-    at bf16, median of three each): the same code takes 10-40% longer on this shared machine at
-    some hours than at others, and this peer, timed in the same run, tells which hour it was."""
+def reference_seconds(bf16: bool) -> float:
+    """Seconds of a fixed piece of the main job's own work (cpu_precision's two tower workloads,
+    median of three each, at the run's precision): the same code takes 10-40% longer on this
+    shared machine at some hours than at others, and this peer, timed in the same run, tells
+    which hour it was."""
     import torch
 
     from bench.cpu_precision import median_seconds, tower_workloads
 
     image_forward, text_step = tower_workloads()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         return median_seconds(image_forward) + median_seconds(text_step)
 
 
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--precision", choices=["auto", "fp32"], default="auto",
+                   help="auto: what the sweep's precision = 'auto' picks on this CPU; fp32: forced")
+    p.add_argument("--keep-runs", action="store_true", help="copy the clone's runs/ to this checkout's runs/")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="time a variant of the main command (printed, not recorded)")
+    return p.parse_args()
+
+
 def main() -> int:
-    # --set KEY=VALUE ... times a variant of the main command (printed, not recorded)
-    variant = sys.argv[sys.argv.index("--set"):] if "--set" in sys.argv else []
-    reference = reference_seconds()
+    from training.step import resolve_precision
+
+    args = parse_args()
+    precision = "no" if args.precision == "fp32" else resolve_precision("auto")
+    name = "fp32" if precision == "no" else precision
+    variant = ["--set", *args.set, *([f'precision="{precision}"'] if args.precision == "fp32" else [])]
+    variant = variant if len(variant) > 1 else []
+    reference = reference_seconds(bf16=precision == "bf16")
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -55,46 +76,64 @@ def main() -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
         sweep_stages = run_store.read_sweep_summary(clone / "runs", "default")["stages"]
-        report = json.loads((clone / "data" / "openmoji" / "report.json").read_text())
+        reports = [json.loads(f.read_text()) for f in sorted((clone / "data").glob("*/report.json"))]
         runs = run_store.list_runs(clone / "runs")
-        stages = {"prepare": report["seconds"], "features": sweep_stages.get("features", 0.0),
-                  "training": 0.0, "evaluation": 0.0, "umap": sweep_stages.get("umap", 0.0)}
+        stages = {"prepare": sum(r["seconds"] for r in reports), "features": sweep_stages.get("features", 0.0),
+                  "training": 0.0, "evaluation": 0.0, "intervals": 0.0, "closed_form": 0.0,
+                  "umap": sweep_stages.get("umap", 0.0)}
         for run in runs:
             for stage, seconds in run.status.get("timings", {}).items():
-                if stage in ("features", "training", "evaluation"):
+                if stage in ("features", "training", "evaluation", "intervals", "closed_form"):
                     stages[stage] += seconds
         stages["other (model loading, imports)"] = wall - sum(stages.values())
-        precision = sorted({str(r.config.get("provenance", {}).get("precision")) for r in runs})
-        # Runs validated on a label subset (the two-stage forgetting example) are not comparable.
-        full_val = [r for r in runs if not (r.config.get("include_labels") or r.config.get("exclude_labels"))]
-        best = max(full_val, key=lambda r: last_eval(run_store.read_eval(r.path)).get("i2t_R@1", -1))
-        best_eval = last_eval(run_store.read_eval(best.path))
+        ran = sorted({str(r.config.get("provenance", {}).get("precision")) for r in runs})
+        best, best_eval = best_group(runs)
+        if args.keep_runs:
+            shutil.rmtree(ROOT / "runs", ignore_errors=True)
+            shutil.copytree(clone / "runs", ROOT / "runs")
     print(f"\n{'stage':34s} seconds")
     for stage, seconds in stages.items():
         print(f"{stage:34s} {seconds:7.1f}")
     print(f"{'wall time':34s} {wall:7.1f}")
     print(f"{'reference workload':34s} {reference:7.2f}  (wall time = {wall / reference:.0f} references)")
-    print(f"best run {best.name}: i2t R@1 {best_eval['i2t_R@1']:.3f} on N={int(best_eval['n_images'])}")
-    if variant:
+    print(f"best configuration on val, {best}: " + ", ".join(f"{k} {v:.3f}" for k, v in best_eval.items()))
+    if args.set:
         print(f"variant {' '.join(variant)}: not recorded")
         return 0
-    cmd = ".venv/bin/python bench/main_job.py"
-    print(f"precision: {', '.join(precision)}; UMAP share of the wall time {stages['umap'] / wall:.1%}")
-    record("main_job.wall_time", round(wall, 1), "s", "<= 600 (issue 2), <= 360 (issue 8)",
-           f"clean clone, {len(runs)} runs of the default sweep, precision {', '.join(precision)}; "
-           f"{wall / reference:.0f}x the reference workload timed in the same run ({reference:.2f} s)", cmd)
-    record("main_job.reference_s", round(reference, 2), "s", "",
-           "peer timed before the main job: EfficientNet-Lite0 forward on 64 images plus MiniLM-L6 forward and "
-           "backward on 256 captions, bf16 autocast, median of three each (bench/cpu_precision.py workloads)", cmd)
-    record("main_job.umap_share", round(stages["umap"] / wall, 3), "of the wall time", "",
-           f"UMAP stage {stages['umap']:.1f} s of {wall:.1f} s", cmd)
+    cmd = ".venv/bin/python bench/main_job.py" + (" --precision fp32" if args.precision == "fp32" else "")
+    cpu = machine()
+    print(f"precision: {', '.join(ran)} on {cpu}; UMAP share of the wall time {stages['umap'] / wall:.1%}")
+    record(f"main_job.{name}.wall_time", round(wall, 1), "s", 360,
+           f"clean clone, {len(runs)} runs of the default sweep at {name} on {cpu}; {wall / reference:.0f}x the "
+           f"reference workload timed at {name} in the same run ({reference:.2f} s)", cmd)
+    record(f"main_job.{name}.reference_s", round(reference, 2), "s", "",
+           f"peer timed before the main job: EfficientNet-Lite0 forward on 64 images plus MiniLM-L6 forward and "
+           f"backward on 256 captions at {name}, median of three each (bench/cpu_precision.py workloads)", cmd)
     for stage, seconds in stages.items():
-        record(f"main_job.stage.{stage.split(' ')[0]}", round(seconds, 1), "s", "", "", cmd)
-    record("main_job.best_val_i2t_R@1", round(best_eval["i2t_R@1"], 4), "fraction", ">= 0.35",
-           f"run {best.name}, N={int(best_eval['n_images'])} validation images "
-           f"(chance {1 / best_eval['n_images']:.4f})",
+        record(f"main_job.{name}.stage.{stage.split(' ')[0]}", round(seconds, 1), "s", "", "", cmd)
+    record(f"main_job.{name}.best_val_i2t_R@1", round(best_eval["val i2t_R@1"], 4), "fraction", "",
+           f"configuration {best}, mean of its seeds on val (chosen there); test {best_eval['test i2t_R@1']:.4f}",
            cmd)
     return 0
+
+
+def best_group(runs) -> tuple[str, dict]:
+    """The configuration with the highest mean val i2t R@1 over its seeds (runs on the default
+    split's full validation set only: label subsets and other datasets validate on other
+    images), and its mean val and test i2t R@1."""
+    from collections import defaultdict
+
+    figures = defaultdict(list)
+    for r in runs:
+        c = r.config
+        if c.get("include_labels") or c.get("exclude_labels") or c.get("data") != "openmoji":
+            continue
+        evals = run_store.read_eval(r.path)
+        figures[c.get("group", r.name)].append((last_eval(evals).get("i2t_R@1", float("nan")),
+                                                last_eval(evals, "test").get("i2t_R@1", float("nan"))))
+    best = max(figures, key=lambda g: sum(v for v, _ in figures[g]) / len(figures[g]))
+    vals, tests = zip(*figures[best])
+    return best, {"val i2t_R@1": sum(vals) / len(vals), "test i2t_R@1": sum(tests) / len(tests)}
 
 
 if __name__ == "__main__":
