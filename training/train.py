@@ -213,7 +213,8 @@ def report(sweep: Sweep, args, record: dict, wall: float, stages: dict) -> None:
     if record["trained"] or record["projected"]:  # a call that only skipped finished runs keeps the last summary
         run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
             wall_time=round(wall, 1), stages=stages, trained=record["trained"], skipped=record["skipped"],
-            states=record["states"], argv=record["argv"], finished_at=time.time()))
+            states=record["states"], argv=record["argv"], finished_at=time.time(),
+            comparisons=[c.to_dict() for c in sweep.comparisons]))
     print(f"wall time {wall:.0f} s; sweep-level stages (s): {stages}")
 
 
