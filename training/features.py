@@ -20,7 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from data import atomic
-from training.models import ClipModel, weights_fingerprint
+from data.manifest import load_manifest
+from training.config import RunConfig
+from training.models import ClipModel, build_model, weights_fingerprint
 from training.pairs import Pairs, load_pixels, normalize, to_device
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "features"
@@ -261,3 +263,19 @@ class TowerInputs:
             image = to_device(self.image_input(batch["image_rows"].cpu()), device)
         text = batch["tokens"] if "tokens" in batch else self.text_input(batch["caption_rows"].cpu())
         return TowerBatch(image, to_device(text, device), self.image_start, self.text_start)
+
+
+def warm_cache(configs: list[RunConfig], cache_dir: Path, show_progress: bool) -> None:
+    """Extract image features once per (model, data, size), at the lowest cut any run needs:
+    runs that lock more of the tower derive theirs from it in a fraction of the time."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    for cfg in configs:
+        if cfg.unlock_image >= 0:  # a fully trainable tower has nothing to cache
+            groups.setdefault((cfg.model, cfg.data, cfg.image_size), []).append(cfg)
+    for group in groups.values():
+        if len({c.unlock_image for c in group}) < 2:
+            continue  # one cut only: the first run extracts it
+        cfg = max(group, key=lambda c: c.unlock_image)
+        model = build_model(cfg)
+        pairs = Pairs.from_manifest(load_manifest(cfg.data))
+        TowerInputs(model, pairs, cache_dir, show_progress=show_progress, text=False)

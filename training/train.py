@@ -34,9 +34,8 @@ from analysis.runs import summary_table  # noqa: E402
 from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
 from training import run_store  # noqa: E402
 from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_sweep, parse_set  # noqa: E402
-from training.features import CACHE_DIR, TowerInputs  # noqa: E402
-from training.models import ModelUnavailable, build_model, check_available  # noqa: E402
-from training.pairs import Pairs  # noqa: E402
+from training.features import CACHE_DIR, warm_cache  # noqa: E402
+from training.models import ModelUnavailable, check_available  # noqa: E402
 from training.planning import (  # noqa: E402
     check_selections,
     comparisons_frame,
@@ -104,22 +103,6 @@ def ensure_data(configs: list[RunConfig], accelerator: Accelerator, timer: Timer
                 from data.prepare import prepare
                 print(f"preparing dataset {name!r} on first use")
                 prepare(AUTO_PREPARE[name])
-
-
-def warm_feature_cache(configs: list[RunConfig], cache_dir: Path, show_progress: bool) -> None:
-    """Extract image features once per (model, data, size), at the lowest cut any run needs:
-    runs that lock more of the tower derive theirs from it in a fraction of the time."""
-    groups: dict[tuple, list[RunConfig]] = {}
-    for cfg in configs:
-        if cfg.unlock_image >= 0:  # a fully trainable tower has nothing to cache
-            groups.setdefault((cfg.model, cfg.data, cfg.image_size), []).append(cfg)
-    for group in groups.values():
-        if len({c.unlock_image for c in group}) < 2:
-            continue  # one cut only: the first run extracts it
-        cfg = max(group, key=lambda c: c.unlock_image)
-        model = build_model(cfg)
-        pairs = Pairs.from_manifest(load_manifest(cfg.data))
-        TowerInputs(model, pairs, cache_dir, show_progress=show_progress, text=False)
 
 
 def project(sweep, runs_dir: Path, skip: bool) -> dict[Path, float]:
@@ -240,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(--overwrite retrains them)")
     if main_process:
         with timer("features"), accelerator.autocast():
-            warm_feature_cache([c for c, _ in todo], args.cache_dir, show_progress=True)
+            warm_cache([c for c, _ in todo], args.cache_dir, show_progress=True)
     accelerator.wait_for_everyone()
     states, thumbnails = {}, {}  # thumbnails: made once per image for all runs of the call
     for cfg, path in todo:
