@@ -15,11 +15,15 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
-from analysis.names import OUTCOMES, RETRIEVAL, SUMMARY_METRICS, TABLE_METRICS, better, label
+from analysis.names import OUTCOMES, RETRIEVAL, RUNS_METRICS, SUMMARY_METRICS, TABLE_METRICS, label
+from analysis.stats import CONFIDENCE
+from analysis.stats import _decimals as decimals  # verdict()'s rule: the table reads like its sentences
 from training.config import differing_keys
 
 NO_LABEL = {"", "None", "nan"}  # how a missing label reads once written as text
@@ -80,21 +84,139 @@ def _cell(value):
     return value
 
 
-def style_best(table: pd.DataFrame):
-    """A Styler that marks the best value of each metric column where runs differ (NaN shown as NaN)."""
-    metrics = [c for c in table.columns if c in TABLE_METRICS]
+BEST_STYLE = "font-weight: bold; background-color: rgba(60, 180, 75, 0.3)"
+
+
+def style_best(table: pd.DataFrame, marks: pd.DataFrame | None = None):
+    """A Styler of a runs table: metric figures to three decimals, NaN shown as NaN, and the
+    cells that `marks` (True, same index and columns) sets highlighted. The marks come from
+    paired intervals (analysis.compare.best_of): a raw maximum alone says nothing about noise."""
+    metrics = [c for c in table.columns if c in TABLE_METRICS or c in RUNS_METRICS]
     config = [c for c in table.columns if c not in metrics]
     # Config values keep their own precision (a learning rate of 1e-4 is not 0.000).
     styler = table.style.format(precision=3, na_rep="NaN", subset=metrics).format(
         lambda v: f"{v:g}" if isinstance(v, float) else v, subset=config)
-    props = "font-weight: bold; background-color: rgba(60, 180, 75, 0.3)"
-    for column in table.columns:
-        way = better(column) if table[column].nunique() > 1 else None  # a tie for all is no best
-        if way == "max":
-            styler = styler.highlight_max(subset=[column], props=props)
-        elif way == "min":
-            styler = styler.highlight_min(subset=[column], props=props)
-    return styler
+    if marks is None:
+        return styler
+    marked = marks.reindex(index=table.index, columns=table.columns, fill_value=False).fillna(False).astype(bool)
+    return styler.apply(lambda _: marked.replace({True: BEST_STYLE, False: ""}), axis=None)
+
+
+# --------------------------------------------------------------- configuration groups
+
+
+def group_names(runs: list[tuple[str, dict]]) -> dict[str, str]:
+    """run key ("<sweep>/<run>") -> its configuration group, "<sweep>/<group>" (config.json's
+    `group`; a run without one is its own group, named by its key).
+
+    Runs that claim one group but are not its seeds (the same seed twice, or configs that
+    differ in more than the seed, e.g. a copied run folder) are each their own group: a mean
+    over them would pass different configurations off as replicates."""
+    claimed: dict[str, list[tuple[str, dict]]] = {}
+    for key, config in runs:
+        sweep, name = key.rsplit("/", 1)
+        claimed.setdefault(f"{sweep}/{config.get('group') or name}", []).append((key, config))
+    out = {}
+    for group, members in claimed.items():
+        configs = [c for _, c in members]
+        seeds = [repr(c.get("seed")) for c in configs]
+        replicates = len(set(seeds)) == len(seeds) and set(differing_keys(configs)) <= {"seed"}
+        out |= {key: group if replicates or len(members) == 1 else key for key, _ in members}
+    return out
+
+
+def final_figures(evals: pd.DataFrame, split: str = "val", run: str | None = None) -> pd.DataFrame:
+    """metric -> value, low, high of a run's last evaluation on `split` (last_eval with the
+    stored 95% intervals; NaN where none was computed or the file predates them)."""
+    rows = _split_rows(evals, split, run)
+    if rows.empty:
+        return pd.DataFrame(columns=["value", "low", "high"], dtype=float)
+    rows = rows[rows["step"] == _pick_step(rows, "last")]
+    nan = pd.Series(np.nan, index=rows.index)
+    return pd.DataFrame({"value": rows["value"], "low": rows.get("low", nan), "high": rows.get("high", nan)}
+                        ).set_axis(rows["metric"]).astype(float)
+
+
+def group_table(runs: list[dict], groups: dict[str, str] | None = None,
+                metrics: list[str] = RUNS_METRICS) -> pd.DataFrame:
+    """One row per configuration group: seeds (runs in it), their states, the config values
+    that differ between groups (a group's `seed` is the list of its seeds), and per metric the
+    mean over seeds with a 95% interval, as columns `m`, `m low`, `m high`.
+
+    Each item of `runs` has keys run (key), state, config and figures (final_figures of the
+    run); `groups`: run key -> group, default group_names (pass {key: key} for one row per run).
+
+    One seed: the run's stored bootstrap interval over validation images. Several seeds: the
+    t-interval of the seed means (mean +- t(R-1) * sd / sqrt(R)), chosen over the two-level
+    bootstrap because (1) with the two or three seeds a sweep affords, a bootstrap over seeds
+    has a handful of distinct resamples and sees only (R-1)/R of their variance, where the t
+    quantile (12.7 for two seeds, 4.3 for three) prices the few seeds in; and (2) it needs only
+    eval.parquet, so the grouped table opens as fast as the per-run one. It counts how much the
+    figure moves from seed to seed on these images, not which images were drawn; the Compare
+    view's two-level interval counts both."""
+    groups = groups or group_names([(r["run"], r["config"]) for r in runs])
+    members: dict[str, list[dict]] = {}
+    for r in runs:
+        members.setdefault(groups[r["run"]], []).append(r)
+    configs = {g: _group_config(rs) for g, rs in members.items()}
+    keys = differing_keys(list(configs.values()))
+    rows = [{"group": g, "seeds": len(rs), "state": _states(rs), **{k: _cell(configs[g].get(k)) for k in keys},
+             **{k: v for m in metrics for k, v in _mean_interval(m, [r["figures"] for r in rs]).items()}}
+            for g, rs in members.items()]
+    columns = ["group", "seeds", "state", *keys, *[c for m in metrics for c in (m, f"{m} low", f"{m} high")]]
+    table = pd.DataFrame(rows, columns=columns).set_index("group")
+    for k in keys:  # a group's list of seeds beside one run's seed: one type per column, as a table needs
+        if table[k].map(type).nunique() > 1:
+            table[k] = table[k].map(lambda v: v if isinstance(v, str) else json.dumps(v))
+    return table
+
+
+def _group_config(runs: list[dict]) -> dict:
+    config = dict(runs[0]["config"])
+    if len(runs) > 1:
+        config["seed"] = sorted(r["config"].get("seed") for r in runs)
+    return config
+
+
+def _states(runs: list[dict]) -> str:
+    """The runs' state, or "2 FINISHED, 1 RUNNING" for a group whose runs are in several states."""
+    counts = Counter(r["state"] for r in runs)
+    return runs[0]["state"] if len(counts) == 1 else ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _mean_interval(metric: str, figures: list[pd.DataFrame]) -> dict[str, float]:
+    """{metric, metric low, metric high}: see group_table. NaN in any seed stays NaN."""
+    values = np.array([f["value"].get(metric, np.nan) for f in figures], dtype=float)
+    mean = float(values.mean())
+    if len(values) == 1:
+        low, high = (float(figures[0][c].get(metric, np.nan)) for c in ("low", "high"))
+    elif np.isnan(mean) or values.std() == 0:  # scipy refuses a zero scale; the seeds agree exactly
+        low = high = mean
+    else:
+        low, high = scipy_stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean,
+                                           scale=values.std(ddof=1) / np.sqrt(len(values)))
+        low, high = np.clip([low, high], *_possible(metric))
+    return {metric: mean, f"{metric} low": float(low), f"{metric} high": float(high)}
+
+
+def _possible(metric: str) -> tuple[float, float]:
+    """Where a figure can lie: a t-interval of two or three seeds reaches past it, to values no run can have."""
+    if "_R@" in metric or metric == "zero_shot_accuracy":
+        return 0.0, 1.0
+    return (1.0, np.inf) if metric.endswith("_rank") else (-np.inf, np.inf)
+
+
+def interval_cells(table: pd.DataFrame, metrics: list[str] = RUNS_METRICS) -> pd.DataFrame:
+    """group_table for the screen: each metric as one text cell "0.312 [0.280, 0.345]" (the
+    figure alone where it has no interval, "NaN" where it is missing)."""
+    out = table.drop(columns=[f"{m} {end}" for m in metrics for end in ("low", "high")], errors="ignore")
+    for m in metrics:
+        if m in table.columns:
+            d = decimals(m)
+            out[m] = [("NaN" if np.isnan(v) else f"{v:.{d}f}" if np.isnan(lo) or np.isnan(hi)
+                       else f"{v:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]")
+                      for v, lo, hi in zip(table[m], table[f"{m} low"], table[f"{m} high"], strict=True)]
+    return out
 
 
 def summary_table(runs: list[dict]) -> pd.DataFrame:
@@ -228,6 +350,40 @@ def with_wall_time(evals: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     out = evals.drop(columns="wall_time", errors="ignore").merge(clock, on=["run", "step"], how="left")
     out.loc[out["step"] == 0, "wall_time"] = 0.0
     return out
+
+
+def seed_band(frame: pd.DataFrame, groups: dict[str, str]) -> pd.DataFrame:
+    """Per configuration group and step of a smoothed curve frame (run, step, epoch, wall_time,
+    smoothed, evaluated): the mean of its runs' smoothed values, and the band from the lowest of
+    them to the highest (`low`, `high`), with `seeds` counted. Seeds log the same steps; their
+    epochs and wall times are averaged. A step where a seed is NaN has a NaN mean, as a single
+    run's curve has a gap there."""
+    data = frame.assign(group=frame["run"].map(groups))
+    by = data.groupby(["group", "step"], sort=True)
+    out = by.agg(epoch=("epoch", "mean"), wall_time=("wall_time", "mean"), smoothed=("smoothed", "mean"),
+                 low=("smoothed", "min"), high=("smoothed", "max"), seeds=("run", "nunique"),
+                 valid=("smoothed", "count"), evaluated=("evaluated", "any"))
+    gaps = out["valid"] < out["seeds"]
+    out.loc[gaps, "smoothed"] = np.nan
+    return out.drop(columns="valid").reset_index()
+
+
+BAND_COLUMNS = {"kind": str, "group": str, "run": str, "step": int, "epoch": float, "wall_time": float,
+                "smoothed": float, "low": float, "high": float, "seeds": float, "evaluated": bool}
+
+
+def band_rows(frame: pd.DataFrame, groups: dict[str, str], seeds: bool, log: bool = False) -> pd.DataFrame:
+    """What a seed-band chart draws (charts.seed_band_chart) from a smoothed curve frame: the
+    seed_band rows (kind "mean") and, with `seeds`, each run's own rows (kind "seed"); on a
+    log axis, values <= 0 become gaps, as in curve_rows."""
+    parts = [seed_band(frame, groups).assign(kind="mean", run="")]
+    if seeds:
+        parts.append(frame.assign(kind="seed", group=frame["run"].map(groups), low=np.nan, high=np.nan, seeds=np.nan))
+    rows = pd.concat(parts, ignore_index=True)[list(BAND_COLUMNS)]
+    if log:
+        values = ["smoothed", "low", "high"]
+        rows[values] = rows[values].where(rows[values] > 0)
+    return rows
 
 
 def curve_rows(frame: pd.DataFrame, x: str = "step", log: bool = False) -> pd.DataFrame:

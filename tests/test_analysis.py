@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from analysis import report
 from analysis.names import OUTCOMES, SUMMARY_METRICS, TABLE_METRICS
@@ -218,7 +219,7 @@ def test_comparison_table_shows_list_valued_config_keys():
 
 
 def test_analysis_and_charts_import_neither_torch_nor_streamlit():
-    code = ("import sys, analysis.names, analysis.runs, charts;"
+    code = ("import sys, analysis.names, analysis.runs, analysis.compare, charts;"
             "assert not {'torch', 'streamlit'} & set(sys.modules), sorted({'torch', 'streamlit'} & set(sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -303,3 +304,178 @@ def test_report_imports_no_torch():
     code = "import sys, analysis.report; assert 'torch' not in sys.modules, 'analysis.report imported torch'"
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ------------------------------------------------------- comparisons (analysis/compare.py)
+
+
+def _samples(ranks, **kwargs) -> pd.DataFrame:
+    from tests.synthetic_runs import samples_frame
+
+    return samples_frame(ranks, **kwargs)
+
+
+def test_query_outcomes_score_images_captions_and_zero_shot():
+    from analysis.compare import query_outcomes
+
+    samples = _samples([1, 6, 12], caption_ranks=[1, 3, 6, 6, 1, 20], zero_shot=[1, 0, np.nan])
+    outcomes = query_outcomes(samples).groupby("metric")["outcome"]
+    assert outcomes.mean()["i2t_R@1"] == pytest.approx(1 / 3) and outcomes.mean()["i2t_R@10"] == pytest.approx(2 / 3)
+    assert outcomes.mean()["t2i_R@5"] == pytest.approx(3 / 6)  # per caption, not per image
+    assert outcomes.mean()["t2i_mean_rank"] == pytest.approx(37 / 6)
+    assert outcomes.size()["zero_shot_accuracy"] == 2  # the image without a label has no zero-shot outcome
+    assert "zero_shot_accuracy" not in query_outcomes(_samples([1, 2])).groupby("metric").groups  # no labels
+    with_test = pd.concat([samples, samples.assign(split="test", rank=99)], ignore_index=True)
+    pd.testing.assert_frame_equal(query_outcomes(with_test), query_outcomes(samples))  # val only: choices look at val
+
+
+def test_compare_two_finds_a_planted_difference_and_none_between_identical_runs():
+    from analysis.compare import compare_two
+
+    rng = np.random.default_rng(3)
+    a_ranks = np.where(rng.random(80) < 0.3, 1, rng.integers(2, 30, 80))
+    fixed = (a_ranks > 1) & (rng.random(80) < 0.5)  # B gets half of A's misses right, and breaks none
+    a = _samples(a_ranks, zero_shot=rng.random(80) < 0.5)
+    b = _samples(np.where(fixed, 1, a_ranks), zero_shot=rng.random(80) < 0.5)
+    table = compare_two(a, b)
+    assert list(table.index) == ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10",
+                                 "i2t_mean_rank", "t2i_mean_rank", "zero_shot_accuracy"]
+    r1 = table.loc["i2t_R@1"]
+    assert r1["difference"] == pytest.approx(fixed.mean()) and r1["b"] - r1["a"] == pytest.approx(fixed.mean())
+    assert 0 < r1["low"] < r1["difference"] < r1["high"] and r1["p_value"] < 0.01 and r1["mcnemar_p"] < 0.001
+    assert r1["verdict"].startswith("higher (better), +")
+    assert table.loc["i2t_mean_rank", "verdict"].startswith("lower (better)")  # a lower rank is the better one
+    assert np.isnan(table.loc["i2t_R@5", "mcnemar_p"])  # McNemar only for the R@1 rows
+    same = compare_two(a, a.sample(frac=1, random_state=0))  # the same run, rows in another order
+    assert (same["difference"] == 0).all()
+    assert same["verdict"].str.startswith("no detectable difference").all()
+
+
+def test_compare_two_refuses_runs_on_other_images_or_captions():
+    from analysis.compare import compare_two
+
+    a = _samples([1, 2, 3, 1])
+    with pytest.raises(ValueError, match="different query sets: 1 sample_id"):
+        compare_two(a, _samples([1, 2, 3]))
+    other_captions = a.replace({"sample_id": {"txt:im000:1": "txt:im000:9"}})
+    with pytest.raises(ValueError, match="different query sets"):
+        compare_two(a, other_captions)
+
+
+def test_compare_groups_pools_seeds_and_falls_back_with_one_seed():
+    from analysis.compare import compare_groups
+
+    rng = np.random.default_rng(5)
+    a = {f"a.s{s}": _samples(np.where(rng.random(60) < 0.2, 1, 5)) for s in range(3)}
+    b = {f"b.s{s}": _samples(np.where(rng.random(60) < 0.7, 1, 5)) for s in range(3)}
+    table, note = compare_groups(a, b)
+    r1 = table.loc["i2t_R@1"]
+    assert note is None and r1["verdict"].startswith("higher (better)")
+    assert r1["low"] <= r1["image_low"] and r1["image_high"] <= r1["high"]  # seeds add to the image variation
+    assert r1["seed_sd"] > 0 and r1["image_se"] > 0
+    single, note = compare_groups({"a.s0": a["a.s0"]}, b)
+    assert "A has a single seed" in note and "a.s0 and b.s0" in note
+    assert "mcnemar_p" in single.columns  # the paired comparison of two runs
+
+
+def test_changed_outcomes_lists_what_b_fixed_and_broke():
+    from analysis.compare import changed_outcomes
+
+    changed = changed_outcomes(_samples([1, 3, 1, 2, 7]), _samples([1, 1, 4, 2, 1]))
+    assert list(changed["image_id"]) == ["im004", "im001", "im002"]  # fixed first, the farthest first
+    assert list(changed["change"]) == ["fixed by B", "fixed by B", "broken by B"]
+    assert list(changed["rank_a"]) == [7, 3, 1] and list(changed["rank_b"]) == [1, 1, 4]
+    assert list(changed["tied_a"]) == [True, False, False]  # samples_frame ties ranks divisible by 7
+
+
+def test_best_of_marks_every_row_indistinguishable_from_the_best_only():
+    from analysis.compare import best_of, query_outcomes
+
+    rng = np.random.default_rng(11)
+    best = np.where(rng.random(60) < 0.6, 1, 8)
+    close = best.copy()
+    close[np.flatnonzero(best == 1)[:2]] = 8  # two images fewer: inside the noise of 60
+    worse = np.where(rng.random(60) < 0.1, 1, 8)
+    outcomes = {name: [query_outcomes(_samples(r))] for name, r in
+                (("best", best), ("close", close), ("worse", worse))}
+    outcomes["subset"] = [query_outcomes(_samples(best[:30]))]  # other images: cannot be paired
+    outcomes["group"] = [query_outcomes(_samples(best)), query_outcomes(_samples(close))]  # seeds averaged
+    marks, left_out = best_of(outcomes, "i2t_R@1")
+    assert marks == {"best": True, "close": True, "worse": False, "subset": False, "group": True}
+    assert left_out == ["subset"]
+    rank_marks, _ = best_of(outcomes, "i2t_mean_rank")
+    assert rank_marks["best"] and not rank_marks["worse"]  # the lowest mean rank is the best
+    assert best_of(outcomes, "zero_shot_accuracy") == (dict.fromkeys(outcomes, False), [])  # no labels
+
+
+# ------------------------------------------------------------ groups (analysis/runs.py)
+
+
+def _figures(values: dict[str, float], low: float = np.nan, high: float = np.nan) -> pd.DataFrame:
+    return pd.DataFrame({"value": values, "low": low, "high": high}).astype(float)
+
+
+def test_group_names_pool_seeds_of_one_configuration_only():
+    from analysis.runs import group_names
+
+    runs = [("s/a.s0", {"group": "a", "seed": 0, "lr": 1.0}), ("s/a.s1", {"group": "a", "seed": 1, "lr": 1.0}),
+            ("s/b", {"seed": 0}), ("t/a.s0", {"group": "a", "seed": 0, "lr": 1.0}),
+            ("s/copy1", {"group": "c", "seed": 0}), ("s/copy2", {"group": "c", "seed": 0}),
+            ("s/d.s0", {"group": "d", "seed": 0, "lr": 1.0}), ("s/d.s1", {"group": "d", "seed": 1, "lr": 2.0})]
+    assert group_names(runs) == {"s/a.s0": "s/a", "s/a.s1": "s/a", "s/b": "s/b", "t/a.s0": "t/a",
+                                 "s/copy1": "s/copy1", "s/copy2": "s/copy2",  # one seed twice: copies, not seeds
+                                 "s/d.s0": "s/d.s0", "s/d.s1": "s/d.s1"}  # differ in more than the seed
+
+
+def test_group_table_means_over_seeds_with_a_t_interval():
+    from analysis.runs import group_table
+
+    runs = [{"run": f"s/a.s{i}", "state": "FINISHED", "config": {"group": "a", "seed": i, "lr": 1e-3},
+             "figures": _figures({"i2t_R@1": v, "modality_gap": 0.5}, v - 0.1, v + 0.1)}
+            for i, v in enumerate([0.2, 0.3, 0.4])]
+    runs += [{"run": "s/b", "state": "RUNNING", "config": {"seed": 0, "lr": 1e-2},
+              "figures": _figures({"i2t_R@1": 0.6}, 0.5, 0.7)}]
+    table = group_table(runs)
+    assert list(table.index) == ["s/a", "s/b"] and list(table["seeds"]) == [3, 1]
+    a, b = table.loc["s/a"], table.loc["s/b"]
+    half = scipy.stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
+    assert a["i2t_R@1"] == pytest.approx(0.3)
+    assert (a["i2t_R@1 low"], a["i2t_R@1 high"]) == pytest.approx((0.3 - half, 0.3 + half))
+    assert (b["i2t_R@1 low"], b["i2t_R@1 high"]) == (0.5, 0.7)  # one seed: its stored interval
+    assert a["seed"] == "[0, 1, 2]" and b["seed"] == "0" and b["state"] == "RUNNING"
+    assert a["modality_gap low"] == a["modality_gap high"] == 0.5  # seeds that agree exactly
+    assert np.isnan(b["modality_gap"]) and np.isnan(b["t2i_R@1"])  # not measured stays NaN
+    mixed = group_table(runs[:2] + [dict(runs[2], state="RUNNING")])
+    assert mixed.loc["s/a", "state"] == "2 FINISHED, 1 RUNNING"
+    per_run = group_table(runs, groups={r["run"]: r["run"] for r in runs})
+    assert list(per_run.index) == ["s/a.s0", "s/a.s1", "s/a.s2", "s/b"]
+    assert per_run.loc["s/a.s1", "i2t_R@1 low"] == pytest.approx(0.2)
+
+
+def test_interval_cells_read_like_the_verdicts():
+    from analysis.runs import group_table, interval_cells
+
+    runs = [{"run": "s/a", "state": "FINISHED", "config": {},
+             "figures": _figures({"i2t_R@1": 0.25, "i2t_mean_rank": 12.34, "modality_gap": 0.8}, 0.2, 0.3)}]
+    cells = interval_cells(group_table(runs)).loc["s/a"]
+    assert cells["i2t_R@1"] == "0.250 [0.200, 0.300]" and cells["i2t_mean_rank"] == "12.3 [0.2, 0.3]"
+    assert cells["t2i_R@1"] == "NaN" and "i2t_R@1 low" not in cells.index
+
+
+def test_style_best_highlights_only_the_cells_marked():
+    table = pd.DataFrame({"lr": [1e-4, 1e-3], "i2t_R@1": [0.5, 0.1]}, index=["a", "b"])
+    html = style_best(table, pd.DataFrame({"i2t_R@1": [False, True]}, index=["a", "b"])).to_html()
+    assert html.count("background-color") == 1 and "row1_col1" in html.split("background-color")[0]
+    assert "background-color" not in style_best(table).to_html()  # no intervals, no "best"
+
+
+def test_seed_band_is_the_mean_and_the_range_of_the_seeds():
+    from analysis.runs import seed_band
+
+    frame = pd.DataFrame({"run": ["a.s0", "a.s1", "a.s0", "a.s1", "b"], "step": [1, 1, 2, 2, 1],
+                          "epoch": 0.5, "wall_time": [1.0, 3.0, 2.0, 4.0, 1.0], "value": 0.0,
+                          "smoothed": [1.0, 3.0, 2.0, np.nan, 5.0], "evaluated": False})
+    band = seed_band(frame, {"a.s0": "a", "a.s1": "a", "b": "b"}).set_index(["group", "step"])
+    assert band.loc[("a", 1), ["smoothed", "low", "high", "wall_time", "seeds"]].tolist() == [2.0, 1.0, 3.0, 2.0, 2]
+    assert np.isnan(band.loc[("a", 2), "smoothed"])  # a seed's gap is the mean's gap
+    assert band.loc[("b", 1), "seeds"] == 1
