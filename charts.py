@@ -50,6 +50,34 @@ def curves_chart(frame: pd.DataFrame, metric: str, x: str = "step", log: bool = 
     return alt.layer(*layers, data=data).properties(height=height, title=f"{label(metric)} by {X_TITLES[x]}")
 
 
+def seed_band_chart(rows: pd.DataFrame, metric: str, x: str = "step", log: bool = False, seeds: bool = False,
+                    height: int = 360) -> alt.Chart:
+    """One metric over training per configuration, from analysis.runs.band_rows: the mean of its
+    seeds' smoothed curves (bold), a band from the lowest seed to the highest (min–max: with two
+    or three seeds an SD says little more than the seeds themselves), a point wherever the model
+    was evaluated, and with `seeds` each seed's own curve as a thin line. All layers read one
+    frame (rows of kind "mean" and "seed"), so that a view can cache the spec without its rows."""
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    y_title = label(metric) + (" (log scale)" if log else "")
+    base = alt.Chart().encode(x=alt.X(f"{x}:Q", title=X_TITLES[x]),
+                              color=alt.Color("group:N", title="configuration", legend=alt.Legend(symbolOpacity=1)))
+    mean = base.transform_filter("datum.kind == 'mean'")
+    band = mean.mark_area(opacity=0.2, aria=False).encode(y=alt.Y("low:Q", scale=scale, title=y_title), y2="high:Q")
+    line = mean.mark_line(strokeWidth=2, aria=False).encode(y=alt.Y("smoothed:Q", scale=scale), tooltip=["group:N"])
+    points = mean.transform_filter("datum.evaluated").mark_point(filled=True, size=45).encode(
+        y=alt.Y("smoothed:Q", scale=scale),
+        tooltip=["group:N", "step:Q", alt.Tooltip("smoothed:Q", format=".4g", title="mean over seeds"),
+                 alt.Tooltip("low:Q", format=".4g", title="lowest seed"),
+                 alt.Tooltip("high:Q", format=".4g", title="highest seed"), "seeds:Q"])
+    layers = [band, line, points]
+    if seeds:
+        layers.insert(1, base.transform_filter("datum.kind == 'seed'").mark_line(
+            strokeWidth=1, opacity=0.6, aria=False).encode(y=alt.Y("smoothed:Q", scale=scale), detail="run:N",
+                                                           tooltip=["run:N"]))
+    return alt.layer(*layers, data=rows).properties(height=height,
+                                                    title=f"{label(metric)} by {X_TITLES[x]}, mean over seeds")
+
+
 def retrieval_bars(frame: pd.DataFrame, height: int = 320) -> alt.Chart:
     """Final validation R@1/R@5 both ways, one bar per run, a black tick at the step-0 value."""
     base = alt.Chart().encode(

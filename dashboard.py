@@ -1,5 +1,6 @@
-"""Compare CLIP fine-tuning runs: configs and final metrics, training curves, the joint
-embedding space, per-sample wins and losses, similarity matrices.
+"""Compare CLIP fine-tuning runs: configs and final metrics with their intervals, paired
+comparisons of two runs or configurations, training curves, the joint embedding space,
+per-sample wins and losses, similarity matrices.
 
     streamlit run dashboard.py                            # the runs/ folder next to this file
     streamlit run dashboard.py -- --runs-dir /tmp/runs    # any other runs folder
@@ -7,7 +8,8 @@ embedding space, per-sample wins and losses, similarity matrices.
 
 The runs folder named at start-up is the only root: runs are picked from what
 training/run_store.py lists under it, never from a typed path. Only the open tab runs, and
-it is kept in the URL (?view=Curves). Frames are cached per run file and keyed on
+it is kept in the URL (?view=Curves), as are the runs A and B that the Compare and Samples
+views share (?run_a=...&run_b=...). Frames are cached per run file and keyed on
 run_store.file_stamp, so a refresh shows what a live run has written since; so are the
 finished chart specs, so that a rerun only rebuilds what its widgets changed.
 """
@@ -30,13 +32,13 @@ if __name__ != "__main__":
 
 from training import run_store
 from training.config import differing_keys
-from views import curves, embedding, export, forgetting, matrix, samples
+from views import compare, curves, embedding, export, forgetting, matrix, samples
 from views import runs as runs_view
 from views.common import md
 
 ROOT = Path(__file__).resolve().parent
 RUNS_ENV = "CLIP_RUNS_DIR"
-VIEWS = {"Runs": runs_view.view, "Curves": curves.view, "Embedding space": embedding.view,
+VIEWS = {"Runs": runs_view.view, "Compare": compare.view, "Curves": curves.view, "Embedding space": embedding.view,
          "Samples": samples.view, "Similarity matrix": matrix.view, "Forgetting": forgetting.view,
          "Export": export.view}  # tab label -> view; the label is also the ?view= value
 REFRESH_S = 10  # a live run flushes its metrics once per epoch; faster polling shows nothing new

@@ -3,6 +3,7 @@ Playwright; shared by tests/test_browser.py and bench/dashboard_latency.py."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ SETTLED_JS = f"""n => {{
 # view -> (charts it draws with default settings, text only that view shows)
 VIEWS = {
     "Runs": (1, "What differs"),
+    "Compare": (0, "Images whose image→text R@1 outcome changed"),
     "Curves": (1, "EMA smoothing"),
     "Embedding space": (2, "Colour by"),
     "Samples": (0, "Sample detail"),
@@ -48,15 +50,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(runs_dir: Path, log: Path | None = None, timeout: float = 60.0, script: Path = ROOT / "dashboard.py"):
+def serve(runs_dir: Path, log: Path | None = None, timeout: float = 60.0, script: Path = ROOT / "dashboard.py",
+          env: dict[str, str] | None = None):
     """A running `streamlit run dashboard.py` on runs_dir (or another script, for a peer to
-    time against); yields its URL, always stops it."""
+    time against; `env`: variables set for the server); yields its URL, always stops it."""
     port = free_port()
     out = open(log, "w") if log else subprocess.DEVNULL
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
          "--server.headless", "true", "--", "--runs-dir", str(runs_dir)],
-        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, server, timeout)

@@ -1,5 +1,6 @@
 """The dashboard in a real browser: every view renders its charts with no exception, on good
-runs, on a damaged runs folder, and on an empty one. Screenshots go to test-artifacts/.
+runs, on runs with seeds, on a damaged runs folder, and on an empty one. Screenshots go to
+test-artifacts/.
 
     pytest tests/test_browser.py       # needs Debian's chromium at /usr/bin/chromium
 """
@@ -10,6 +11,7 @@ import pytest
 
 from tests.browser import CHROMIUM, EXCEPTION, ROOT, VIEWS, launch, open_view, serve, wait_settled
 from tests.damaged_runs import DAMAGED, make_damaged_runs
+from tests.synthetic_runs import make_seeded_runs
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM} (apt install chromium)")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -74,6 +76,19 @@ def test_every_view_draws(tiny_runs, browser):
             assert page.locator(EXCEPTION).count() == 0, f"exception on the {view} view"
         charts = page.locator('[data-testid="stVegaLiteChart"]')
         assert charts.count() == 0, "the Export view draws no chart; a chart here means a tab leaked"
+
+
+def test_seeded_runs_are_pooled_compared_and_drawn_with_a_band(browser, tmp_path):
+    with serve(make_seeded_runs(tmp_path / "runs")) as url:
+        page = open_page(browser, url)
+        wait_settled(page, VIEWS["Runs"][0])
+        shoot(page, "seeded-runs")
+        assert page.get_by_text("Highlighted: the best, and every run whose paired 95% interval").count() == 1
+        for view in ("Compare", "Curves"):
+            open_view(page, view)
+            shoot(page, "seeded-" + view.lower())
+            assert page.locator(EXCEPTION).count() == 0, f"exception on the {view} view"
+        assert page.get_by_text("min–max over seeds").count() == 1
 
 
 def test_damaged_folder_warns_once_per_run(tiny_runs, browser, tmp_path):

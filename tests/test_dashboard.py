@@ -1,5 +1,6 @@
-"""The dashboard under Streamlit's AppTest (no browser), on tiny runs trained by train.py, on a
-damaged runs folder, on an empty one. The frame helpers it is built on are tested in
+"""The dashboard under Streamlit's AppTest (no browser), on tiny runs trained by train.py, on
+runs with seeds whose per-query outcomes are chosen (tests/synthetic_runs.py), on a damaged
+runs folder, on an empty one. The frame helpers it is built on are tested in
 tests/test_analysis.py.
 
 The runs folder reaches the app through $CLIP_RUNS_DIR (dashboard.py reads it when no
@@ -9,7 +10,6 @@ The runs folder reaches the app through $CLIP_RUNS_DIR (dashboard.py reads it wh
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 import sys
@@ -25,6 +25,7 @@ from analysis.names import COLOR_BY
 from analysis.runs import last_eval
 from data import atomic
 from tests.damaged_runs import DAMAGED, GOOD, make_damaged_runs
+from tests.synthetic_runs import make_seeded_runs
 from training import run_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def test_runs_view_compares_configs_and_final_metrics(tiny_runs, monkeypatch):
     assert {"unlock_text", "unlock_image", "learn_temperature", "init_temperature"} <= set(table.columns)
     assert "lr" not in table.columns  # equal in every run, so not a difference
     final = last_eval(run_store.read_eval(tiny_runs / "tiny" / "locked"))
-    assert table.loc["tiny/locked", "i2t_R@1"] == pytest.approx(final["i2t_R@1"])
+    assert table.loc["tiny/locked", "i2t_R@1"].startswith(f"{final['i2t_R@1']:.3f} [")  # the figure [its interval]
     assert "FINISHED" in texts(at)
     (spec,) = chart_specs(at)
     assert "Final validation retrieval" in spec
@@ -261,10 +262,117 @@ def test_openmoji_runs_carry_the_attribution(tiny_runs, tmp_path, monkeypatch):
     assert any(c.startswith("Emoji images: OpenMoji (https://openmoji.org)") for c in captions)
 
 
+# ------------------------------------------------------- seeds, intervals and comparisons
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Path:
+    return make_seeded_runs(tmp_path_factory.mktemp("seeded"))
+
+
+def highlighted(at: AppTest, index: int = 0) -> set[tuple[str, str]]:
+    """(row, column) of every highlighted cell of a styled table, read from its CSS."""
+    table = at.dataframe[index].value
+    css = at.dataframe[index].proto.arrow_data.styler.styles
+    cells = set()
+    for rule in css.split("}"):
+        if "background-color" in rule:
+            cells |= {(table.index[int(r)], table.columns[int(c)]) for r, c in re.findall(r"row(\d+)_col(\d+)", rule)}
+    return cells
+
+
+def test_runs_view_pools_seeds_into_one_row_per_configuration(seeded, monkeypatch):
+    at = app(seeded, monkeypatch)
+    assert_clean(at)
+    assert widget(at.toggle, "Group seeds").value  # on: a configuration has several seeds
+    table = at.dataframe[0].value
+    assert list(table.index) == ["s/base", "s/better", "s/close", "s/subset", "s/worse"]
+    assert table["seeds"].tolist() == [3, 2, 1, 1, 1]
+    assert table.loc["s/base", "seed"] == "[0, 1, 2]" and "lr" in table.columns
+    # base's three seeds: 12, 10 and 14 of 40 images right; their mean, with the t-interval of the seed means
+    assert table.loc["s/base", "i2t_R@1"].startswith("0.300 [0.")
+    assert table.loc["s/close", "i2t_R@1"] == "0.750 [0.700, 0.800]"  # one run: its stored interval
+    shown = texts(at)
+    assert "Highlighted: the best, and every run whose paired 95% interval against it includes 0" in shown
+    assert "t-interval of the seed means" in shown
+    assert "Not in the highlight (evaluated on other images, or no per-sample results yet): s/subset." in shown
+    assert {("s/better", "i2t_R@1"), ("s/close", "i2t_R@1")} <= highlighted(at)
+    assert not {("s/base", "i2t_R@1"), ("s/worse", "i2t_R@1")} & highlighted(at)
+
+
+def test_runs_view_highlights_every_run_indistinguishable_from_the_best(seeded, monkeypatch):
+    at = app(seeded, monkeypatch)
+    widget(at.toggle, "Group seeds").set_value(False).run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert len(table) == 8 and set(table["seeds"]) == {1}
+    marked = {row for row, column in highlighted(at) if column == "i2t_R@1"}
+    assert {"s/better.s0", "s/better.s1", "s/close"} <= marked  # the best, one and two images behind it
+    assert not {"s/worse", "s/base.s0", "s/subset"} & marked  # clearly worse; on other images
+    assert ("s/worse", "i2t_mean_rank") not in highlighted(at)
+    assert ("s/better.s0", "i2t_mean_rank") in highlighted(at)  # lowest is best for a rank
+
+
+def test_compare_view_shows_the_paired_table_and_the_changed_images(seeded, monkeypatch):
+    at = app(seeded, monkeypatch, "Compare")
+    assert_clean(at)
+    assert widget(at.radio, "Compare").value.startswith("two configurations")
+    pooled = at.dataframe[0].value
+    assert pooled.loc["image→text R@1", "verdict"].startswith("higher (better), +0.48")  # 31.5 of 40 against 12
+    assert {"seed SD", "image SE", "95% interval", "images only"} <= set(pooled.columns)
+    widget(at.radio, "Compare").set_value("two runs").run()
+    widget(at.selectbox, "Run A").set_value("s/better.s0")
+    widget(at.selectbox, "Run B").set_value("s/close").run()
+    assert_clean(at)
+    paired = at.dataframe[0].value
+    assert list(paired.columns) == ["A", "B", "B − A", "95% interval", "verdict", "p (sign-flip)", "p (McNemar)"]
+    assert paired.loc["image→text R@1", "B − A"] == "-0.050"
+    assert paired.loc["image→text R@1", "verdict"].startswith("no detectable difference")
+    assert paired.loc["zero-shot accuracy", "p (sign-flip)"] == "NaN"  # no labels: not measured
+    assert paired.loc["image→text R@5", "p (McNemar)"] == "–"  # McNemar for the R@1 rows only
+    changed = at.dataframe[1].value
+    assert list(changed["image_id"]) == ["im000", "im001"] and set(changed["change"]) == {"broken by B"}
+    assert changed["thumbnail"].str.startswith("data:image/png;base64,").all()
+    next(b for b in at.button if "broken by B" in b.label).click().run()
+    assert_clean(at)
+    assert "Sample detail" in [s.value for s in at.subheader]  # the Samples view, with Compare's A, B and filter
+    assert [widget(at.selectbox, w).value for w in ("Run A", "Run B", "Show")] == ["s/better.s0", "s/close", "broken"]
+    assert sorted(at.dataframe[0].value["image_id"]) == ["im000", "im001"]
+
+
+def test_compare_view_refuses_runs_on_other_images(seeded, monkeypatch):
+    at = app(seeded, monkeypatch, "Compare")
+    widget(at.radio, "Compare").set_value("two runs").run()
+    widget(at.selectbox, "Run A").set_value("s/worse")
+    widget(at.selectbox, "Run B").set_value("s/subset").run()
+    assert not at.exception
+    (error,) = at.error
+    assert "the runs were evaluated on different query sets" in plain(error.value)
+    assert "20 sample_id(s) only in a" in plain(error.value)
+    assert not at.dataframe  # nothing computed, nothing shown
+
+
+def test_curves_view_draws_the_mean_of_the_seeds_with_a_band(seeded, monkeypatch):
+    at = app(seeded, monkeypatch, "Curves")
+    assert_clean(at)
+    (band,), spec = chart_data(at), json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert set(band["kind"]) == {"mean"}
+    assert sorted(band["group"].unique()) == ["s/base", "s/better", "s/close", "s/subset", "s/worse"]
+    base = band[band["group"] == "s/base"]
+    assert (base["low"] < base["smoothed"]).all() and (base["smoothed"] < base["high"]).all()
+    assert "min–max over seeds" in texts(at) and len(spec["layer"]) == 3
+    widget(at.checkbox, "Single seeds (thin lines)").check().run()
+    assert_clean(at)
+    assert len(json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"]) == 4
+    rows = chart_data(at)[0]
+    assert set(rows["kind"]) == {"mean", "seed"} and rows.loc[rows["kind"] == "seed", "run"].nunique() == 8
+    assert "thin lines: single seeds" in texts(at)
+
+
 # ---------------------------------------------------------------- damaged and empty
 
 
-@pytest.mark.parametrize("view", ["Runs", "Curves", "Embedding space", "Samples", "Similarity matrix",
+@pytest.mark.parametrize("view", ["Runs", "Compare", "Curves", "Embedding space", "Samples", "Similarity matrix",
                                   "Forgetting", "Export"])
 def test_damaged_folder_warns_once_per_damaged_run(damaged, monkeypatch, view):
     at = app(damaged, monkeypatch, view)
@@ -277,7 +385,7 @@ def test_damaged_folder_warns_once_per_damaged_run(damaged, monkeypatch, view):
 def test_damaged_folder_keeps_nan_and_shows_the_live_run(damaged, monkeypatch):
     at = app(damaged, monkeypatch)
     table = at.dataframe[0].value
-    assert math.isnan(table.loc["tiny/nan-loss", "zero_shot_accuracy"])
+    assert table.loc["tiny/nan-loss", "zero_shot_accuracy"] == "NaN"
     assert table.loc["tiny/live", "state"] == "RUNNING"
     assert "refreshes every" in texts(at)
     at = app(damaged, monkeypatch, "Curves")

@@ -1,4 +1,5 @@
-"""The Curves view: one metric over training for every selected run, smoothed."""
+"""The Curves view: one metric over training for every selected run, smoothed; or, with seeds
+grouped, for every configuration: the mean over its seeds with a min–max band."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import streamlit as st
 
 import charts
 from analysis.names import X_TITLES, label
-from analysis.runs import curve_rows, smooth, thin, with_wall_time
+from analysis.runs import BAND_COLUMNS, band_rows, curve_rows, smooth, thin, with_wall_time
 from training import run_store
-from views.common import md
+from views.common import group_seeds, md, run_groups
 from views.readers import all_evals, all_metrics, cached, sources
 from views.vega import dataset_name, draw, vega_lite
 
@@ -30,15 +31,24 @@ def view(runs: list[run_store.Run]) -> None:
     if not options:
         st.info("The selected runs have logged no metrics yet.")
         return
-    choice, x, weight, log, raw = curve_controls(options, len(runs))
+    groups = run_groups(runs)
+    pooled = group_seeds(groups)
+    choice, x, weight, log, lines = curve_controls(options, len(runs), pooled)
     drawn, nan, thinned = curve_points(src, choice, weight)
     if drawn.empty:
         st.info("None of the selected runs logged this metric.")
         return
-    draw(curve_spec(src, choice, weight, x, log, raw))
-    st.caption("Bold line: smoothed" + ("; faint line: raw values" if raw else "")
-               + "; dots: steps where the model was evaluated (step 0 is before any training)."
-               + (" Long runs are drawn with every k-th step (smoothing uses all of them)." if thinned else ""))
+    if pooled:
+        draw(band_spec(src, choice, weight, x, log, lines, tuple(groups.items())))
+        st.caption("Bold line: the mean over a configuration's seeds of their smoothed curves; band: from the lowest "
+                   "seed to the highest (min–max over seeds)" + ("; thin lines: single seeds" if lines else "")
+                   + "; dots: steps where the model was evaluated (step 0 is before any training).")
+    else:
+        draw(curve_spec(src, choice, weight, x, log, lines))
+        st.caption("Bold line: smoothed" + ("; faint line: raw values" if lines else "")
+                   + "; dots: steps where the model was evaluated (step 0 is before any training).")
+    if thinned:
+        st.caption("Long runs are drawn with every k-th step (smoothing uses all of them).")
     for run, count in nan.items():
         st.caption(f"{md(run)}: {count} NaN value(s) of this metric, left as gaps in the curve.")
 
@@ -57,8 +67,9 @@ def curve_options(src: tuple) -> dict[str, str]:
     return options
 
 
-def curve_controls(options: dict[str, str], runs: int) -> tuple[str, str, float, bool, bool]:
-    """Metric, x axis, EMA weight, log scale, and whether to draw the raw values of `runs` runs."""
+def curve_controls(options: dict[str, str], runs: int, pooled: bool) -> tuple[str, str, float, bool, bool]:
+    """Metric, x axis, EMA weight, log scale, and whether to draw the thin lines: the raw values
+    of `runs` runs, or with seeds `pooled` each seed's own curve."""
     left, mid, right = st.columns([3, 2, 2])
     ids = list(options)
     choice = left.selectbox("Metric", ids, index=ids.index("train|loss") if "train|loss" in ids else 0,
@@ -67,6 +78,8 @@ def curve_controls(options: dict[str, str], runs: int) -> tuple[str, str, float,
     weight = right.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01,
                           help="Weight of the past in the exponential moving average (0: raw values).")
     log = right.checkbox("Log scale on y")
+    if pooled:
+        return choice, x, weight, log, right.checkbox("Single seeds (thin lines)")
     raw = right.checkbox("Raw values (faint lines)", value=runs <= RAW_LINES_UP_TO,
                          help=f"On by default for up to {RAW_LINES_UP_TO} runs.")
     return choice, x, weight, log, raw
@@ -91,6 +104,25 @@ def curve_spec(src: tuple, choice: str, weight: float, x: str, log: bool, raw: b
     rows = curve_rows(drawn, x, log)
     name = dataset_name(rows)
     return curve_layout(choice.split("|")[-1], x, log, raw) | {"data": {"name": name}, "datasets": {name: rows}}
+
+
+@cached(max_entries=128)
+def band_spec(src: tuple, choice: str, weight: float, x: str, log: bool, seeds: bool, groups: tuple) -> dict:
+    """The curves chart of configurations (`groups`: (run key, group) pairs): the cached layout
+    of these settings with the band rows of this smoothing weight, as curve_spec does."""
+    drawn, _, _ = curve_points(src, choice, weight)
+    rows = band_rows(drawn, dict(groups), seeds, log)
+    name = dataset_name(rows)
+    return band_layout(choice.split("|")[-1], x, log, seeds) | {"data": {"name": name}, "datasets": {name: rows}}
+
+
+@cached(max_entries=256)
+def band_layout(metric: str, x: str, log: bool, seeds: bool) -> dict:
+    """charts.seed_band_chart's spec without its rows (see curve_layout)."""
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in BAND_COLUMNS.items()})
+    spec = vega_lite(charts.seed_band_chart(empty, metric, x, log, seeds))
+    del spec["data"], spec["datasets"]
+    return spec
 
 
 @cached(max_entries=256)

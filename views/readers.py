@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis.compare import SAMPLE_COLUMNS, query_outcomes
 from analysis.runs import comparison_table, data_uri, image_outcomes, last_eval, stack, umap_points
 from training import run_store
 
@@ -87,6 +88,19 @@ def load_ranks(path: str, stamp: str) -> pd.Series:
     """image_id -> rank of the image's first right caption (small: what other views join on)."""
     samples = run_store.read_samples(path, columns=["modality", "image_id", "rank"])
     return samples[samples["modality"] == "image"].set_index("image_id")["rank"]
+
+
+@cached(max_entries=512)
+def load_compared(path: str, stamp: str) -> pd.DataFrame:
+    """The per-sample columns that comparisons read (ranks, ties, zero-shot outcomes; no
+    thumbnails or top-k lists, which are most of the file)."""
+    return run_store.read_samples(path, columns=SAMPLE_COLUMNS)
+
+
+@cached(max_entries=512)
+def load_outcomes(path: str, stamp: str) -> pd.DataFrame:
+    """analysis.compare.query_outcomes of a run: one row per metric and query."""
+    return query_outcomes(load_compared(path, stamp))
 
 
 @cached(max_entries=64)

@@ -1,41 +1,106 @@
-"""The Runs view: status badges, the comparison table and the final retrieval chart."""
+"""The Runs view: status badges, the comparison table (one row per run, or per configuration
+with its seeds pooled) with intervals and the runs indistinguishable from the best marked,
+and the final retrieval chart."""
 
 from __future__ import annotations
 
+import os
+
+import pandas as pd
 import streamlit as st
 
 import charts
-from analysis.names import TABLE_METRICS
-from analysis.runs import retrieval_frame, style_best
+from analysis.compare import best_of
+from analysis.names import COMPARED_METRICS, RUNS_METRICS
+from analysis.runs import final_figures, group_table, interval_cells, retrieval_frame, style_best
 from training import run_store
-from views.common import md
-from views.readers import all_evals, cached, comparison_of, sources
+from views.common import group_seeds, md, members, run_groups
+from views.readers import all_evals, cached, load_outcomes, sources, stamp
 from views.vega import draw, vega_lite
 
 BADGE_COLORS = {"RUNNING": "blue", "FINISHED": "green", "FAILED": "red", "KILLED": "orange",
                 "INTERRUPTED": "violet"}  # any other state: gray
+# "0": the table without intervals or highlight, for bench/dashboard_latency.py to time what they cost.
+INTERVALS = os.environ.get("CLIP_DASHBOARD_INTERVALS", "1") != "0"
+TABLE_COLUMNS = ["seeds", "state"]  # beside the config values and the metrics
 
 
 def view(runs: list[run_store.Run]) -> None:
     badges(runs)
     src = sources(runs)
     evals = all_evals(src)
-    table = comparison_of(src, tuple(r.state for r in runs), runs)
+    groups = run_groups(runs)
+    rows = groups if group_seeds(groups) else {r.key: r.key for r in runs}
+    table = runs_table(src, tuple(r.state for r in runs), tuple(rows.items()), runs)
     st.subheader("What differs, and how well each run retrieves")
-    st.dataframe(style_best(table))
-    differing = [c for c in table.columns if c not in TABLE_METRICS and c != "state"]
+    runs_dataframe(table, runs, rows)
+    figures = {f"{m}{end}" for m in RUNS_METRICS for end in ("", " low", " high")}
+    differing = [c for c in table.columns if c not in TABLE_COLUMNS and c not in figures]
     st.caption(
         (f"Config values that differ: {', '.join(differing)}. " if differing else
          "The selected runs share every config value. ")
         + "Metrics: each run's last evaluation on the validation split. i2t: image→text (find an "
-        "image's caption), t2i: text→image. R@k: share of queries whose match is among the top k. "
-        "Highlighted: best per column. NaN: not measured, or the run diverged.")
+        "image's caption), t2i: text→image. R@k: share of queries whose match is among the top k; mean rank: "
+        "lower is better. NaN: not measured, or the run diverged.")
     if evals.empty:
         st.info("No evaluation has been written yet.")
         return
     draw(retrieval_spec(src))
     chance_caption(evals)
     subset_caption(runs)
+
+
+def runs_dataframe(table: pd.DataFrame, runs: list[run_store.Run], rows: dict[str, str]) -> None:
+    """The table on screen: with INTERVALS, each figure with its interval and the cells that
+    cannot be told apart from the best of their column highlighted."""
+    if not INTERVALS:
+        st.dataframe(style_best(table.drop(columns=[c for c in table.columns if c.endswith((" low", " high"))])))
+        return
+    cells, slot = interval_cells(table), st.empty()
+    slot.dataframe(style_best(cells))  # the figures at once; their highlight when its intervals are done
+    with st.spinner("Paired intervals against the best of each column…"):
+        marks, left_out = best_marks(runs, rows)
+    slot.dataframe(style_best(cells, marks))
+    pooled = any(table["seeds"] > 1)
+    st.caption(
+        "Each figure with its 95% interval: for one run, the bootstrap interval over validation images stored "
+        "with it (none for a run from before intervals, or one still training)"
+        + ("; for a configuration of several seeds, the mean over seeds with the t-interval of the seed means (how "
+           "far a figure moves from seed to seed; the Compare view counts images too)" if pooled else "") + ". "
+        "Highlighted: the best, and every run whose paired 95% interval against it includes 0 (query by "
+        "query on the same validation images" + ("; a configuration's outcome per query is the mean over its "
+                                                  "seeds, which holds them fixed" if pooled else "") + ").")
+    if left_out:
+        st.caption(f"Not in the highlight (evaluated on other images, or no per-sample results yet): "
+                   f"{', '.join(md(n) for n in left_out)}.")
+
+
+@cached(max_entries=64)
+def runs_table(src: tuple, states: tuple, rows: tuple, _runs: list[run_store.Run]) -> pd.DataFrame:
+    """analysis.runs.group_table of the runs, one row per value of `rows` (run key -> row
+    name); `_runs` is left out of the cache key: the file stamps in `src` cover their
+    config.json and status.json, and `states` what the status means now."""
+    evals = all_evals(src)
+    return group_table([{"run": r.key, "state": state, "config": r.config, "figures": final_figures(evals, run=r.key)}
+                        for r, state in zip(_runs, states, strict=True)], dict(rows))
+
+
+def best_marks(runs: list[run_store.Run], rows: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    """Row name x metric -> highlighted, and the rows left out of the highlight of some column."""
+    index = {r.key: r for r in runs}
+    files = tuple((name, tuple((str(index[k].path), stamp(index[k])) for k in keys))
+                  for name, keys in members(rows).items())
+    marks, left_out = {}, []
+    for metric in COMPARED_METRICS:
+        marks[metric], out = column_marks(files, metric)
+        left_out += [n for n in out if n not in left_out]
+    return pd.DataFrame(marks, index=[name for name, _ in files]), left_out
+
+
+@cached(max_entries=512)
+def column_marks(files: tuple, metric: str) -> tuple[dict[str, bool], list[str]]:
+    """analysis.compare.best_of for one column; `files`: (row name, ((path, stamp) of each of its runs))."""
+    return best_of({name: [load_outcomes(path, s) for path, s in runs] for name, runs in files}, metric)
 
 
 def badges(runs: list[run_store.Run]) -> None:

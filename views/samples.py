@@ -48,12 +48,14 @@ def image_labels(run: run_store.Run) -> list[str]:
 
 
 def sample_controls(runs: list[run_store.Run], labels: list[str]) -> tuple[str, str, str, str | None, int]:
-    """Runs A and B, the filter, a label and how many rows to show."""
+    """Runs A and B, the filter, a label and how many rows to show. A, B and the filter are
+    bound to the URL; A and B are the Compare view's too, and its buttons set the filter."""
     keys = [r.key for r in runs]
     c1, c2, c3, c4, c5 = st.columns([2, 2, 3, 2, 1])
-    a = c1.selectbox("Run A", keys, index=0)
-    b = c2.selectbox("Run B", keys, index=min(1, len(keys) - 1))
-    which = c3.selectbox("Show", list(SAMPLE_FILTERS), format_func=SAMPLE_FILTERS.get)
+    a = c1.selectbox("Run A", keys, index=0, key="run_a", bind="query-params")
+    b = c2.selectbox("Run B", keys, index=min(1, len(keys) - 1), key="run_b", bind="query-params")
+    which = c3.selectbox("Show", list(SAMPLE_FILTERS), format_func=SAMPLE_FILTERS.get, key="sample_filter",
+                         bind="query-params")
     label = c4.selectbox("Label", ["(all labels)", *labels])
     limit = c5.number_input("Rows", 10, 100_000, 200, step=50)
     return a, b, which, None if label == "(all labels)" else label, int(limit)
