@@ -1,11 +1,12 @@
 """How fast the dashboard opens and answers a widget, in a real browser, on a sweep as large
-as a course project makes: 12 runs of 4,000 validation images each.
+as a course project makes: 12 runs (4 configurations x 3 seeds) of 4,000 validation images each.
 
     .venv/bin/python bench/dashboard_latency.py            # builds /tmp/dashboard_bench_runs once
 
 The runs are synthetic but schema-correct (written through run_store.RunWriter): random
-unit embeddings with clustered UMAP coordinates, per-sample ranks and top-k lists, PNG
-thumbnails, a thousand steps of training metrics and eleven evaluations. The dashboard is
+unit embeddings with clustered UMAP coordinates, per-sample ranks (better for higher learning
+rates), ties and zero-shot outcomes, top-k lists, PNG thumbnails, a thousand steps of training
+metrics and eleven evaluations, the first and last with stored intervals. The dashboard is
 served with `streamlit run` and driven by chromium through Playwright; each time runs from
 the user's action to the moment the script has finished and the charts have drawn. Page loads
 and tab switches are timed by the driver; widget changes inside the page, from the input
@@ -18,6 +19,12 @@ Absolute times on a shared machine are noise, so the same browser also times a p
 minimal Streamlit page (one radio, one slider, one 120-point chart) served the same way. Its open and
 widget times are the floor that Streamlit and chromium cost on this machine, and the
 dashboard's figures are also given as ratios to them.
+
+What the intervals cost: the Runs view opens with the grouped table, each figure with its
+interval and the rows indistinguishable from the best of each column marked (paired bootstraps
+over the per-query outcomes of every run). A second server with CLIP_DASHBOARD_INTERVALS=0
+shows the same view without them; the ratio of the two page opens, cold (the first load after
+the server starts, where the paired intervals are computed) and warm (cached), is recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,17 +51,20 @@ from tests.browser import CHART, SETTLED_JS, launch, open_view, serve, wait_sett
 from training import run_store  # noqa: E402
 from training.config import RunConfig  # noqa: E402
 
-N_RUNS, N_IMAGES, DIM, N_LABELS, TOP_K = 12, 4000, 256, 40, 5
+N_CONFIGS, N_SEEDS, N_IMAGES, DIM, N_LABELS, TOP_K = 4, 3, 4000, 256, 40, 5
+N_RUNS = N_CONFIGS * N_SEEDS
 STEPS, EPOCHS = 1000, 10
 EVAL_METRICS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_mean_rank",
                 "i2t_median_rank", "t2i_mean_rank", "t2i_median_rank", "chance_R@1", "modality_gap",
                 "positive_cosine", "negative_cosine", "zero_shot_accuracy", "zero_shot_chance",
                 "temperature", "n_images"]
+INTERVAL_METRICS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_mean_rank",
+                    "t2i_mean_rank", "zero_shot_accuracy"]  # what training/evaluate.py gives an interval
 COMMAND = ".venv/bin/python bench/dashboard_latency.py"
 OPEN_TARGET_S, WIDGET_TARGET_S = 3.0, 0.3
 REPEATS = 5  # warm page loads
 WIDGET_REPEATS = 20  # widget changes: each is short, so take more of them for a steadier median
-TABS = ["Curves", "Embedding space", "Samples", "Similarity matrix", "Runs"]
+TABS = ["Curves", "Embedding space", "Samples", "Similarity matrix", "Compare", "Runs"]
 
 
 # ------------------------------------------------------------------------------ the runs
@@ -90,7 +101,7 @@ def embeddings(rng, ids, labels, captions, step: int) -> pd.DataFrame:
 def umap_points(rng, ids, labels, step: int) -> pd.DataFrame:
     """Coordinates in clusters by label, captions near their images, as a fit would place them."""
     centres = rng.normal(scale=6, size=(N_LABELS, 2))
-    label_idx = np.array([int(l[1:]) for l in labels])
+    label_idx = np.array([int(name[1:]) for name in labels])
     xy_img = centres[label_idx] + rng.normal(size=(N_IMAGES, 2))
     xy_txt = xy_img + rng.normal(scale=0.7, size=(N_IMAGES, 2))
     rows = [pd.DataFrame(dict(sample_id=[prefix + i for i in ids], modality=modality, step=step,
@@ -99,10 +110,10 @@ def umap_points(rng, ids, labels, step: int) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def samples(rng, ids, labels, captions, thumbs, step: int) -> pd.DataFrame:
+def samples(rng, ids, labels, captions, thumbs, step: int, config: int) -> pd.DataFrame:
     rows = []
     for modality, prefix, other in (("image", "img:", ["txt:" + i for i in ids]), ("text", "txt:", list(ids))):
-        ranks = np.minimum(rng.geometric(0.15, N_IMAGES), N_IMAGES)
+        ranks = np.minimum(rng.geometric(0.12 + 0.02 * config, N_IMAGES), N_IMAGES)
         pos = rng.uniform(0.1, 0.6, N_IMAGES).astype(np.float32)
         topk_ids, topk_scores = [], []
         for n, rank in enumerate(ranks):
@@ -111,15 +122,19 @@ def samples(rng, ids, labels, captions, thumbs, step: int) -> pd.DataFrame:
                 picks[rank - 1] = other[n]
             topk_ids.append(picks)
             topk_scores.append(np.sort(rng.uniform(0, 0.7, TOP_K).astype(np.float32))[::-1])
+        zero_shot = (rng.random(N_IMAGES) < 0.3).astype(float) if modality == "image" else np.nan
         rows.append(pd.DataFrame(dict(
-            modality=modality, sample_id=[prefix + i for i in ids], image_id=ids, caption=captions, label=labels, step=step,
-            rank=ranks, positive_cosine=pos, topk_ids=topk_ids, topk_scores=topk_scores,
-            thumbnail=thumbs if modality == "image" else [None] * N_IMAGES)))
+            modality=modality, split="val", sample_id=[prefix + i for i in ids], image_id=ids, caption=captions,
+            label=labels, step=step, rank=ranks, positive_cosine=pos, topk_ids=topk_ids, topk_scores=topk_scores,
+            thumbnail=thumbs if modality == "image" else [None] * N_IMAGES, tied=rng.random(N_IMAGES) < 0.01,
+            zero_shot_correct=zero_shot)))
     return pd.concat(rows, ignore_index=True)
 
 
-def write_run(root: Path, n: int, rng, ids, labels, captions, thumbs) -> None:
-    cfg = RunConfig(name=f"lr{n:02d}", data="bench-synthetic", lr=1e-4 * (n + 1), batch_size=64 * (1 + n % 4))
+def write_run(root: Path, n: int, seed: int, rng, ids, labels, captions, thumbs) -> None:
+    """Seed `seed` of configuration `n`: runs of one configuration differ only in their seed."""
+    cfg = RunConfig(name=f"lr{n:02d}.s{seed}", group=f"lr{n:02d}", seed=seed, data="bench-synthetic",
+                    lr=1e-4 * (n + 1), batch_size=64 * (1 + n % 4))
     writer = run_store.RunWriter(run_store.run_dir(root, "bench", cfg.name))
     writer.write_config(dict(cfg.to_dict(), sweep="bench"))
     writer.set_status("RUNNING", step=0)
@@ -129,12 +144,14 @@ def write_run(root: Path, n: int, rng, ids, labels, captions, thumbs) -> None:
             "temperature": 0.07, "grad_norm": abs(rng.normal(1, 0.3))})
     for step in range(0, STEPS + 1, STEPS // EPOCHS):
         for split in ("train", "val"):
-            writer.log_eval(step, step * EPOCHS / STEPS, split,
-                            {m: rng.uniform(0, 1) * (1 + step / STEPS) / 2 for m in EVAL_METRICS})
+            values = {m: rng.uniform(0, 1) * (1 + step / STEPS) / 2 for m in EVAL_METRICS}
+            reported = step in (0, STEPS)  # the evaluations training/trainer.py gives intervals
+            writer.log_eval(step, step * EPOCHS / STEPS, split, values, intervals={
+                m: (0.9 * values[m], min(1.1 * values[m], 1.0)) for m in INTERVAL_METRICS} if reported else None)
     writer.flush()
     steps = [embeddings(rng, ids, labels, captions, s) for s in (0, STEPS)]
     writer.write_embeddings(pd.concat(steps, ignore_index=True))
-    writer.write_samples(samples(rng, ids, labels, captions, thumbs, STEPS))
+    writer.write_samples(samples(rng, ids, labels, captions, thumbs, STEPS, n))
     run_store.write_umap(writer.path, umap_points(rng, ids, labels, STEPS))
     writer.set_status("FINISHED", step=STEPS)
 
@@ -145,10 +162,12 @@ def build(root: Path) -> None:
     labels = [f"L{i % N_LABELS:02d}" for i in range(N_IMAGES)]
     captions = [f"a synthetic shape number {i} of group {lab}" for i, lab in zip(range(N_IMAGES), labels)]
     thumbs = thumbnails(rng)
-    for n in range(N_RUNS):
-        t0 = time.time()
-        write_run(root, n, rng, ids, labels, captions, thumbs)
-        print(f"wrote run {n + 1}/{N_RUNS} in {time.time() - t0:.1f} s", flush=True)
+    shutil.rmtree(root / "bench", ignore_errors=True)  # runs of an older layout of this benchmark
+    for n in range(N_CONFIGS):
+        for seed in range(N_SEEDS):
+            t0 = time.time()
+            write_run(root, n, seed, rng, ids, labels, captions, thumbs)
+            print(f"wrote run {n * N_SEEDS + seed + 1}/{N_RUNS} in {time.time() - t0:.1f} s", flush=True)
 
 
 # ------------------------------------------------------------------------- measurements
@@ -175,7 +194,8 @@ def open_times(browser, url: str, times: dict, prefix: str) -> None:
     """One cold page load, then REPEATS warm ones, each in a fresh page (a new session)."""
     for name in (f"{prefix}open_cold", *[f"{prefix}open_warm"] * REPEATS):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        times.setdefault(name, []).append(timed(lambda: page.goto(url), lambda: wait_settled(page, 1, polling="raf")))
+        times.setdefault(name, []).append(timed(lambda p=page: p.goto(url),
+                                                lambda p=page: wait_settled(p, 1, polling="raf")))
         page.close()
 
 
@@ -247,6 +267,18 @@ def measure(url: str) -> dict[str, list[float]]:
     return times
 
 
+def measure_plain(url: str) -> dict[str, list[float]]:
+    """Page opens of the dashboard served without intervals (CLIP_DASHBOARD_INTERVALS=0)."""
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, list[float]] = {}
+    with sync_playwright() as p:
+        browser = launch(p)
+        open_times(browser, url, times, "plain_")
+        browser.close()
+    return times
+
+
 def measure_peer(tmp: Path) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
@@ -271,11 +303,14 @@ REPORT = {  # measurement -> (results.json name, target, what it is)
     "widget_curves_x_axis": ("dashboard.widget_change_s", WIDGET_TARGET_S,
                              "Curves view, x axis step<->epoch, 12 runs x 1,000 steps, until redrawn (median)"),
     "widget_curves_smoothing": ("dashboard.widget_smoothing_s", WIDGET_TARGET_S,
-                                "Curves view, EMA slider one notch per press (a new weight each time), until redrawn (median)"),
+                                "Curves view, EMA slider one notch per press (a new weight each time), until "
+                                "redrawn (median)"),
     "tab_curves": ("dashboard.tab_curves_s", None, "switch to Curves (first visit)"),
     "tab_embedding_space": ("dashboard.tab_embedding_s", None, "switch to Embedding space, 2 x 8,000 UMAP points"),
     "tab_samples": ("dashboard.tab_samples_s", None, "switch to Samples, 4,000 images x 12 runs"),
     "tab_similarity_matrix": ("dashboard.tab_similarity_s", None, "switch to Similarity matrix (first visit)"),
+    "tab_compare": ("dashboard.tab_compare_s", None, "switch to Compare: two configurations of 3 seeds, two-level "
+                    "intervals of 9 metrics over seeds and images, and the images that changed (first visit)"),
     "tab_runs": ("dashboard.tab_runs_s", None, "switch back to Runs"),
 }
 
@@ -285,18 +320,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/dashboard_bench_runs"))
     parser.add_argument("--rebuild", action="store_true", help="write the synthetic runs again")
     args = parser.parse_args(argv)
-    if args.rebuild or len(run_store.list_runs(args.runs_dir)) != N_RUNS:
+    runs = run_store.list_runs(args.runs_dir)
+    if args.rebuild or len(runs) != N_RUNS or not all(r.config.get("group") for r in runs):
         build(args.runs_dir)
     with serve(args.runs_dir) as url:
         times = measure(url)
+    with serve(args.runs_dir, env={"CLIP_DASHBOARD_INTERVALS": "0"}) as url:
+        times |= measure_plain(url)
     with tempfile.TemporaryDirectory() as tmp:
         times |= measure_peer(Path(tmp))
     report(times, os.getloadavg()[0])  # other work on a shared machine shows up in every figure
     return 0
 
 
+PEER_NOTE = "a minimal Streamlit page (one radio, one slider, one 120-point chart), same browser"
+INTERVAL_COST = {  # measurement -> (results.json name, what it is)
+    "open_cold": ("dashboard.intervals_open_cold_ratio", "first page load after each server starts: the Runs view "
+                  "with its intervals and paired highlight (computed on this load) over the same view without them"),
+    "open_warm": ("dashboard.intervals_open_ratio", "page load, caches warm (median): the Runs view with its "
+                  "intervals and paired highlight over the same view without them"),
+}
+
+
 def report(times: dict[str, list[float]], load: float) -> None:
-    scale = f"{N_RUNS} runs x {N_IMAGES:,} validation images; load average {load:.1f} on {os.cpu_count()} CPUs"
+    scale = (f"{N_RUNS} runs ({N_CONFIGS} configurations x {N_SEEDS} seeds) x {N_IMAGES:,} validation images; "
+             f"load average {load:.1f} on {os.cpu_count()} CPUs")
     peer = {"open_warm": "peer_open_warm", "open_cold": "peer_open_cold", "widget_curves_x_axis": "peer_widget",
             "widget_curves_smoothing": "peer_smoothing"}
     print(f"\n{'measurement':24s} {'median s':>9s} {'max s':>7s} {'target':>7s} {'x peer':>7s}  ({scale})")
@@ -311,8 +359,18 @@ def report(times: dict[str, list[float]], load: float) -> None:
     for key in dict.fromkeys(peer.values()):
         median = statistics.median(times[key])
         print(f"{key:24s} {median:9.3f} {max(times[key]):7.3f}")
-        record(f"dashboard.{key}_s", round(median, 3), "s", None,
-               f"peer: a minimal Streamlit page (one radio, one slider, one 120-point chart), same browser; {scale}", COMMAND)
+        record(f"dashboard.{key}_s", round(median, 3), "s", None, f"peer: {PEER_NOTE}; {scale}", COMMAND)
+    interval_cost(times, scale)
+
+
+def interval_cost(times: dict[str, list[float]], scale: str) -> None:
+    """The Runs view's page open with intervals over the same open without them, both measured here."""
+    for key, (name, what) in INTERVAL_COST.items():
+        with_them, without = statistics.median(times[key]), statistics.median(times[f"plain_{key}"])
+        print(f"{name:38s} {with_them / without:6.2f}x  ({with_them:.3f} s with intervals, {without:.3f} s without)")
+        record(name, round(with_them / without, 2), "x", None,
+               f"{what}: {with_them:.3f} s / {without:.3f} s (CLIP_DASHBOARD_INTERVALS=0), n={len(times[key])} "
+               f"each; {scale}", COMMAND)
 
 
 if __name__ == "__main__":
