@@ -22,9 +22,10 @@ dashboard's figures are also given as ratios to them.
 
 What the intervals cost: the Runs view opens with the grouped table, each figure with its
 interval and the rows indistinguishable from the best of each column marked (paired bootstraps
-over the per-query outcomes of every run). A second server with CLIP_DASHBOARD_INTERVALS=0
-shows the same view without them; the ratio of the two page opens, cold (the first load after
-the server starts, where the paired intervals are computed) and warm (cached), is recorded.
+over the per-query outcomes of every run). A second server with CLIP_DASHBOARD_INTERVALS=0,
+up at the same time, shows the same view without them, the two taking turns at every page
+open; the ratio of their page opens, cold (the first load after the server starts, where the
+paired intervals are computed) and warm (cached), is recorded.
 """
 
 from __future__ import annotations
@@ -190,13 +191,16 @@ st.altair_chart(alt.Chart(frame).mark_line().encode(x="step:Q", y="value:Q", col
 """
 
 
-def open_times(browser, url: str, times: dict, prefix: str) -> None:
-    """One cold page load, then REPEATS warm ones, each in a fresh page (a new session)."""
-    for name in (f"{prefix}open_cold", *[f"{prefix}open_warm"] * REPEATS):
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        times.setdefault(name, []).append(timed(lambda p=page: p.goto(url),
-                                                lambda p=page: wait_settled(p, 1, polling="raf")))
-        page.close()
+def open_times(browser, urls: dict[str, str], times: dict) -> None:
+    """One cold page load of each server (prefix -> URL), then REPEATS warm ones, each in a
+    fresh page (a new session); the servers take turns, so that a change in the load of a
+    shared machine falls on all of them alike."""
+    for kind in ("open_cold", *["open_warm"] * REPEATS):
+        for prefix, url in urls.items():
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            times.setdefault(f"{prefix}{kind}", []).append(timed(lambda p=page, u=url: p.goto(u),
+                                                                 lambda p=page: wait_settled(p, 1, polling="raf")))
+            page.close()
 
 
 # A widget change is timed inside the page: from its input event (caught before Streamlit's own
@@ -246,13 +250,15 @@ def smoothing_times(page, times: dict, name: str) -> None:
             in_page(page, lambda: page.keyboard.press("ArrowRight"), f"b => ({DRAWN_LINES}) !== b", before))
 
 
-def measure(url: str) -> dict[str, list[float]]:
+def measure(url: str, plain_url: str) -> dict[str, list[float]]:
+    """Everything timed on the dashboard; page opens also on `plain_url`, the same dashboard
+    without intervals (prefix plain_)."""
     from playwright.sync_api import sync_playwright
 
     times: dict[str, list[float]] = {}
     with sync_playwright() as p:
         browser = launch(p)
-        open_times(browser, url, times, "")
+        open_times(browser, {"": url, "plain_": plain_url}, times)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         wait_settled(page, 1)
@@ -267,18 +273,6 @@ def measure(url: str) -> dict[str, list[float]]:
     return times
 
 
-def measure_plain(url: str) -> dict[str, list[float]]:
-    """Page opens of the dashboard served without intervals (CLIP_DASHBOARD_INTERVALS=0)."""
-    from playwright.sync_api import sync_playwright
-
-    times: dict[str, list[float]] = {}
-    with sync_playwright() as p:
-        browser = launch(p)
-        open_times(browser, url, times, "plain_")
-        browser.close()
-    return times
-
-
 def measure_peer(tmp: Path) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
@@ -287,7 +281,7 @@ def measure_peer(tmp: Path) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
     with serve(tmp, script=script) as url, sync_playwright() as p:
         browser = launch(p)
-        open_times(browser, url, times, "peer_")
+        open_times(browser, {"peer_": url}, times)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         wait_settled(page, 1)
@@ -323,10 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = run_store.list_runs(args.runs_dir)
     if args.rebuild or len(runs) != N_RUNS or not all(r.config.get("group") for r in runs):
         build(args.runs_dir)
-    with serve(args.runs_dir) as url:
-        times = measure(url)
-    with serve(args.runs_dir, env={"CLIP_DASHBOARD_INTERVALS": "0"}) as url:
-        times |= measure_plain(url)
+    with serve(args.runs_dir) as url, serve(args.runs_dir, env={"CLIP_DASHBOARD_INTERVALS": "0"}) as plain_url:
+        times = measure(url, plain_url)
     with tempfile.TemporaryDirectory() as tmp:
         times |= measure_peer(Path(tmp))
     report(times, os.getloadavg()[0])  # other work on a shared machine shows up in every figure
