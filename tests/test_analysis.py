@@ -15,7 +15,7 @@ import pytest
 import scipy.stats
 
 from analysis import report
-from analysis.names import OUTCOMES, SUMMARY_METRICS, TABLE_METRICS
+from analysis.names import OUTCOMES
 from analysis.runs import (
     comparison_table,
     cosine_difference,
@@ -94,24 +94,24 @@ def test_label_list_sorts_and_reads_a_series_or_a_generator():
 # -------------------------------------------------------------------- summary_table
 
 
-def test_summary_table_has_train_pys_columns_and_values():
-    final = [(4, "val", m, i / 10) for i, m in enumerate(SUMMARY_METRICS)] + [(4, "val", "n_images", 48.0)]
-    runs = [{"run": "locked", "state": "FINISHED", "evals": evals_of([(0, "val", "i2t_R@1", 0.01), *final]),
-             "timings": {"train": 10.04, "eval": 2.5}},
-            {"run": "failed", "state": "FAILED", "evals": evals_of([]), "timings": {}}]
+def test_summary_table_groups_seeds_with_intervals():
+    """One row per configuration: the seeds' mean with its interval on val, test R@1 beside it;
+    a single run shows its stored bootstrap interval; a failed run shows NaN."""
+    def run(key, seed, r1, test_r1, state="FINISHED", group="a"):
+        rows = [(4, "val", "i2t_R@1", r1, r1 - 0.1, r1 + 0.1), (4, "test", "i2t_R@1", test_r1, np.nan, np.nan)]
+        evals = pd.DataFrame(rows, columns=["step", "split", "metric", "value", "low", "high"])
+        return {"run": key, "state": state, "config": {"group": group, "seed": seed, "lr": 1e-3},
+                "evals": evals if r1 == r1 else evals.iloc[:0], "timings": {"training": 1.0, "evaluation": 0.5}}
+    runs = [run("s/a.s0", 0, 0.30, 0.20), run("s/a.s1", 1, 0.34, 0.24), run("s/a.s2", 2, 0.32, 0.22),
+            run("s/b", 0, 0.50, 0.40, group="b"), run("s/c", 0, np.nan, np.nan, "FAILED", group="c")]
     table = summary_table(runs)
-    assert list(table.columns) == ["run", "state", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5",
-                                   "t2i_R@10", "zero_shot_accuracy", "modality_gap", "N", "seconds"]
-    locked = table.set_index("run").loc["locked"]
-    assert locked["i2t_R@1"] == 0.0 and locked["modality_gap"] == pytest.approx(0.7)  # the last step, not step 0
-    assert locked["N"] == 48 and locked["seconds"] == 12.5
-    failed = table.set_index("run").loc["failed"]
-    assert failed["state"] == "FAILED" and math.isnan(failed["i2t_R@1"]) and failed["N"] == 0
-    assert failed["seconds"] == 0
-
-
-def test_summary_metrics_are_the_table_metrics_without_ranks():
-    assert SUMMARY_METRICS == [m for m in TABLE_METRICS if "rank" not in m]
+    assert list(table.index) == ["s/a", "s/b", "s/c"] and list(table["seeds"]) == [3, 1, 1]
+    low, high = scipy.stats.t.interval(0.95, 2, loc=0.32, scale=np.std([0.30, 0.34, 0.32], ddof=1) / np.sqrt(3))
+    assert table.loc["s/a", "i2t_R@1"] == f"0.320 [{max(low, 0):.3f}, {high:.3f}]"
+    assert table.loc["s/a", "test i2t_R@1"].startswith("0.220 [")
+    assert table.loc["s/b", "i2t_R@1"] == "0.500 [0.400, 0.600]" and table.loc["s/b", "test i2t_R@1"] == "0.400"
+    assert table.loc["s/c", "i2t_R@1"] == "NaN" and table.loc["s/c", "state"] == "FAILED"
+    assert table.loc["s/a", "seconds"] == 4.5
 
 
 # ---------------------------------------------------------- frames built on last_eval

@@ -128,8 +128,8 @@ def summary(sweep, runs_dir: Path) -> pd.DataFrame:
     for cfg in sweep.runs:
         path = run_store.run_dir(runs_dir, sweep.name, cfg.name)
         run = run_store.load_run(path)
-        runs.append(dict(run=cfg.name, state=run.state, evals=run_store.read_eval(path),
-                         timings=run.status.get("timings", {})))
+        runs.append(dict(run=run.key, state=run.state, config=run.config or cfg.to_dict(),
+                         evals=run_store.read_eval(path), timings=run.status.get("timings", {})))
     return summary_table(runs)
 
 
@@ -190,8 +190,9 @@ def report(sweep: Sweep, args, record: dict, wall: float, stages: dict) -> None:
     """Print the summary table and keep what this call did in the sweep's sweep.json."""
     table = summary(sweep, args.runs_dir)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}")
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}; each configuration's validation "
+              f"figures (the mean over its seeds) with a 95% interval, and i2t R@1 on test:")
+        print(table.to_string())
     stages = {k: round(v, 1) for k, v in stages.items()}
     if record["trained"] or record["projected"]:  # a call that only skipped finished runs keeps the last summary
         run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
