@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.compare import SAMPLE_COLUMNS, query_outcomes
+from analysis.compare import SAMPLE_COLUMNS, query_outcomes, validation
 from analysis.runs import comparison_table, data_uri, image_outcomes, last_eval, stack, umap_points
 from training import run_store
 
@@ -51,7 +51,9 @@ def load_wise_ft(path: str, stamp: str) -> pd.DataFrame:
 
 @cached(max_entries=64)
 def load_samples(path: str, stamp: str) -> pd.DataFrame:
-    return run_store.read_samples(path)
+    """Per-sample results of the validation split, the one the views compare runs on (the test
+    split's rows are for reported results: the Compare view and the write-up)."""
+    return validation(run_store.read_samples(path))
 
 
 @cached(max_entries=64)
@@ -86,7 +88,7 @@ def thumbnails(path: str, stamp: str, image_ids: tuple) -> dict[str, str]:
 @cached(max_entries=512)
 def load_ranks(path: str, stamp: str) -> pd.Series:
     """image_id -> rank of the image's first right caption (small: what other views join on)."""
-    samples = run_store.read_samples(path, columns=["modality", "image_id", "rank"])
+    samples = validation(run_store.read_samples(path, columns=["modality", "split", "step", "image_id", "rank"]))
     return samples[samples["modality"] == "image"].set_index("image_id")["rank"]
 
 
@@ -108,7 +110,8 @@ def load_points(path: str, stamp: str) -> pd.DataFrame:
     """UMAP points of the last evaluated step, with rank and right/wrong at R@1."""
     return umap_points(run_store.read_embeddings(path, with_vectors=False, last_step=True),
                        run_store.read_umap(path),
-                       run_store.read_samples(path, columns=["modality", "sample_id", "rank"]))
+                       validation(run_store.read_samples(path, columns=["modality", "split", "step", "sample_id",
+                                                                         "rank"])))
 
 
 @cached(max_entries=16)
