@@ -189,9 +189,11 @@ def test_seeds_are_replicates_of_one_group(tmp_path):
 
 
 def test_reported_evaluations_carry_intervals_and_the_rest_none(tiny_runs):
-    """Step 0 and each split's last evaluation have a 95% interval around every R@k, mean rank
-    and zero-shot figure; the evaluations in between have none (NaN)."""
+    """Step 0 and the last evaluation of val (and test, extra sets) have a 95% interval around
+    every R@k, mean rank and zero-shot figure; the evaluations in between have none (NaN)."""
     e = run_store.read_eval(tiny_runs / "tiny" / "locked")
+    assert e[e.split == "train"][["low", "high"]].isna().all().all()  # the overfitting probe has none
+    e = e[e.split == "val"]
     figures = e[e.metric.isin(["i2t_R@1", "t2i_R@5", "i2t_mean_rank", "zero_shot_accuracy"])]
     ends = figures.step.isin([0, figures.step.max()])
     assert figures[ends][["low", "high"]].notna().all().all()

@@ -3,7 +3,7 @@ modality gap and pair cosines, plus the per-sample tables the readers show.
 
 `figure_intervals` gives every retrieval figure and the zero-shot accuracy a 95% bootstrap
 interval over the split's images (each resampled with all its captions: analysis/stats.py).
-The trainer asks for them where a figure is reported (step 0, each set's final evaluation,
+The trainer asks for them where a figure is reported (step 0, val's, test's and extra sets' final evaluation,
 WiSE-FT's mixes), not at the evaluations in between, which only draw curves."""
 
 from __future__ import annotations
