@@ -118,11 +118,20 @@ def group_names(runs: list[tuple[str, dict]]) -> dict[str, str]:
         claimed.setdefault(f"{sweep}/{config.get('group') or name}", []).append((key, config))
     out = {}
     for group, members in claimed.items():
-        configs = [c for _, c in members]
+        configs = [_without_seed_suffix(c) for _, c in members]
         seeds = [repr(c.get("seed")) for c in configs]
         replicates = len(set(seeds)) == len(seeds) and set(differing_keys(configs)) <= {"seed"}
         out |= {key: group if replicates or len(members) == 1 else key for key, _ in members}
     return out
+
+
+def _without_seed_suffix(config: dict) -> dict:
+    """The config with an init_from that follows the run's seed ("stage1.s2" for seed 2, as
+    training/config.py's replicate names it) read as the configuration it names ("stage1")."""
+    source, suffix = config.get("init_from"), f".s{config.get('seed')}"
+    if isinstance(source, str) and source.endswith(suffix):
+        return dict(config, init_from=source[: -len(suffix)])
+    return config
 
 
 def final_figures(evals: pd.DataFrame, split: str = "val", run: str | None = None) -> pd.DataFrame:

@@ -479,3 +479,15 @@ def test_seed_band_is_the_mean_and_the_range_of_the_seeds():
     assert band.loc[("a", 1), ["smoothed", "low", "high", "wall_time", "seeds"]].tolist() == [2.0, 1.0, 3.0, 2.0, 2]
     assert np.isnan(band.loc[("a", 2), "smoothed"])  # a seed's gap is the mean's gap
     assert band.loc[("b", 1), "seeds"] == 1
+
+
+def test_seeds_that_start_from_their_own_seed_of_another_run_are_one_group():
+    """stage2.s1 starts from stage1.s1 (init_from follows the seed): the replicates of stage2
+    are one configuration; two runs from different sources are not."""
+    from analysis.runs import group_names
+
+    runs = [("s/stage2.s0", {"group": "stage2", "seed": 0, "init_from": "stage1.s0"}),
+            ("s/stage2.s1", {"group": "stage2", "seed": 1, "init_from": "stage1.s1"})]
+    assert set(group_names(runs).values()) == {"s/stage2"}
+    mixed = [runs[0], ("s/stage2.s1", {"group": "stage2", "seed": 1, "init_from": "other.s1"})]
+    assert set(group_names(mixed).values()) == {"s/stage2.s0", "s/stage2.s1"}
