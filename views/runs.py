@@ -23,6 +23,7 @@ BADGE_COLORS = {"RUNNING": "blue", "FINISHED": "green", "FAILED": "red", "KILLED
 # "0": the table without intervals or highlight, for bench/dashboard_latency.py to time what they cost.
 INTERVALS = os.environ.get("CLIP_DASHBOARD_INTERVALS", "1") != "0"
 TABLE_COLUMNS = ["seeds", "state"]  # beside the config values and the metrics
+BADGES_UP_TO = 12  # runs; beyond, one badge per state with its count, and one for each run not FINISHED
 
 
 def view(runs: list[run_store.Run]) -> None:
@@ -45,7 +46,7 @@ def view(runs: list[run_store.Run]) -> None:
     if evals.empty:
         st.info("No evaluation has been written yet.")
         return
-    draw(retrieval_spec(src))
+    draw(retrieval_spec(src, tuple(rows.items())))
     chance_caption(evals)
     subset_caption(runs)
 
@@ -56,7 +57,7 @@ def runs_dataframe(table: pd.DataFrame, runs: list[run_store.Run], rows: dict[st
     if not INTERVALS:
         st.dataframe(style_best(table.drop(columns=[c for c in table.columns if c.endswith((" low", " high"))])))
         return
-    cells, slot = interval_cells(table), st.empty()
+    cells, slot = metrics_first(interval_cells(table)), st.empty()
     slot.dataframe(style_best(cells))  # the figures at once; their highlight when its intervals are done
     with st.spinner("Paired intervals against the best of each column…"):
         marks, left_out = best_marks(runs, rows)
@@ -73,6 +74,13 @@ def runs_dataframe(table: pd.DataFrame, runs: list[run_store.Run], rows: dict[st
     if left_out:
         st.caption(f"Not in the highlight (evaluated on other images, or no per-sample results yet): "
                    f"{', '.join(md(n) for n in left_out)}.")
+
+
+def metrics_first(cells: pd.DataFrame) -> pd.DataFrame:
+    """The figures right after seeds and state, the config values that differ after them: a
+    wide table's first screen then shows what the runs achieved."""
+    metrics = [m for m in RUNS_METRICS if m in cells.columns]
+    return cells[[*TABLE_COLUMNS, *metrics, *[c for c in cells.columns if c not in TABLE_COLUMNS + metrics]]]
 
 
 @cached(max_entries=64)
@@ -104,9 +112,15 @@ def column_marks(files: tuple, metric: str) -> tuple[dict[str, bool], list[str]]
 
 
 def badges(runs: list[run_store.Run]) -> None:
-    """A badge per run with its state and step, and why a failed or killed run stopped."""
+    """A badge per run with its state and step (many runs: one per state with its count, and
+    one for each run that is not FINISHED), and why a failed or killed run stopped."""
+    counts = pd.Series([r.state for r in runs]).value_counts()
+    shown = runs if len(runs) <= BADGES_UP_TO else [r for r in runs if r.state != "FINISHED"]
     with st.container(horizontal=True):
-        for r in runs:
+        if len(runs) > BADGES_UP_TO:
+            for state, n in counts.items():
+                st.badge(f"{n} {state}", color=BADGE_COLORS.get(state, "gray"))
+        for r in shown:
             step = r.status.get("step")
             st.badge(f"{md(r.key)} · {r.state}" + (f" · step {step}" if step is not None else ""),
                      color=BADGE_COLORS.get(r.state, "gray"))
@@ -117,8 +131,12 @@ def badges(runs: list[run_store.Run]) -> None:
 
 
 @cached(max_entries=64)
-def retrieval_spec(src: tuple) -> dict:
-    return vega_lite(charts.retrieval_bars(retrieval_frame(all_evals(src))))
+def retrieval_spec(src: tuple, rows: tuple) -> dict:
+    """The final retrieval chart, a bar per table row: a configuration's bar is the mean over its seeds."""
+    frame = retrieval_frame(all_evals(src))
+    frame["run"] = frame["run"].map(dict(rows))
+    frame = frame.groupby(["run", "metric", "measure"], as_index=False)[["final", "baseline", "step"]].mean()
+    return vega_lite(charts.retrieval_bars(frame))
 
 
 def chance_caption(evals) -> None:
