@@ -156,13 +156,13 @@ def group_table(runs: list[dict], groups: dict[str, str] | None = None,
     run); `groups`: run key -> group, default group_names (pass {key: key} for one row per run).
 
     One seed: the run's stored bootstrap interval over validation images. Several seeds: the
-    t-interval of the seed means (mean +- t(R-1) * sd / sqrt(R)), chosen over the two-level
-    bootstrap because (1) with the two or three seeds a sweep affords, a bootstrap over seeds
-    has a handful of distinct resamples and sees only (R-1)/R of their variance, where the t
-    quantile (12.7 for two seeds, 4.3 for three) prices the few seeds in; and (2) it needs only
-    eval.parquet, so the grouped table opens as fast as the per-run one. It counts how much the
-    figure moves from seed to seed on these images, not which images were drawn; the Compare
-    view's two-level interval counts both."""
+    mean over seeds, mean +- sqrt((t(R-1) * sd / sqrt(R))^2 + h^2), where sd is the seeds'
+    standard deviation and h the mean half-width of their stored bootstrap intervals. The
+    first term is the t-interval of the seed means, which prices the few seeds a sweep affords
+    (t = 4.3 for three); the second keeps the image-to-image variation, which averaging seeds
+    on the same images does not remove: seeds that agree exactly are not a certain figure.
+    Both come from eval.parquet alone, so the grouped table opens as fast as the per-run one;
+    the Compare view's two-level bootstrap resamples seeds and images jointly."""
     groups = groups or group_names([(r["run"], r["config"]) for r in runs])
     members: dict[str, list[dict]] = {}
     for r in runs:
@@ -199,12 +199,12 @@ def _mean_interval(metric: str, figures: list[pd.DataFrame]) -> dict[str, float]
     mean = float(values.mean())
     if len(values) == 1:
         low, high = (float(figures[0][c].get(metric, np.nan)) for c in ("low", "high"))
-    elif np.isnan(mean) or values.std() == 0:  # scipy refuses a zero scale; the seeds agree exactly
-        low = high = mean
     else:
-        low, high = scipy_stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean,
-                                           scale=values.std(ddof=1) / np.sqrt(len(values)))
-        low, high = np.clip([low, high], *_possible(metric))
+        seeds = scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+        widths = np.array([f["high"].get(metric, np.nan) - f["low"].get(metric, np.nan) for f in figures]) / 2
+        images = widths[np.isfinite(widths)].mean() if np.isfinite(widths).any() else np.nan
+        half = np.hypot(seeds, images) if np.isfinite(images) else seeds  # a run from before intervals: seeds only
+        low, high = np.clip([mean - half, mean + half], *_possible(metric))
     return {metric: mean, f"{metric} low": float(low), f"{metric} high": float(high)}
 
 

@@ -106,8 +106,9 @@ def test_summary_table_groups_seeds_with_intervals():
             run("s/b", 0, 0.50, 0.40, group="b"), run("s/c", 0, np.nan, np.nan, "FAILED", group="c")]
     table = summary_table(runs)
     assert list(table.index) == ["s/a", "s/b", "s/c"] and list(table["seeds"]) == [3, 1, 1]
-    low, high = scipy.stats.t.interval(0.95, 2, loc=0.32, scale=np.std([0.30, 0.34, 0.32], ddof=1) / np.sqrt(3))
-    assert table.loc["s/a", "i2t_R@1"] == f"0.320 [{max(low, 0):.3f}, {high:.3f}]"
+    seeds = scipy.stats.t.ppf(0.975, 2) * np.std([0.30, 0.34, 0.32], ddof=1) / np.sqrt(3)
+    half = np.hypot(seeds, 0.1)  # the seeds' spread and the images' (each run's interval is +-0.1)
+    assert table.loc["s/a", "i2t_R@1"] == f"0.320 [{0.32 - half:.3f}, {0.32 + half:.3f}]"
     assert table.loc["s/a", "test i2t_R@1"].startswith("0.220 [")
     assert table.loc["s/b", "i2t_R@1"] == "0.500 [0.400, 0.600]" and table.loc["s/b", "test i2t_R@1"] == "0.400"
     assert table.loc["s/c", "i2t_R@1"] == "NaN" and table.loc["s/c", "state"] == "FAILED"
@@ -427,7 +428,7 @@ def test_group_names_pool_seeds_of_one_configuration_only():
                                  "s/d.s0": "s/d.s0", "s/d.s1": "s/d.s1"}  # differ in more than the seed
 
 
-def test_group_table_means_over_seeds_with_a_t_interval():
+def test_group_table_means_over_seeds_with_seed_and_image_variation():
     from analysis.runs import group_table
 
     runs = [{"run": f"s/a.s{i}", "state": "FINISHED", "config": {"group": "a", "seed": i, "lr": 1e-3},
@@ -438,12 +439,13 @@ def test_group_table_means_over_seeds_with_a_t_interval():
     table = group_table(runs)
     assert list(table.index) == ["s/a", "s/b"] and list(table["seeds"]) == [3, 1]
     a, b = table.loc["s/a"], table.loc["s/b"]
-    half = scipy.stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
+    half = np.hypot(scipy.stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3), 0.1)  # seeds' spread, images' (+-0.1)
     assert a["i2t_R@1"] == pytest.approx(0.3)
     assert (a["i2t_R@1 low"], a["i2t_R@1 high"]) == pytest.approx((0.3 - half, 0.3 + half))
     assert (b["i2t_R@1 low"], b["i2t_R@1 high"]) == (0.5, 0.7)  # one seed: its stored interval
     assert a["seed"] == "[0, 1, 2]" and b["seed"] == "0" and b["state"] == "RUNNING"
-    assert a["modality_gap low"] == a["modality_gap high"] == 0.5  # seeds that agree exactly
+    # Seeds that agree exactly still drew one set of images: the images' interval remains.
+    assert (a["modality_gap low"], a["modality_gap high"]) == pytest.approx((0.4, 0.6))
     assert np.isnan(b["modality_gap"]) and np.isnan(b["t2i_R@1"])  # not measured stays NaN
     mixed = group_table(runs[:2] + [dict(runs[2], state="RUNNING")])
     assert mixed.loc["s/a", "state"] == "2 FINISHED, 1 RUNNING"

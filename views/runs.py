@@ -66,8 +66,9 @@ def runs_dataframe(table: pd.DataFrame, runs: list[run_store.Run], rows: dict[st
     st.caption(
         "Each figure with its 95% interval: for one run, the bootstrap interval over validation images stored "
         "with it (none for a run from before intervals, or one still training)"
-        + ("; for a configuration of several seeds, the mean over seeds with the t-interval of the seed means (how "
-           "far a figure moves from seed to seed; the Compare view counts images too)" if pooled else "") + ". "
+        + ("; for a configuration of several seeds, the mean over seeds with an interval that counts both how far "
+           "a figure moves from seed to seed (the t-interval of the seed means) and the seeds' own intervals over "
+           "images (the Compare view's two-level bootstrap resamples both)" if pooled else "") + ". "
         "Highlighted: the best, and every run whose paired 95% interval against it includes 0 (query by "
         "query on the same validation images" + ("; a configuration's outcome per query is the mean over its "
                                                   "seeds, which holds them fixed" if pooled else "") + ").")
