@@ -222,7 +222,7 @@ def test_closed_form_baseline_is_a_run_of_its_own(synthetic_data, tmp_path):
     assert run.status["closed_form"]["method"] == "cca" and run.status["closed_form"]["ridge"] > 0
     e = run_store.read_eval(path)
     assert set(e.step) == {0} and {"train", "val"} <= set(e.split)
-    assert e[e.metric == "i2t_R@1"][["low", "high"]].notna().all().all()
+    assert e[(e.metric == "i2t_R@1") & (e.split == "val")][["low", "high"]].notna().all().all()
     assert set(run_store.read_embeddings(path, with_vectors=False).step) == {0}
     assert run_store.read_metrics(path).empty
     with pytest.raises(ConfigError, match="locked towers"):

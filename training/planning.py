@@ -144,8 +144,10 @@ def comparisons_frame(sweep: Sweep) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["comparison", "run", "reference", "factor", "seeds"])
 
 
-def runs_frame(sweep: Sweep) -> pd.DataFrame:
-    """One row per run: its group and seed, and the settings in which the sweep's runs differ."""
+def runs_frame(sweep: Sweep) -> tuple[pd.DataFrame, dict]:
+    """(one row per run: its group and seed, and the settings in which the sweep's runs differ;
+    the settings every run shares)."""
     frame = pd.DataFrame([c.to_dict() for c in sweep.runs]).set_index("name")
     varying = [k for k in frame.columns if frame[k].astype(str).nunique() > 1 and k not in ("group", "seed")]
-    return frame[["group", "seed", *varying]]
+    shared = {k: frame[k].iloc[0] for k in frame.columns if k not in varying and k not in ("group", "seed")}
+    return frame[["group", "seed", *varying]], shared

@@ -207,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     t0, timer = time.time(), Timer()
     sweep = sweep_of(args)
     if args.dry_run:
-        print(f"sweep {sweep.name!r} from {sweep.source}: {len(sweep.runs)} runs; the settings that differ:")
+        runs, shared = runs_frame(sweep)
+        print(f"sweep {sweep.name!r} from {sweep.source}: {len(sweep.runs)} runs")
+        print("shared by every run: " + ", ".join(f"{k}={v}" for k, v in shared.items()))
+        print("the settings that differ:")
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 60):
-            print(runs_frame(sweep).to_string())
+            print(runs.to_string())
             if sweep.comparisons:
                 print("\ncomparisons (each run differs from its reference in the factor alone):")
                 print(comparisons_frame(sweep).to_string(index=False))

@@ -111,7 +111,7 @@ def load_points(path: str, stamp: str) -> pd.DataFrame:
     return umap_points(run_store.read_embeddings(path, with_vectors=False, last_step=True),
                        run_store.read_umap(path),
                        validation(run_store.read_samples(path, columns=["modality", "split", "step", "sample_id",
-                                                                         "rank"])))
+                                                                         "rank"]))[["modality", "sample_id", "rank"]])
 
 
 @cached(max_entries=16)

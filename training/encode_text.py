@@ -1,0 +1,57 @@
+"""Embed texts with a finished run's text tower and head, for readers that never import torch:
+the write-up's free-text queries and zero-shot prompts. Prints one JSON object,
+{"texts": [...], "embeddings": [[...], ...]}, the embeddings L2-normalised as evaluation's.
+
+    python training/encode_text.py runs/default/heads-only.s0 "a red apple" "a crying face"
+
+The run's model is rebuilt from its config.json and its final_weights.safetensors loaded into
+it; a file whose frozen part differs from the rebuilt model's (another pretrained tower, another
+seed of a random one) is refused, as init_from refuses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root on the path, as train.py does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished run's folder (runs/<sweep>/<run>)")
+    parser.add_argument("texts", nargs="+", help="the texts to embed")
+    return parser.parse_args(argv)
+
+
+def encode(run: Path, texts: list[str]) -> list[list[float]]:
+    """The run's embeddings of `texts`, as lists of floats."""
+    import torch
+
+    from training import run_store
+    from training.config import RunConfig
+    from training.models import build_model
+    from training.weight_interpolation import FROZEN_FINGERPRINT, WeightsMismatch, frozen_fingerprint, load_state
+
+    cfg = RunConfig.from_saved(run_store.load_run(run).config)
+    model = build_model(cfg)
+    state = run_store.read_final_weights(run)
+    if run_store.read_final_weights_metadata(run).get(FROZEN_FINGERPRINT) != frozen_fingerprint(model, set(state)):
+        raise WeightsMismatch(f"{run}: its final weights were trained on other frozen weights than {cfg.model!r} "
+                              "rebuilds here")
+    load_state(model, state)
+    with torch.no_grad():
+        return model.eval().encode_text(model.tokenize(texts)).float().tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    json.dump({"texts": args.texts, "embeddings": encode(args.run, args.texts)}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
