@@ -541,9 +541,14 @@ def file_stamp(path: Path | str) -> tuple:
     return tuple(stamp)
 
 
+def has_umap(path: Path | str) -> bool:
+    """Whether the run's UMAP coordinates have been fitted."""
+    return (Path(path) / UMAP).exists()
+
+
 def needs_umap(path: Path | str) -> bool:
     """A finished run with embeddings and no UMAP coordinates yet."""
-    if (Path(path) / UMAP).exists():
+    if has_umap(path):
         return False
     try:
         return pq.ParquetFile(Path(path) / EMBEDDINGS).metadata.num_rows > 0

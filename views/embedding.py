@@ -20,8 +20,10 @@ THUMBNAIL_TOOLTIPS_UP_TO = 2000  # points per chart; above this the data URIs sl
 
 def view(runs: list[run_store.Run]) -> None:
     keys = [r.key for r in runs]
-    picked = st.multiselect("Runs side by side (up to four)", keys, default=keys[:2],
-                            max_selections=MAX_UMAP_RUNS)
+    mapped = [r.key for r in runs if run_store.has_umap(r.path)]  # train.py maps one seed per configuration
+    picked = st.multiselect("Runs side by side (up to four)", keys, default=(mapped or keys)[:2],
+                            max_selections=MAX_UMAP_RUNS,
+                            help="train.py fits a UMAP for one seed of each configuration (its lowest).")
     if not picked:
         st.info("Pick at least one run above.")
         return
@@ -65,8 +67,8 @@ def embedding_panel(run: run_store.Run, evals: pd.DataFrame, color_by: str, labe
                    "(0: the two clouds are centred on each other).")
     spec = umap_spec(str(run.path), stamp(run), key, color_by, tuple(labels), line_label, thumbs)
     if spec is None:
-        st.info("No UMAP coordinates yet: training/train.py fits them once every run of its sweep has "
-                "finished (and only for the runs it trained in that call).")
+        st.info("No UMAP coordinates for this run: training/train.py fits them once every run of its sweep has "
+                "finished, for one seed of each configuration (its lowest).")
         return
     draw(spec)
 
