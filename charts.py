@@ -22,6 +22,23 @@ alt.data_transformers.disable_max_rows()
 
 # Blue/orange pairs stay apart for red-green colour blindness.
 FIXED_COLORS = {"outcome": (OUTCOMES, ["#4c78a8", "#f58518"]), "modality": (MODALITIES, ["#f58518", "#4c78a8"])}
+# Tableau's ten colours, then ten darker ones of other hues (Vega's category20b): every one reads
+# as a line on white, which the light halves of Tableau's twenty do not.
+PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39",
+           "#ad494a", "#a55194"]
+
+
+def group_colors(names: list[str]) -> dict[str, str]:
+    """name -> colour, fixed by position in `names` (a sweep's configurations in the order they
+    started), so that one configuration has one colour in every chart it is drawn in."""
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(dict.fromkeys(names))}
+
+
+def _color(field: str, title: str, colors: dict[str, str] | None, **legend) -> alt.Color:
+    """A nominal colour encoding, on the fixed `colors` (name -> colour) where given."""
+    scale = alt.Scale(domain=list(colors), range=list(colors.values())) if colors else alt.Undefined
+    return alt.Color(f"{field}:N", title=title, scale=scale, legend=alt.Legend(**legend))
 
 
 def curves_chart(frame: pd.DataFrame, metric: str, x: str = "step", log: bool = False,
@@ -51,16 +68,17 @@ def curves_chart(frame: pd.DataFrame, metric: str, x: str = "step", log: bool = 
 
 
 def seed_band_chart(rows: pd.DataFrame, metric: str, x: str = "step", log: bool = False, seeds: bool = False,
-                    height: int = 360) -> alt.Chart:
+                    height: int = 360, colors: dict[str, str] | None = None) -> alt.Chart:
     """One metric over training per configuration, from analysis.runs.band_rows: the mean of its
     seeds' smoothed curves (bold), a band from the lowest seed to the highest (min–max: with two
     or three seeds an SD says little more than the seeds themselves), a point wherever the model
     was evaluated, and with `seeds` each seed's own curve as a thin line. All layers read one
-    frame (rows of kind "mean" and "seed"), so that a view can cache the spec without its rows."""
+    frame (rows of kind "mean" and "seed"), so that a view can cache the spec without its rows.
+    `colors`: configuration -> colour (group_colors), the same in every chart."""
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     y_title = label(metric) + (" (log scale)" if log else "")
     base = alt.Chart().encode(x=alt.X(f"{x}:Q", title=X_TITLES[x]),
-                              color=alt.Color("group:N", title="configuration", legend=alt.Legend(symbolOpacity=1)))
+                              color=_color("group", "configuration", colors, symbolOpacity=1))
     mean = base.transform_filter("datum.kind == 'mean'")
     band = mean.mark_area(opacity=0.2, aria=False).encode(y=alt.Y("low:Q", scale=scale, title=y_title), y2="high:Q")
     line = mean.mark_line(strokeWidth=2, aria=False).encode(y=alt.Y("smoothed:Q", scale=scale), tooltip=["group:N"])
@@ -160,17 +178,18 @@ def split_curves_chart(frame: pd.DataFrame, metric: str, height: int = 320) -> a
                                                title=f"{label(metric)} per evaluation split")
 
 
-def forgetting_chart(frame: pd.DataFrame, metric: str, held_out: str, height: int = 360) -> alt.Chart:
+def forgetting_chart(frame: pd.DataFrame, metric: str, held_out: str, height: int = 360,
+                     colors: dict[str, str] | None = None) -> alt.Chart:
     """Gain on the fine-tuning data (x) against the change on a held-out set (y, below zero is
     forgetting), both from step 0; one line per run through its WiSE-FT ratios, a diamond for
-    the end of training."""
+    the end of training. `colors`: run -> colour (group_colors)."""
     x = alt.X("gain_on_fine_tuning_data:Q", title=f"gain in {label(metric)} on the run's own val data")
     y = alt.Y("change_on_held_out:Q", title=f"change in {label(metric)} on {held_out}")
     tooltip = ["run:N", "point:N", alt.Tooltip("fine_tuning_data:Q", format=".3f", title="own val"),
                alt.Tooltip("held_out:Q", format=".3f", title=held_out),
                alt.Tooltip("gain_on_fine_tuning_data:Q", format="+.3f", title="gain"),
                alt.Tooltip("change_on_held_out:Q", format="+.3f", title="held-out change")]
-    base = alt.Chart(frame).encode(x=x, y=y, color=alt.Color("run:N", title="run"), tooltip=tooltip)
+    base = alt.Chart(frame).encode(x=x, y=y, color=_color("run", "run", colors), tooltip=tooltip)
     wise = base.transform_filter("isValid(datum.wise_ft_ratio)")
     line = wise.mark_line(point=True).encode(order="wise_ft_ratio:Q")
     ratios = wise.mark_text(dx=8, dy=-8, fontSize=11).encode(text=alt.Text("wise_ft_ratio:Q", format=".2~f"))
