@@ -1,21 +1,31 @@
-"""The write-up's helpers (writeup.ipynb): one sweep's runs read once, figures formatted for
-its sentences, charts and figures shown as PNG, and the comparisons its sections draw.
+"""The write-up's plumbing (writeup.ipynb): one sweep's runs read once and grouped into
+configurations, the sweep's comparisons with their intervals, figures formatted for its
+sentences, and charts and figures shown as PNG.
 
-The notebook states what these return; the sentences live in its cells, not here. Torch-free
-like the rest of analysis/; it also imports IPython, matplotlib and vl-convert to show what it
-computes, which is why the dashboard does not import it.
+The notebook states what these return; its sentences live in its cells, not here. Every claim
+that one configuration is better than another comes from analysis/compare.py and
+analysis/stats.py (an interval, and a verdict that names a direction only where it excludes
+0), on the test split where both sides have one. Torch-free like the rest of analysis/; it
+also imports IPython, matplotlib and vl-convert to show what it computes, which is why the
+dashboard does not import it.
 
     from analysis import report
     sweep = report.load_sweep("runs")
-    report.say(f"Baseline **{sweep.base}**: R@1 {report.num(sweep.final[sweep.base].get('i2t_R@1'))}")
+    report.effects(sweep)          # one row per comparison, run and metric, with its interval
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import io
 import json
 import math
+import subprocess
+import sys
 import textwrap
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,33 +35,57 @@ import pandas as pd
 import vl_convert
 from IPython.display import Image, Markdown, display
 from matplotlib.figure import Figure
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from matplotlib.patches import Rectangle
 from PIL import Image as PILImage
+from scipy import stats as scipy_stats
 
 import charts
+from analysis import stats
+from analysis.compare import (
+    RESAMPLES,
+    SAMPLE_COLUMNS,
+    _mean_outcome,
+    compare_groups,
+    of_metric,
+    query_outcomes,
+    validation,
+)
 from analysis.names import RECALL_AT_K, label
-from analysis.runs import NO_LABEL, comparison_table, cosine_matrix, forgetting_frame, last_eval, smooth, stack
-from data.manifest import REPORT, dataset_dir
+from analysis.runs import (
+    NO_LABEL,
+    band_rows,
+    cosine_matrix,
+    final_figures,
+    forgetting_frame,
+    group_names,
+    group_table,
+    interval_cells,
+    label_list,
+    smooth,
+    stack,
+    umap_points,
+)
+from data.manifest import REPORT, dataset_dir, load_manifest
 from training import run_store
 from training.config import DEFAULT_SWEEP, differing_keys
 
-# The knobs the default sweep turns, by the config keys that turn them.
-KNOBS = {
-    "Learning rate": ["lr", "schedule", "warmup_steps"],
-    "Batch size": ["batch_size"],
-    "Locked vs trainable towers": ["unlock_image", "unlock_text", "tower_lr"],
-    "Temperature": ["learn_temperature", "init_temperature"],
-    "Data subset size": ["data_fraction"],
-}
-KNOB_OF = {key: knob for knob, keys in KNOBS.items() for key in keys}
-SAME = 0.005  # an R@1 difference below half a percentage point is "about the same"
+ROOT = Path(__file__).resolve().parents[1]
 # What each built-in model is; any other name is a Hugging Face CLIP checkpoint.
 MODELS = {
     "offline-default": "image tower: EfficientNet-Lite0 with ImageNet weights (1280-d features); text tower: "
                        "all-MiniLM-L6-v2 sentence encoder (6 transformer layers, mean-pooled 384-d features)",
     "tiny-clip": "a tiny, randomly initialised CLIP (for tests: its towers know nothing before training)",
 }
-FRESH_HEADS = ("offline-default", "tiny-clip")  # models whose projection heads start random
-EVALUATION_METRICS = [*RECALL_AT_K, "zero_shot_accuracy"]
+EFFECT_METRICS = ["i2t_R@1", "t2i_R@1", "zero_shot_accuracy"]  # the effects the write-up reports
+FIGURE_METRICS = [*RECALL_AT_K, "zero_shot_accuracy"]
+EFFECT_COLUMNS = ["comparison", "reference", "run", "changes", "split", "interval", "metric", "a", "b", "difference",
+                  "low", "high", "seed_sd", "image_se", "verdict"]
+
+# Altair and pandas speak up about things the write-up does on purpose (concatenated charts,
+# frames with NaN); their warnings would be noise among the results.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="altair")
 
 
 # ------------------------------------------------------------------ showing results
@@ -86,11 +120,6 @@ def num(x, digits: int = 3) -> str:
     return "NaN" if _missing(x) else f"{x:.{digits}g}"
 
 
-def signed(x, digits: int = 3) -> str:
-    """A change for a sentence, with its sign and `digits` decimals; "NaN" where it is missing."""
-    return "NaN" if _missing(x) else f"{x:+.{digits}f}"
-
-
 def pct(x) -> str:
     """A share as a percentage with one decimal; "NaN" where it is missing."""
     return "NaN" if _missing(x) else f"{100 * x:.1f}%"
@@ -106,31 +135,64 @@ def _missing(x) -> bool:
     return x is None or bool(pd.isna(x))
 
 
+def setting(value) -> str:
+    """A config value as a table shows it: 2e-05, not the 0.0 of a fixed precision."""
+    return f"{value:g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def source(path: str, name: str) -> str:
+    """The source text of the function or method `name` ("Stepper.__call__") of a module, read
+    as text and found with ast: the write-up shows training code without importing it (training
+    imports torch, which the notebook never does)."""
+    text = (ROOT / path).read_text()
+    node = ast.parse(text)
+    for part in name.split("."):
+        node = next(n for n in ast.iter_child_nodes(node)
+                    if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+    first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+    return textwrap.dedent("\n".join(text.splitlines()[first - 1:node.end_lineno]))
+
+
+def show_source(path: str, *names: str) -> None:
+    """`names` of the module at `path`, shown as one Python block under the file's name."""
+    say(f"`{path}`\n```python\n" + "\n\n".join(source(path, n) for n in names) + "\n```")
+
+
 # ------------------------------------------------------------------------- the sweep
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """The usable runs of one sweep, read once: what every section of the write-up starts from."""
+    """The usable runs of one sweep, read once and grouped into configurations (a configuration's
+    runs are its seeds): what every section of the write-up starts from."""
 
     root: Path
     name: str
     runs: dict[str, run_store.Run]  # usable runs by name, in the order they started
-    names: list[str]  # the runs ranked together: all but the label-subset runs
-    subset_runs: list[str]  # trained and validated on a label subset, so on another validation set
+    groups: dict[str, list[str]]  # configuration -> its runs, lowest seed first, in the order they started
+    ranked: list[str]  # configurations on the full dataset, compared with one another
+    subset: list[str]  # configurations trained and validated on a label subset (the forgetting stages)
     evals: pd.DataFrame  # every usable run's evaluations, with a run column
     wise: pd.DataFrame  # their WiSE-FT evaluations likewise
     metrics: pd.DataFrame  # their training metrics likewise
-    final: dict[str, dict[str, float]]  # run -> metric -> value at its last validation evaluation
-    step0: dict[str, dict[str, float]]  # the same at its first one (step 0, before training)
-    base: str  # the run every other run is compared with
-    best: str  # the run the qualitative sections look at
+    comparisons: list[dict]  # sweep.json's comparisons whose configurations are here
+    reference: str  # the configuration most comparisons are against
+    colors: dict[str, str]  # configuration -> its colour in every chart
+    summary: dict  # sweep.json: the last train.py call's wall time and sweep-level stages
     damaged: list[str]  # a warning per damaged run of the sweep
 
+    def config(self, group: str) -> dict:
+        """The resolved config of a configuration's first seed."""
+        return self.runs[self.groups[group][0]].config
+
     @property
-    def configs(self) -> dict[str, dict]:
-        """run -> its resolved config (config.json)."""
-        return {n: r.config for n, r in self.runs.items()}
+    def detail(self) -> str:
+        """The run the qualitative sections look at: the reference's lowest seed (UMAP is fitted
+        for each configuration's lowest seed only)."""
+        return self.groups[self.reference][0]
+
+    def group_of(self, run: str) -> str:
+        return next(g for g, names in self.groups.items() if run in names)
 
 
 def load_sweep(runs_dir: Path | str, sweep: str | None = None) -> Sweep:
@@ -149,67 +211,93 @@ def load_sweep(runs_dir: Path | str, sweep: str | None = None) -> Sweep:
     if not usable:
         raise SystemExit(f"Sweep {name!r} under {root} has no run with a validation evaluation.")
     runs = {r.name: r for r in sorted(usable, key=lambda r: r.status.get("start_time") or math.inf)}
-    subset = [n for n, r in runs.items() if r.config.get("include_labels") or r.config.get("exclude_labels")]
-    names = [n for n in runs if n not in subset] or list(runs)
-    stacked = stack([evals[n].assign(run=n) for n in runs])
-    final = {n: last_eval(stacked, run=n) for n in runs}
-    base = baseline({n: runs[n].config for n in names})
-    detailed = [n for n in names if _has_samples(runs[n])]
-    return Sweep(root=root, name=name, runs=runs, names=names, subset_runs=subset, evals=stacked,
+    keys = group_names([(r.key, r.config) for r in runs.values()])
+    groups: dict[str, list[str]] = {}
+    for n, r in runs.items():
+        groups.setdefault(keys[r.key].split("/", 1)[1], []).append(n)
+    groups = {g: sorted(ns, key=lambda n: str(runs[n].config.get("seed"))) for g, ns in groups.items()}
+    subset = [g for g, ns in groups.items()
+              if runs[ns[0]].config.get("include_labels") or runs[ns[0]].config.get("exclude_labels")]
+    ranked = [g for g in groups if g not in subset] or list(groups)
+    summary = run_store.read_sweep_summary(root, name)
+    comparisons = [c for c in summary.get("comparisons") or []
+                   if c["reference"] in groups and any(r in groups for r in c["runs"])]
+    references = Counter(c["reference"] for c in comparisons).most_common(1)
+    reference = references[0][0] if references else baseline({g: runs[groups[g][0]].config for g in ranked})
+    return Sweep(root=root, name=name, runs=runs, groups=groups, ranked=ranked, subset=subset,
+                 evals=stack([evals[n].assign(run=n) for n in runs]),
                  wise=stack([run_store.read_eval(r.path, wise_ft=True).assign(run=n) for n, r in runs.items()]),
                  metrics=stack([run_store.read_metrics(r.path).assign(run=n) for n, r in runs.items()]),
-                 final=final, step0={n: last_eval(stacked, which="first", run=n) for n in runs},
-                 base=base, best=best_run({n: final[n] for n in detailed or names}),
-                 damaged=[f"run {r.key} ({r.state}) is damaged: {'; '.join(r.problems)}"
-                          for r in in_sweep if r.problems])
+                 comparisons=comparisons, reference=reference, colors=charts.group_colors(list(groups)),
+                 summary=summary, damaged=[f"run {r.key} ({r.state}) is damaged: {'; '.join(r.problems)}"
+                                           for r in in_sweep if r.problems])
 
 
-def _has_samples(run: run_store.Run) -> bool:
-    """Whether the run wrote the per-sample results and embeddings the detailed sections draw."""
-    return (not run_store.read_samples(run.path, columns=["rank"]).empty
-            and not run_store.read_embeddings(run.path, with_vectors=False, last_step=True).empty)
+def baseline(configs: dict[str, dict]) -> str:
+    """The configuration whose config differs least from all the others' (the first one on a
+    tie): the reference of a sweep that names no comparisons."""
+    return min(configs, key=lambda n: sum(len(config_diff(configs[n], c)) for c in configs.values()))
+
+
+def config_diff(a: dict, b: dict) -> dict[str, tuple]:
+    """The training settings whose values differ between two configs: key -> (in a, in b)."""
+    return {k: (a.get(k), b.get(k)) for k in differing_keys([a, b]) if k != "seed"}
+
+
+def changes(a: dict, b: dict) -> str:
+    """What turns config `a` into config `b`, as "lr 0.001 → 0.0003, ..." (an unset value: "default")."""
+    def value(v):
+        return "default" if v is None else setting(v)
+    return ", ".join(f"{k} {value(x)} → {value(y)}" for k, (x, y) in config_diff(a, b).items())
 
 
 def header(sweep: Sweep) -> str:
     """The lines that open the write-up: where its runs come from and which ones it looks at."""
-    revisions = sorted({str(c.get("provenance", {}).get("git_revision", "unknown")) for c in sweep.configs.values()})
+    revisions = sorted({str(r.config.get("provenance", {}).get("git_revision", "unknown"))
+                        for r in sweep.runs.values()})
+    listed = ", ".join(f"{g} ×{len(ns)}" if len(ns) > 1 else g for g, ns in sweep.groups.items())
     lines = [f"warning: {w}" for w in sweep.damaged] + [
         f"runs folder : {sweep.root.resolve()}",
-        f"sweep       : {sweep.name} ({len(sweep.runs)} usable run(s): {', '.join(sweep.names)})",
-        f"git revision: {', '.join(revisions)}",
-        f"baseline run: {sweep.base}; run shown in detail: {sweep.best}"]
-    if sweep.subset_runs:
-        lines.append(f"label-subset runs (forgetting section): {', '.join(sweep.subset_runs)}")
-    lines += [f"note: run {n} is {sweep.runs[n].state}; its numbers are those of its last evaluation"
-              for n in sweep.names if sweep.runs[n].state != "FINISHED"]
+        f"sweep       : {sweep.name}: {len(sweep.runs)} usable runs in {len(sweep.groups)} configurations "
+        "(×N: N seeds)",
+        *textwrap.wrap(listed, 100, initial_indent=" " * 14, subsequent_indent=" " * 14, break_on_hyphens=False),
+        f"git revision: {', '.join(revisions)}"
+        + (" (train.py keeps a finished run whose config is unchanged, so runs of one sweep may come from "
+           "several revisions)" if len(revisions) > 1 else ""),
+        f"reference   : {sweep.reference}; the run shown in detail: {sweep.detail}"]
+    if sweep.subset:
+        lines.append(f"label-subset configurations (forgetting): {', '.join(sweep.subset)}")
+    lines += [f"note: run {n} is {r.state}; its numbers are those of its last evaluation"
+              for n, r in sweep.runs.items() if r.state != "FINISHED"]
     return "\n".join(lines)
 
 
-def config_diff(a: dict, b: dict) -> dict[str, tuple]:
-    """The config keys whose values differ between two runs: key -> (value in a, value in b)."""
-    return {k: (a.get(k), b.get(k)) for k in differing_keys([a, b])}
+@functools.cache
+def _samples(path: Path) -> pd.DataFrame:
+    """A run's per-sample results, the columns comparisons and retrieval tables read."""
+    return run_store.read_samples(path, columns=[*SAMPLE_COLUMNS, "topk_ids"])
 
 
-def changes(a: dict, b: dict) -> str:
-    """What turns config `a` into config `b`, as "`lr` 0.001 → 0.0001, ..."."""
-    return ", ".join(f"`{k}` {x} → {y}" for k, (x, y) in config_diff(a, b).items())
+def on_split(samples: pd.DataFrame, split: str) -> pd.DataFrame:
+    """A samples frame's rows of `split`, without the split column: analysis.compare reads the
+    val rows of a frame that has one, every row of a frame that has none."""
+    return samples[samples["split"] == split].drop(columns="split")
 
 
-def baseline(configs: dict[str, dict]) -> str:
-    """The run whose config differs least from all the others' (the first one on a tie): the
-    one-factor-at-a-time comparisons are against it."""
-    return min(configs, key=lambda n: sum(len(config_diff(configs[n], c)) for c in configs.values()))
+def split_samples(run: run_store.Run, split: str) -> pd.DataFrame:
+    """A run's per-sample results on `split` (on_split)."""
+    return on_split(_samples(run.path), split)
 
 
-def best_run(final: dict[str, dict[str, float]], metric: str = "i2t_R@1") -> str:
-    """The run with the highest final `metric`; a run without it comes last."""
-    return max(final, key=lambda n: np.nan_to_num(final[n].get(metric, np.nan), nan=-np.inf))
+def has_split(sweep: Sweep, group: str, split: str) -> bool:
+    """Whether every run of a configuration has per-sample results on `split`."""
+    return all((_samples(sweep.runs[n].path)["split"] == split).any() for n in sweep.groups[group])
 
 
-def metric_of(sweep: Sweep, metric: str, names: list[str] | None = None, first: bool = False) -> pd.Series:
-    """run -> `metric` at the last (or with `first`, the first) validation evaluation; NaN where missing."""
-    values = sweep.step0 if first else sweep.final
-    return pd.Series({n: values[n].get(metric, np.nan) for n in names or sweep.names}, dtype=float)
+def report_split(sweep: Sweep) -> str:
+    """Where results are reported: test where the reference has it, val otherwise (the tiny runs).
+    A configuration on data without a test split (the leaky split) is compared on val (compare)."""
+    return "test" if has_split(sweep, sweep.reference, "test") else "val"
 
 
 # ---------------------------------------------------------------------- the dataset
@@ -223,37 +311,71 @@ class Dataset:
     source: str
     attribution: str | None  # the licence line the dataset asks for, if any
     size: int | None  # image side in pixels, where preparation rendered the images
+    split_by: str | None  # how preparation kept variants together ("concept", "base")
     images: pd.DataFrame  # one manifest row per image
     per_split: pd.Series  # images per split
+    concepts: pd.Series  # concepts per split (where the manifest names them)
     labels: pd.Series  # image-caption pairs per label, most first
+
+
+def _prepared(data: str) -> dict:
+    """data preparation's report.json of a dataset ({} where it has none)."""
+    file = dataset_dir(data) / REPORT
+    return json.loads(file.read_text()) if file.exists() else {}
 
 
 def dataset(data: str, manifest: pd.DataFrame) -> Dataset:
     """The facts the data section states about `manifest`, the prepared dataset `data`."""
-    report_file = dataset_dir(data) / REPORT
-    prepared = json.loads(report_file.read_text()) if report_file.exists() else {}
+    prepared = _prepared(data)
     source = prepared.get("source", Path(str(data)).name)
     attribution = None
     if source == "openmoji":
         from data.sources.openmoji import ATTRIBUTION  # only this source needs its module
         attribution = ATTRIBUTION
     images = manifest.drop_duplicates("image_id")
+    concepts = images.groupby("split")["concept"].nunique() if "concept" in images else pd.Series(dtype=int)
     labels = manifest["label"].replace("", np.nan).dropna().value_counts()
     return Dataset(name=Path(str(data)).name, source=source, attribution=attribution, size=prepared.get("size"),
-                   images=images, per_split=images["split"].value_counts(), labels=labels)
+                   split_by=prepared.get("split_by"), images=images, per_split=images["split"].value_counts(),
+                   concepts=concepts, labels=labels)
 
 
-def balanced(labels: pd.Series) -> bool:
-    """Whether no label holds more than 1.5 times an equal share of the pairs (`labels`: counts)."""
-    return bool(len(labels)) and labels.max() / labels.sum() < 1.5 / len(labels)
+def datasets(sweep: Sweep) -> list[str]:
+    """The datasets the sweep's configurations train on, the reference's first."""
+    return list(dict.fromkeys([sweep.config(sweep.reference).get("data", ""),
+                               *(sweep.config(g).get("data", "") for g in sweep.groups)]))
 
 
-def label_split_table(images: pd.DataFrame) -> pd.DataFrame:
-    """Images per label and split, with each label's share of all images, largest label first."""
-    table = (images.assign(label=images["label"].replace("", "(none)"))
-             .groupby(["label", "split"]).size().unstack(fill_value=0))
-    table["share of images"] = (table.sum(axis=1) / table.to_numpy().sum()).map(pct)
-    return table.sort_values(table.columns[0], ascending=False)
+def leakage(names: list[str]) -> pd.DataFrame:
+    """Per prepared dataset and held-out split: how preparation split it, its images, those with
+    a training image of the same concept (preparation's own check, with a grouping of its own),
+    and those in a set of byte-identical image files (report.json's duplicates)."""
+    rows = []
+    for data in names:
+        prepared = _prepared(data)
+        identical = (prepared.get("duplicates") or {}).get("images_in_identical_sets") or {}
+        for split, leak in (prepared.get("leaks") or {}).items():
+            rows.append({"dataset": Path(str(data)).name, "split by": prepared.get("split_by", "?"), "split": split,
+                         "images": leak["images"],
+                         "with a training image of the same concept": leak["with_a_training_image_of_the_same_concept"],
+                         "in a set of identical images": identical.get(split, 0)})
+    return pd.DataFrame(rows, columns=["dataset", "split by", "split", "images",
+                                       "with a training image of the same concept", "in a set of identical images"])
+
+
+def manifest_rows(manifest: pd.DataFrame, count: int = 3) -> pd.DataFrame:
+    """The manifest's first rows as data preparation wrote them, image paths relative to the working folder."""
+    rows = manifest.head(count).copy()
+    rows["image_path"] = [str(Path(p).relative_to(Path.cwd())) if Path(p).is_relative_to(Path.cwd()) else p
+                          for p in rows["image_path"]]
+    return rows.set_index("image_id")
+
+
+def identical_examples(data: str, manifest: pd.DataFrame) -> list[list[str]]:
+    """The captions of the sets of byte-identical images that data preparation gives as examples."""
+    caption = manifest.drop_duplicates("image_id").set_index("image_id")["caption"]
+    sets = (_prepared(data).get("duplicates") or {}).get("identical_image_examples") or []
+    return [[caption.get(i, i) for i in ids] for ids in sets]
 
 
 def image_grid(manifest: pd.DataFrame, count: int = 12, seed: int = 0) -> Figure:
@@ -289,119 +411,140 @@ def length_and_label_figure(words: pd.Series, labels: pd.Series) -> Figure:
     return fig
 
 
+def label_shares(samples: pd.DataFrame) -> pd.Series:
+    """label -> its share of the images among `samples` (rows with a modality column: its image
+    rows), largest first, images without a label left out; the largest share is what a classifier
+    that always answers that label scores in accuracy."""
+    if "modality" in samples.columns:
+        samples = samples[samples["modality"] == "image"]
+    labels = samples["label"].dropna().astype(str)
+    return labels[~labels.isin(NO_LABEL)].value_counts(normalize=True)
+
+
 # ---------------------------------------------------------------------- the training
 
 
 def tower(unlocked: int) -> str:
     """How much of a tower trains, from its unlock_image / unlock_text value."""
-    return "locked" if unlocked == 0 else "all trained" if unlocked == -1 else f"top {unlocked} blocks trained"
+    return "locked" if unlocked == 0 else "all trained" if unlocked == -1 else f"top {unlocked} block(s) trained"
+
+
+def lit_term(config: dict) -> str:
+    """LiT's name for the towers (Zhai et al. 2022): L locked, U unlocked, image tower first."""
+    return "".join("L" if not config.get(k) else "U" for k in ("unlock_image", "unlock_text"))
 
 
 def settings_table(sweep: Sweep) -> pd.DataFrame:
-    """Per ranked run: its towers, learning rates, temperature, batch, epochs and data fraction."""
+    """Per configuration: its seeds, towers, learning rates, temperature, batch, epochs and data."""
     rows = []
-    for n in sweep.names:
-        c = sweep.runs[n].config
+    for g, names in sweep.groups.items():
+        c = sweep.config(g)
         unlocked = c.get("unlock_image") or c.get("unlock_text")
-        rows.append({"run": n, "image tower": tower(c.get("unlock_image", 0)),
-                     "text tower": tower(c.get("unlock_text", 0)),
-                     "heads lr": c.get("lr"), "tower lr": c.get("tower_lr") if unlocked else "-",
-                     "temperature": "learned" if c.get("learn_temperature", True)
-                     else f"fixed at {c.get('init_temperature') or 0.07}",
-                     "batch": c.get("batch_size"), "epochs": c.get("epochs"), "data fraction": c.get("data_fraction")})
-    return pd.DataFrame(rows).set_index("run")
+        fitted = bool(c.get("closed_form"))  # no optimiser, batches or epochs: a fit in one solve
+        rows.append({"configuration": g, "seeds": len(names),
+                     "method": f"closed form ({c['closed_form']})" if fitted else "contrastive",
+                     "towers": f"{lit_term(c)}: image {tower(c.get('unlock_image', 0))}, "
+                               f"text {tower(c.get('unlock_text', 0))}",
+                     "dim": c.get("embed_dim"),
+                     "heads lr": "-" if fitted else setting(c.get("lr")),
+                     "tower lr": setting(c.get("tower_lr")) if unlocked else "-",
+                     "temperature": "-" if fitted else "learned" if c.get("learn_temperature", True)
+                     else f"fixed at {setting(c.get('init_temperature') or 0.07)}",
+                     "batch": "-" if fitted else c.get("batch_size"), "epochs": "-" if fitted else c.get("epochs"),
+                     "data": Path(str(c.get("data"))).name + ("" if c.get("data_fraction", 1) == 1
+                                                              else f" × {setting(c.get('data_fraction'))}")
+                     + (f", {'only' if c.get('include_labels') else 'without'} "
+                        f"{', '.join(c.get('include_labels') or c.get('exclude_labels'))}"
+                        if c.get("include_labels") or c.get("exclude_labels") else "")
+                     + (f", from {_source_group(sweep, c)}" if c.get("init_from") else "")})
+    table = pd.DataFrame(rows).set_index("configuration")
+    return table.drop(columns=[c for c in ("tower lr",) if (table[c] == "-").all()])
 
 
-def train_command(config: dict) -> tuple[Path, str]:
-    """The sweep file a run came from (relative to the working folder where it lies inside it)
-    and the command that trains that sweep."""
-    sweep_file = Path(str(config.get("sweep_file", "")))
-    is_default = bool(sweep_file.name) and sweep_file.resolve() == DEFAULT_SWEEP.resolve()
-    if sweep_file.is_absolute() and sweep_file.is_relative_to(Path.cwd()):
-        sweep_file = sweep_file.relative_to(Path.cwd())
-    return sweep_file, "accelerate launch training/train.py" + ("" if is_default else f" --sweep {sweep_file}")
+def comparisons_table(sweep: Sweep) -> pd.DataFrame:
+    """The sweep's comparisons, one row per run against its reference: what changes between them
+    (read from their configs, not the sweep file) and the sweep file's note."""
+    rows = [{"comparison": c["name"], "reference": c["reference"], "against": g,
+             "what changes": changes(sweep.config(c["reference"]), sweep.config(g)), "note": c.get("note", "")}
+            for c in sweep.comparisons for g in c["runs"] if g in sweep.groups]
+    return pd.DataFrame(rows, columns=["comparison", "reference", "against", "what changes", "note"]
+                        ).set_index(["comparison", "against"])
 
 
-def provenance(sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The runs' recorded hardware and software: (what every run shares, as one "value" column;
-    the columns that differ, one row per run)."""
-    prov = pd.DataFrame([{"run": n, **{k: v for k, v in sweep.runs[n].config.get("provenance", {}).items()
-                                       if k != "versions"},
-                          **sweep.runs[n].config.get("provenance", {}).get("versions", {})}
-                         for n in sweep.names]).set_index("run")
-    distinct = prov.nunique(dropna=False)
-    shared = prov.loc[:, distinct <= 1].iloc[[0]].T
-    return shared.set_axis(["value"], axis=1), prov.loc[:, distinct > 1]
-
-
-def timings(sweep: Sweep) -> pd.DataFrame:
-    """Per ranked run: its state, seconds per stage, and its wall time from start to end."""
+def costs(sweep: Sweep) -> pd.DataFrame:
+    """Per configuration: seconds per seed of each recorded stage (the mean over its seeds) and
+    the sum over its seeds of the wall time from start to end."""
     rows = []
-    for n in sweep.names:
-        status = sweep.runs[n].status
-        rows.append({"run": n, "state": sweep.runs[n].state, **(status.get("timings") or {}),
-                     "total wall (s)": (status.get("end_time") or np.nan) - (status.get("start_time") or np.nan)})
-    return pd.DataFrame(rows).set_index("run")
+    for g, names in sweep.groups.items():
+        stages = pd.DataFrame([sweep.runs[n].status.get("timings") or {} for n in names])
+        wall = [(sweep.runs[n].status.get("end_time") or np.nan) - (sweep.runs[n].status.get("start_time") or np.nan)
+                for n in names]
+        rows.append({"configuration": g, "seeds": len(names), **stages.mean().round(1).to_dict(),
+                     "wall, all seeds (s)": round(float(np.nansum(wall)), 1)})
+    return pd.DataFrame(rows).set_index("configuration")
+
+
+def provenance(sweep: Sweep) -> pd.DataFrame:
+    """The hardware and software every run recorded (config.json's provenance), one row per
+    value; a value that differs between runs lists the distinct ones."""
+    prov = pd.DataFrame([{**{k: v for k, v in r.config.get("provenance", {}).items() if k != "versions"},
+                          **r.config.get("provenance", {}).get("versions", {})} for r in sweep.runs.values()])
+    return pd.DataFrame({"value": [", ".join(sorted(map(str, prov[c].dropna().unique()))) for c in prov.columns]},
+                        index=prov.columns)
 
 
 # ------------------------------------------------------------------------ curves
 
 
-def eval_curve(sweep: Sweep, metric: str, names: list[str], split: str = "val") -> pd.DataFrame:
-    """The evaluations of `metric` on `split` of the runs `names`, as a curves_chart frame."""
-    e = sweep.evals
-    rows = e[(e["metric"] == metric) & (e["split"] == split) & e["run"].isin(names)]
-    return rows[["run", "step", "epoch", "value"]].assign(smoothed=rows["value"], evaluated=True)
+def band_chart(sweep: Sweep, groups: list[str], metric: str = "i2t_R@1", split: str = "val",
+               height: int = 200, width: int = 300, title: str | None = None,
+               legend: list[str] | None = None) -> alt.Chart:
+    """A metric by epoch for `groups`, each the mean of its seeds with a band from the lowest
+    seed to the highest (charts.seed_band_chart), in the sweep's colours. `metric` is an
+    evaluation on `split`, or a logged training metric (loss, temperature), smoothed. `legend`:
+    the configurations the colour scale lists (default `groups`); charts drawn side by side
+    need one list, or their scales merge into colours of neither."""
+    runs = [n for g in groups for n in sweep.groups[g]]
+    e, m = sweep.evals, sweep.metrics
+    logged = m[(m["name"] == metric) & m["run"].isin(runs)] if not m.empty else m
+    if len(logged):
+        frame = smooth(logged, 0.6 if metric == "loss" else 0.0).assign(evaluated=False)
+    else:
+        rows = e[(e["metric"] == metric) & (e["split"] == split) & e["run"].isin(runs)]
+        frame = rows.assign(smoothed=rows["value"], evaluated=True)
+    frame = frame.assign(wall_time=frame.get("wall_time", np.nan))
+    of = {n: g for g in groups for n in sweep.groups[g]}
+    chart = charts.seed_band_chart(band_rows(frame, of, seeds=False), metric, x="epoch", height=height,
+                                   colors={g: sweep.colors[g] for g in legend or groups})
+    return chart.properties(width=width, title=title or f"{label(metric)}" + ("" if len(logged) else f" ({split})"))
 
 
-def train_curve(sweep: Sweep, name: str, names: list[str], weight: float = 0.3) -> pd.DataFrame:
-    """The logged training metric `name` of the runs `names`, smoothed, as a curves_chart frame."""
-    m = sweep.metrics
-    rows = m[(m["name"] == name) & m["run"].isin(names)]
-    return smooth(rows, weight).assign(evaluated=False) if not rows.empty else rows
+def panels(parts: list, columns: int = 2):
+    """Charts in a grid of `columns`, one colour legend for all (every part uses the sweep's colours)."""
+    parts = [p.copy(deep=False) for p in parts]
+    for p in parts:
+        p.usermeta = alt.Undefined
+    return alt.concat(*parts, columns=columns).resolve_scale(color="shared")
 
 
-def curves(panels: list[tuple], width: int = 330, height: int = 240):
-    """Curves charts side by side, one colour per run across them; `panels` are (frame, metric,
-    x, title) and those with no rows are left out."""
-    made = [charts.curves_chart(f, m, x=x, height=height).properties(width=width, title=t)
-            for f, m, x, t in panels if not f.empty]
-    return side_by_side(*made, color="shared")
-
-
-def knob_curves(sweep: Sweep, names: list[str], right: str = "loss"):
-    """The baseline and `names` side by side: validation image → text R@1 by epoch on the left;
-    on the right the training loss ("loss"), the temperature by step ("temperature"), or R@1 on
-    the training probe ("probe")."""
-    runs = [sweep.base, *names]
-    second = {"loss": (train_curve(sweep, "loss", runs), "loss", "epoch", "training loss"),
-              "temperature": (train_curve(sweep, "temperature", runs, 0), "temperature", "step",
-                              "temperature during training"),
-              "probe": (eval_curve(sweep, "i2t_R@1", runs, "train"), "i2t_R@1", "epoch",
-                        "R@1 on a probe of training images")}[right]
-    first = (eval_curve(sweep, "i2t_R@1", runs), "i2t_R@1", "epoch", "validation image → text R@1")
-    return curves([first, second], width=300, height=200)
-
-
-def series(sweep: Sweep, run: str, metric: str = "i2t_R@1", split: str = "val") -> pd.Series:
-    """A run's evaluations of `metric` on `split`, indexed by epoch, in step order, NaN left out."""
-    e = sweep.evals
-    rows = e[(e["run"] == run) & (e["split"] == split) & (e["metric"] == metric)].sort_values("step")
-    return rows.set_index("epoch")["value"].dropna()
-
-
-def one_image(sweep: Sweep, run: str) -> float:
-    """The R@1 that one validation image is worth in `run`: differences below it are noise."""
-    return 1.0 / max(sweep.final[run].get("n_images", 1.0), 1.0)
+def comparison_curves(sweep: Sweep, metric: str = "i2t_R@1") -> alt.Chart | None:
+    """One band chart per comparison of the sweep: its reference and its runs, validation `metric`
+    by epoch (the validation split is where choices are made; test is evaluated at the end only)."""
+    drawn = [[c["reference"], *[g for g in c["runs"] if g in sweep.groups]] for c in sweep.comparisons]
+    legend = list(dict.fromkeys(g for groups in drawn for g in groups))
+    made = [band_chart(sweep, groups, metric, title=f"{c['name']}: {label(metric)} (val)", height=160, width=260,
+                       legend=legend) for c, groups in zip(sweep.comparisons, drawn, strict=True)]
+    return panels(made, columns=3) if made else None
 
 
 # ------------------------------------------------------------- samples and embeddings
 
 
-def thumbnails(samples: pd.DataFrame) -> dict[str, bytes]:
-    """image_id -> PNG thumbnail of the validation images that have one."""
-    images = samples[samples["modality"] == "image"]
-    return {i: t for i, t in zip(images["image_id"], images["thumbnail"], strict=True) if t is not None}
+def thumbnails(run: run_store.Run) -> dict[str, bytes]:
+    """image_id -> PNG thumbnail of the run's evaluated images that have one."""
+    images = run_store.read_samples(run.path, columns=["modality", "image_id", "thumbnail"])
+    images = images[(images["modality"] == "image") & images["thumbnail"].notna()]
+    return dict(zip(images["image_id"], images["thumbnail"], strict=True))
 
 
 def _picture(png: bytes) -> np.ndarray:
@@ -426,13 +569,36 @@ def matrix_images(embeddings: pd.DataFrame, count: int = 8, seed: int = 1) -> li
     return list(dict.fromkeys(ordered))[:count]
 
 
-def step_matrix(embeddings: pd.DataFrame, step: int, image_ids: list[str]) -> pd.DataFrame:
-    """cosine_matrix of `image_ids` at `step`, each image named by its caption ("image of: ...")."""
-    rows, vectors = step_rows(embeddings, step)
-    matrix = cosine_matrix(rows, vectors, image_ids)
-    images = rows[rows["modality"] == "image"]
-    caption = dict(zip(images["image_id"], images["caption"], strict=True))
-    return matrix.assign(image=matrix["image"].map(lambda i: f"image of: {caption.get(i, i)}"))
+def similarity_figure(embeddings: pd.DataFrame, thumbs: dict[str, bytes], image_ids: list[str],
+                      steps: list[int]) -> tuple[Figure, list[pd.DataFrame]]:
+    """Images × captions cosine heatmaps of `image_ids`, one per step, on one colour scale: the
+    images (thumbnails) label the rows, their captions the columns in the same order, so the true
+    pairs (outlined) are the diagonal. Returns the figure and each step's cosine_matrix."""
+    matrices = [cosine_matrix(*step_rows(embeddings, s), image_ids) for s in steps]
+    grids = [m.pivot(index="image", columns="caption_of", values="cosine").reindex(index=image_ids, columns=image_ids)
+             for m in matrices]
+    captions = matrices[0].drop_duplicates("caption_of").set_index("caption_of")["caption"]
+    n = len(image_ids)
+    low, high = min(np.nanmin(g.to_numpy()) for g in grids), max(np.nanmax(g.to_numpy()) for g in grids)
+    fig = Figure(figsize=(3.3 * len(steps) + 1.6, 0.42 * n + 2.6))
+    axes = fig.subplots(1, len(steps), squeeze=False)[0]
+    for k, (ax, grid, step) in enumerate(zip(axes, grids, steps, strict=True)):
+        image = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=low, vmax=high)
+        for i in range(n):
+            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.8))
+        ax.set_xticks(range(n), [textwrap.shorten(str(captions.get(i, i)), 26, placeholder="…") for i in image_ids],
+                      rotation=55, ha="right", fontsize=7)
+        ax.set_yticks(range(n), [""] * n)
+        ax.set_title(f"step {step}" + (" (before training)" if step == 0 else " (after training)"), fontsize=9)
+        if k == 0:  # the thumbnails are the row labels of the first panel; the others share its rows
+            for i, image_id in enumerate(image_ids):
+                if image_id in thumbs:
+                    picture = _picture(thumbs[image_id])
+                    box = OffsetImage(picture, zoom=26 / max(picture.shape[:2]))
+                    ax.add_artist(AnnotationBbox(box, (-0.5, i), xybox=(-16, 0), xycoords="data",
+                                                 boxcoords="offset points", frameon=False, annotation_clip=False))
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="cosine")
+    return fig, matrices
 
 
 def pair_summary(matrix: pd.DataFrame) -> tuple[float, float, int]:
@@ -440,18 +606,6 @@ def pair_summary(matrix: pd.DataFrame) -> tuple[float, float, int]:
     highest in their row) of a cosine matrix."""
     right = int(matrix.loc[matrix.groupby("image")["cosine"].idxmax(), "true_pair"].sum())
     return matrix.loc[matrix["true_pair"], "cosine"].mean(), matrix.loc[~matrix["true_pair"], "cosine"].mean(), right
-
-
-def thumbnail_row(thumbs: dict[str, bytes], image_ids: list[str], matrix: pd.DataFrame) -> Figure:
-    """The thumbnails of a cosine matrix's images, in its order, each titled with its caption."""
-    fig = Figure(figsize=(1.5 * len(image_ids), 1.9))
-    for ax, i in zip(fig.subplots(1, len(image_ids), squeeze=False).flat, image_ids, strict=True):
-        ax.axis("off")
-        if i in thumbs:
-            ax.imshow(_picture(thumbs[i]))
-        caption = matrix.loc[matrix["caption_of"] == i, "caption"].iloc[0]
-        ax.set_title("\n".join(textwrap.wrap(caption, 16)[:2]), fontsize=7)
-    return fig
 
 
 def neighbours(rows: pd.DataFrame, vectors: np.ndarray) -> dict[str, float]:
@@ -468,9 +622,26 @@ def neighbours(rows: pd.DataFrame, vectors: np.ndarray) -> dict[str, float]:
             "random_label": float((rows["label"].value_counts(normalize=True) ** 2).sum())}
 
 
+def umap_figure(run: run_store.Run, samples: pd.DataFrame) -> alt.Chart | None:
+    """The run's own UMAP of its last validation embeddings, coloured by label and by whether the
+    point is right at R@1 (one legend for the shapes: circles images, crosses captions); None
+    without coordinates."""
+    points = umap_points(run_store.read_embeddings(run.path, with_vectors=False, last_step=True),
+                         run_store.read_umap(run.path), samples[["sample_id", "modality", "rank"]])
+    if points.empty:
+        return None
+    return side_by_side(
+        charts.umap_chart(points, "label", "coloured by label", label_list(points["label"]), height=330
+                          ).properties(width=360),
+        charts.umap_chart(points, "right/wrong at R@1", "coloured by the outcome at R@1", height=330
+                          ).properties(width=360),
+        color="independent", shape="shared")
+
+
 def image_examples(samples: pd.DataFrame, run: str, each: int = 3, seed: int = 2) -> Figure:
     """`each` validation images the run gets right at rank 1 and `each` it gets wrong, with their
     top captions and cosines (✔: a true caption of the image)."""
+    samples = validation(samples)
     images, texts = samples[samples["modality"] == "image"], samples[samples["modality"] == "text"]
     caption_of = dict(zip(texts["sample_id"], texts["caption"], strict=True))
     image_of = dict(zip(texts["sample_id"], texts["image_id"], strict=True))
@@ -483,12 +654,12 @@ def image_examples(samples: pd.DataFrame, run: str, each: int = 3, seed: int = 2
         ax_txt.axis("off")
         if row["thumbnail"] is not None:
             ax_img.imshow(_picture(row["thumbnail"]))
-        lines = [f"image of: {row['caption']}  (its rank: {row['rank']})"]
+        lines = [f"image of: {row['caption']}  (rank of its caption: {row['rank']})"]
         for k, (sid, score) in enumerate(zip(row["topk_ids"][:3], row["topk_scores"][:3], strict=False), 1):
             lines.append(f"{k}. {caption_of.get(sid, sid)} ({score:.2f})"
                          + ("  ✔" if image_of.get(sid) == row["image_id"] else ""))
         ax_txt.text(0, 0.5, "\n".join(lines), va="center", fontsize=9)
-    fig.suptitle(f"{run}: image → top captions", fontsize=10)
+    fig.suptitle(f"{run}: validation image → its top captions (cosine)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -497,11 +668,12 @@ def caption_examples(samples: pd.DataFrame, thumbs: dict[str, bytes], run: str, 
                      seed: int = 3) -> Figure:
     """`each` validation captions whose image the run ranks first and `each` it does not, with
     their top images and cosines (the true image framed in green)."""
+    samples = validation(samples)
     texts = samples[samples["modality"] == "text"]
     queries = pd.concat([texts[texts["rank"] == 1].sample(frac=1, random_state=seed).head(each),
                          texts[texts["rank"] != 1].sample(frac=1, random_state=seed).head(each)])
     k = max(len(ids) for ids in queries["topk_ids"])
-    fig = Figure(figsize=(1.7 * k, 2.0 * len(queries)))
+    fig = Figure(figsize=(1.7 * k + 1.6, 2.0 * len(queries)))
     for row_axes, (_, q) in zip(fig.subplots(len(queries), k, squeeze=False), queries.iterrows(), strict=True):
         for ax in row_axes:
             ax.set_xticks([])
@@ -517,162 +689,581 @@ def caption_examples(samples: pd.DataFrame, thumbs: dict[str, bytes], run: str, 
                     s.set(visible=True, color="#2ca02c", linewidth=3)
         name = textwrap.wrap(f"“{q['caption']}”", 18)[:3] + [f"(true image: rank {q['rank']})"]
         row_axes[0].set_ylabel("\n".join(name), fontsize=8, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{run}: caption → top {k} images (cosine below each)", fontsize=10)
+    fig.suptitle(f"{run}: validation caption → its top {k} images (cosine below each)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def majority_label(samples: pd.DataFrame) -> tuple[str | None, float]:
-    """The most common label of the validation images and its share ((None, NaN) without labels):
-    the accuracy of a classifier that always answers it."""
-    labels = samples.loc[samples["modality"] == "image", "label"].dropna().astype(str)
-    shares = labels[~labels.isin(NO_LABEL)].value_counts(normalize=True)
-    return (shares.index[0], float(shares.iloc[0])) if len(shares) else (None, np.nan)
+# ---------------------------------------------------------------- figures with intervals
 
 
-# -------------------------------------------------------------------- the experiments
+def _figures(sweep: Sweep, run: str, split: str, which: str) -> pd.DataFrame:
+    """final_figures of a run's last (or first, step 0) evaluation on `split`."""
+    rows = sweep.evals[(sweep.evals["run"] == run) & (sweep.evals["split"] == split)]
+    if which == "first" and len(rows):
+        rows = rows[rows["step"] == rows["step"].min()]
+    return final_figures(rows, split)
 
 
-def comparison(sweep: Sweep) -> pd.DataFrame:
-    """The ranked runs' comparison_table: state, the config values that differ, final metrics."""
-    return comparison_table([{"run": n, "state": sweep.runs[n].state, "config": sweep.runs[n].config,
-                              "final": sweep.final[n]} for n in sweep.names])
+def figures(sweep: Sweep, groups: list[str], split: str, which: str = "last",
+            metrics: list[str] = FIGURE_METRICS) -> pd.DataFrame:
+    """analysis.runs.group_table of `groups` on `split` (the mean over seeds with a t-interval over
+    them; one seed: its bootstrap interval over images), the metric columns only; a configuration
+    without that split is left out."""
+    runs = [{"run": n, "state": sweep.runs[n].state, "config": sweep.runs[n].config,
+             "figures": _figures(sweep, n, split, which)} for g in groups for n in sweep.groups[g]]
+    if not runs:
+        return pd.DataFrame(columns=[c for m in metrics for c in (m, f"{m} low", f"{m} high")])
+    table = group_table(runs, {n: g for g in groups for n in sweep.groups[g]}, metrics)
+    table = table[[c for m in metrics for c in (m, f"{m} low", f"{m} high")]]
+    return table.dropna(how="all")
 
 
-def knob_groups(configs: dict[str, dict], base: str, names: list[str]) -> dict[str, list[str]]:
-    """knob -> the runs of `names` that turn it against `base` (configs: run -> config).
-
-    A run that changes keys of several knobs is in each of their groups; a key of no knob makes
-    its own "Other (key)" group, and a run that differs only in epochs is in "Epochs only".
-    Knobs come in KNOBS' order, then the others by name; runs in the order of `names`."""
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        if n == base:
-            continue
-        keys = [k for k in config_diff(configs[base], configs[n]) if k != "epochs"]
-        for knob in dict.fromkeys(KNOB_OF.get(k, f"Other ({k})") for k in keys) or ["Epochs only"]:
-            groups.setdefault(knob, []).append(n)
-    order = [k for k in KNOBS if k in groups] + sorted(k for k in groups if k not in KNOBS)
-    return {k: groups[k] for k in order}
+# The names of the figures this module derives, beside analysis.names' of the stored ones.
+DERIVED = {"balanced_accuracy": "balanced zero-shot accuracy",
+           **{f"{p}_R@1 {level}": f"{label(f'{p}_R@1')}, {level}"
+              for p in ("i2t", "t2i") for level in ("exact", "concept")}}
 
 
-def verdict(difference: float, tolerance: float = SAME) -> str:
-    """How a run compares with the baseline by the difference of their R@1 (NaN: one has none)."""
-    if _missing(difference):
-        return "not comparable with"
-    return "better than" if difference > tolerance else "worse than" if difference < -tolerance else "about the same as"
+def cells(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """A figures table as text cells "0.312 [0.280, 0.345]", columns named for a reader."""
+    return interval_cells(table, metrics)[metrics].rename(columns=lambda m: DERIVED.get(m, label(m)))
 
 
-def knob_effects(sweep: Sweep, groups: dict[str, list[str]]) -> pd.DataFrame:
-    """One row per knob and run of `groups`, against the baseline: both runs' _knob_facts (the
-    baseline's prefixed "base_"), the R@1 difference and its verdict, the baseline's R@1 at the
-    epoch where a run that stopped earlier stopped, and whether the run, behind the baseline,
-    was still at its best when it stopped."""
-    base, cfg = sweep.base, sweep.configs
-    of_base, b = _knob_facts(sweep, base), series(sweep, base)
-    columns = ["knob", "run", "changes", *of_base, *(f"base_{k}" for k in of_base), "difference", "verdict",
-               "stopped_at", "base_when_stopped", "still_best"]
-    rows = []
-    for knob, names in groups.items():
-        for n in names:
-            facts, v = _knob_facts(sweep, n), series(sweep, n)
-            # At the epoch where a shorter run stopped, the baseline's R@1 is the fairer comparison.
-            shorter = len(v) and len(b) and v.index[-1] != b.index[-1] and v.index[-1] in b.index
-            rows.append({"knob": knob, "run": n, "changes": changes(cfg[base], cfg[n]), **facts,
-                         **{f"base_{k}": x for k, x in of_base.items()},
-                         "difference": facts["r1"] - of_base["r1"], "verdict": verdict(facts["r1"] - of_base["r1"]),
-                         "stopped_at": v.index[-1] if shorter else np.nan,
-                         "base_when_stopped": float(b.loc[[v.index[-1]]].iloc[-1]) if shorter else np.nan,
-                         "still_best": bool(len(v) > 1 and v.iloc[-1] >= v.max() - one_image(sweep, n)
-                                            and facts["r1"] < of_base["r1"])})
-    return pd.DataFrame(rows, columns=columns)
+def chance(sweep: Sweep, split: str) -> dict[str, float]:
+    """What guessing scores on `split` (one caption per image assumed for image → text R@k):
+    k / images for R@k, one over the labels for zero-shot accuracy."""
+    first = _figures(sweep, sweep.detail, split, "first")["value"]
+    n = first.get("n_images", np.nan)
+    out = {f"{p}_R@{k}": min(1.0, k / n) for p in ("i2t", "t2i") for k in (1, 5, 10)}
+    return out | {"zero_shot_accuracy": first.get("zero_shot_chance", np.nan)}
 
 
-def _knob_facts(sweep: Sweep, run: str) -> dict:
-    """What the knob sections state about one run: final validation image → text R@1 and
-    zero-shot accuracy, optimiser steps, negatives per query, its temperature at the start and
-    the end, R@1 on the training probe minus validation R@1, training pairs, training seconds
-    (NaN where the run did not record it)."""
-    m, final, status = sweep.metrics, sweep.final[run], sweep.runs[run].status
-    own = m[m["run"] == run]
-    temperature = own[own["name"] == "temperature"].sort_values("step")["value"]
-    probe = last_eval(sweep.evals, "train", run=run).get("i2t_R@1", np.nan)
-    return {"r1": final.get("i2t_R@1", np.nan), "zero_shot": final.get("zero_shot_accuracy", np.nan),
-            "steps": int(own["step"].max()) if len(own) else 0,
-            "negatives": sweep.configs[run].get("batch_size", 2) - 1,
-            "temperature_start": temperature.iloc[0] if len(temperature) else np.nan,
-            "temperature": temperature.iloc[-1] if len(temperature) else np.nan,
-            "probe_gap": probe - final.get("i2t_R@1", np.nan),
-            "train_pairs": status.get("train_pairs") or np.nan,
-            "training_s": (status.get("timings") or {}).get("training") or np.nan}
+def closed_form_groups(sweep: Sweep) -> list[str]:
+    return [g for g in sweep.ranked if sweep.config(g).get("closed_form")]
+
+
+def baselines(sweep: Sweep, split: str, metrics: list[str] = FIGURE_METRICS) -> pd.DataFrame:
+    """The reference after training beside what it must beat, on `split`: chance, the model before
+    training (step 0, the mean over the reference's seeds) and the closed-form fit of the heads."""
+    ref = sweep.reference
+    rows = {"chance": {m: chance(sweep, split).get(m, np.nan) for m in metrics}}
+    step0 = figures(sweep, [ref], split, "first", metrics).rename(index={ref: f"{ref}, step 0 (before training)"})
+    fitted = figures(sweep, closed_form_groups(sweep), split, "last", metrics).rename(
+        index=lambda g: f"{g} (fitted, no training)")
+    trained = figures(sweep, [ref], split, "last", metrics).rename(index={ref: f"{ref}, trained"})
+    table = pd.concat([pd.DataFrame.from_dict(rows, orient="index"), step0, fitted, trained])
+    for m in metrics:  # chance has no interval
+        for end in ("low", "high"):
+            table[f"{m} {end}"] = table.get(f"{m} {end}", np.nan)
+    return table
+
+
+# ------------------------------------------------------------------------ comparisons
+
+
+def _side(sweep: Sweep, group: str, split: str) -> dict[str, pd.DataFrame]:
+    """run -> its samples on `split`, for analysis.compare. A deterministic configuration (a
+    closed-form fit: one run, no seed) is its own replicate: seeds would give the same run, so
+    two copies of it let the two-level interval count the other side's seeds, and none on its own."""
+    side = {n: on_split(_samples(sweep.runs[n].path), split) for n in sweep.groups[group]}
+    if len(side) == 1 and sweep.config(group).get("closed_form"):
+        (n, frame), = side.items()
+        side[f"{n} (again)"] = frame
+    return side
+
+
+def compare(sweep: Sweep, a: str, b: str, split: str, metrics: list[str] = EFFECT_METRICS) -> list[dict]:
+    """Configuration `b` against configuration `a`, per metric: rows of EFFECT_COLUMNS.
+
+    On `split` where both have it, otherwise on val. Same images: analysis.compare.compare_groups,
+    the two-level interval over seeds and images (with one seed on a side, the paired interval of
+    single runs, images only). Different images (another split of the data): the unpaired
+    interval (analysis.stats.unpaired_difference) of the per-image outcomes averaged over each
+    configuration's seeds, so the seeds are held fixed and only images vary."""
+    where = split if has_split(sweep, a, split) and has_split(sweep, b, split) else "val"
+    side_a, side_b = _side(sweep, a, where), _side(sweep, b, where)
+    base = {"reference": a, "run": b, "changes": changes(sweep.config(a), sweep.config(b)), "split": where}
+    try:
+        table, note = compare_groups(side_a, side_b)
+        interval = "single runs, images resampled" if note else "seeds and images resampled"
+        return [{**base, "interval": interval, "metric": m, **table.loc[m, [c for c in EFFECT_COLUMNS if c in
+                                                                            table.columns]].to_dict()}
+                for m in metrics if m in table.index]
+    except ValueError:  # evaluated on other images: nothing to pair
+        return [{**base, "interval": "unpaired: images resampled, seeds averaged", "metric": m,
+                 **_unpaired(side_a, side_b, m)} for m in metrics]
+
+
+def _unpaired(side_a: dict[str, pd.DataFrame], side_b: dict[str, pd.DataFrame], metric: str) -> dict:
+    a, b = (_mean_outcome([of_metric(query_outcomes(s), metric) for s in side.values()]) for side in (side_a, side_b))
+    if a is None or b is None or a.empty or b.empty:
+        return {"verdict": "not measured in every run"}
+    d = stats.unpaired_difference(a["outcome"], b["outcome"], a["image_id"], b["image_id"], n_resamples=RESAMPLES)
+    higher = _higher_is_better(metric)
+    return {"a": a["outcome"].mean(), "b": b["outcome"].mean(), "difference": d.diff, "low": d.low, "high": d.high,
+            "verdict": stats.verdict(d.diff, d.low, d.high, metric, higher)}
+
+
+def _higher_is_better(metric: str) -> bool:
+    return not metric.endswith("_rank")
+
+
+def effects(sweep: Sweep, split: str = "test", metrics: list[str] = EFFECT_METRICS) -> pd.DataFrame:
+    """Every comparison of the sweep: each of its runs against its reference (compare), one row
+    per metric."""
+    rows = [{"comparison": c["name"], **row} for c in sweep.comparisons for g in c["runs"] if g in sweep.groups
+            for row in compare(sweep, c["reference"], g, split, metrics)]
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+
+
+BASELINE_METRICS = ["i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "zero_shot_accuracy"]
+
+
+def baseline_effects(sweep: Sweep, split: str, metrics: list[str] = BASELINE_METRICS) -> pd.DataFrame:
+    """The reference against each closed-form configuration (b − a: trained minus fitted)."""
+    rows = [{"comparison": "closed form", **row} for g in closed_form_groups(sweep)
+            for row in compare(sweep, g, sweep.reference, split, metrics)]
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+
+
+def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
+    """effects() as read: one row per comparison and run, its change, and per metric the verdict
+    with its difference and 95% interval; where and how the interval was computed."""
+    if effects.empty:
+        return pd.DataFrame()
+    wide = effects.pivot_table(index=["comparison", "run"], columns="metric", values="verdict", aggfunc="first",
+                               sort=False)
+    wide = wide[[m for m in EFFECT_METRICS if m in wide.columns]].rename(columns=label)
+    first = effects.drop_duplicates(["comparison", "run"]).set_index(["comparison", "run"])
+    return pd.concat([first[["reference", "changes"]], wide, first[["split", "interval"]]], axis=1)
+
+
+def detectable(effects: pd.DataFrame) -> pd.Series:
+    """Per effects row: +1 where the interval lies above 0, -1 below, 0 where it includes 0."""
+    return pd.Series(np.where(effects["low"] > 0, 1, np.where(effects["high"] < 0, -1, 0)), index=effects.index)
+
+
+def forest_figure(effects: pd.DataFrame, colors: dict[str, str], metrics: list[str] = EFFECT_METRICS) -> Figure:
+    """Each effect as a point with its 95% interval, one panel per metric, one row per comparison
+    and run, in the run's colour; filled where the interval excludes 0."""
+    keys = list(dict.fromkeys(zip(effects["comparison"], effects["run"], strict=True)))
+    fig = Figure(figsize=(3.6 * len(metrics) + 2.2, 0.36 * len(keys) + 1.4))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        rows = effects[effects["metric"] == metric].set_index(["comparison", "run"])
+        for y, key in enumerate(keys):
+            if key not in rows.index or pd.isna(rows.loc[key, "difference"]):
+                continue
+            r = rows.loc[key]
+            color = colors.get(key[1], "#333")
+            ax.plot([r["low"], r["high"]], [y, y], color=color, linewidth=2)
+            filled = r["low"] > 0 or r["high"] < 0
+            ax.plot(r["difference"], y, "o", color=color, markerfacecolor=color if filled else "white", markersize=7)
+        ax.axvline(0, color="#888", linestyle="--", linewidth=1)
+        ax.set_title(f"{label(metric)}: run − reference", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    first = effects.drop_duplicates(["comparison", "run"]).set_index(["comparison", "run"])
+    usual = first["split"].mode().iloc[0]
+    names = [f"{c}: {r}" + ("" if first.loc[(c, r), "split"] == usual else f" ({first.loc[(c, r), 'split']}"
+                            + (", unpaired)" if "unpaired" in first.loc[(c, r), "interval"] else ")"))
+             for c, r in keys]
+    axes[0].set_yticks(range(len(keys)), names, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Effects with 95% intervals, on {usual} unless named (filled: the interval excludes 0)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figures_figure(table: pd.DataFrame, colors: dict[str, str], metrics: list[str], lines: dict[str, dict]) -> Figure:
+    """Per configuration (rows of a figures table) each metric's mean and 95% interval, one panel
+    per metric, in the configuration's colour; `lines`: name -> metric -> a reference value drawn
+    as a vertical line (chance, step 0)."""
+    fig = Figure(figsize=(3.8 * len(metrics) + 2.0, 0.32 * len(table) + 1.5))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for y, (g, r) in enumerate(table.iterrows()):
+            color = colors.get(g, "#333")
+            ax.plot([r[f"{metric} low"], r[f"{metric} high"]], [y, y], color=color, linewidth=2)
+            ax.plot(r[metric], y, "o", color=color, markersize=6)
+        for (name, values), style in zip(lines.items(), [":", "--", "-."], strict=False):
+            if not _missing(values.get(metric)):
+                ax.axvline(values[metric], color="#666", linestyle=style, linewidth=1, label=name)
+        ax.set_title(label(metric), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(table)), list(table.index), fontsize=8)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    if lines:
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(names))
+    return fig
 
 
 # --------------------------------------------------------------------- the evaluation
 
 
-def evaluation_table(sweep: Sweep) -> pd.DataFrame:
-    """Retrieval and zero-shot figures of every ranked run at step 0 and at the end."""
+def _seed_mean(sweep: Sweep, group: str, split: str, metric: str) -> pd.DataFrame | None:
+    """The per-query outcome of `metric` averaged over a configuration's seeds (sample_id,
+    image_id, outcome), None where its runs lack it."""
+    return _mean_outcome([of_metric(query_outcomes(on_split(_samples(sweep.runs[n].path), split)), metric)
+                          for n in sweep.groups[group]])
+
+
+def _interval_cell(values, groups=None) -> tuple[float, float, float]:
+    """(mean, low, high): the bootstrap interval over images of per-query values (NaN for fewer than two)."""
+    if values is None or len(values) < 2:
+        return (np.nan,) * 3
+    return stats.bootstrap_interval(np.asarray(values, dtype=float), groups, n_resamples=RESAMPLES)
+
+
+def zero_shot_table(sweep: Sweep, split: str) -> pd.DataFrame:
+    """Per configuration, zero-shot classification of the `split` images by their label prompts:
+    accuracy, and balanced accuracy (the mean over labels of each label's accuracy, so that a
+    large label weighs as much as a small one), each from the per-image outcome averaged over the
+    seeds with a bootstrap interval over images (seeds held fixed; balanced accuracy as a weighted
+    mean, the weights held at the split's label counts)."""
     rows = {}
-    for n in sweep.names:
-        rows[(n, "step 0")] = {m: sweep.step0[n].get(m, np.nan) for m in EVALUATION_METRICS}
-        rows[(n, "final")] = {m: sweep.final[n].get(m, np.nan) for m in EVALUATION_METRICS}
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=EVALUATION_METRICS).rename(columns=label)
-    table.index.names = ["run", "when"]
-    return table
-
-
-def peaks(sweep: Sweep) -> pd.DataFrame:
-    """Per ranked run: the epoch of its best validation image → text R@1, that R@1 and the final
-    one, whether it ended more than one validation image below its best ("early"), and whether
-    R@1 on the training probe was still rising after that peak ("rising")."""
-    rows = []
-    for n in sweep.names:
-        val, probe = series(sweep, n), series(sweep, n, split="train")
-        if val.empty:
+    for g in sweep.ranked:
+        if not has_split(sweep, g, split):
             continue
-        peak = val.idxmax()
-        early = bool(val.max() - val.iloc[-1] > one_image(sweep, n) + 1e-9)
-        rows.append({"run": n, "peak_epoch": peak, "best": val.max(), "final": val.iloc[-1], "early": early,
-                     "rising": early and bool(len(probe) and probe.iloc[-1] > probe.get(peak, np.inf))})
-    return pd.DataFrame(rows, columns=["run", "peak_epoch", "best", "final", "early", "rising"])
+        outcome = _seed_mean(sweep, g, split, "zero_shot_accuracy")
+        if outcome is None or outcome.empty:
+            continue
+        images = on_split(_samples(sweep.runs[sweep.groups[g][0]].path), split)
+        label_of = images[images["modality"] == "image"].set_index("sample_id")["label"]
+        weight = balanced_weights(outcome["sample_id"].map(label_of))
+        rows[g] = {"zero_shot_accuracy": _interval_cell(outcome["outcome"]),
+                   "balanced_accuracy": _interval_cell(outcome["outcome"] * weight)}
+    return pd.DataFrame({g: {f"{m}{end}": v for m, t in r.items() for end, v in zip(("", " low", " high"), t,
+                                                                                      strict=True)}
+                         for g, r in rows.items()}).T
 
 
-def forgetting(sweep: Sweep, metric: str = "i2t_R@1") -> pd.DataFrame:
-    """Per run and extra evaluation set (the data the run's starting point was trained on): where
-    it started from and what it trained on, and `metric` on its own validation data and on the
-    extra set at its start and at its end."""
-    rows = []
-    for n, run in sweep.runs.items():
-        for held_out in [e["name"] for e in run.config.get("extra_evals") or []]:
-            frame = forgetting_frame(sweep.evals[sweep.evals["run"] == n], sweep.wise, metric, held_out)
+def balanced_weights(labels: pd.Series) -> np.ndarray:
+    """Per image, the weight that makes the mean of weight × correct the balanced accuracy (the
+    mean over labels of each label's accuracy): images / (labels × images of its label)."""
+    labels = pd.Series(np.asarray(labels))
+    return (len(labels) / (labels.nunique() * labels.map(labels.value_counts()))).to_numpy(dtype=float)
+
+
+@functools.cache
+def _concepts(data: str) -> dict[str, str] | None:
+    """image_id -> concept of a prepared dataset; None where its manifest names none."""
+    try:
+        manifest = load_manifest(data)
+    except (FileNotFoundError, ValueError):
+        return None
+    return dict(zip(manifest["image_id"], manifest["concept"], strict=False)) if "concept" in manifest else None
+
+
+def concept_table(sweep: Sweep, groups: list[str], split: str) -> pd.DataFrame:
+    """Per configuration, R@1 both ways on `split` at the exact level (the query's own caption or
+    image) beside the concept level (any variant of the same concept counts: "woman
+    technologist: dark skin tone" for "woman technologist"), each from the per-query outcome
+    averaged over the seeds, with a bootstrap interval over images. A query whose true match
+    ties a wrong item keeps the exact level's verdict (ties count against the query)."""
+    rows = {}
+    for g in groups:
+        concept_of = _concepts(sweep.config(g).get("data", ""))
+        if concept_of is None or not has_split(sweep, g, split):
+            continue
+        row = {}
+        for prefix, modality in (("i2t", "image"), ("t2i", "text")):
+            per_run = [concept_outcomes(on_split(_samples(sweep.runs[n].path), split), modality, concept_of)
+                       for n in sweep.groups[g]]
+            for level in ("exact", "concept"):
+                mean = np.mean([r[level].to_numpy() for r in per_run], axis=0)
+                row[f"{prefix}_R@1 {level}"] = _interval_cell(mean, per_run[0]["image_id"].to_numpy())
+        rows[g] = row
+    return pd.DataFrame({g: {f"{m}{end}": v for m, t in r.items() for end, v in zip(("", " low", " high"), t,
+                                                                                      strict=True)}
+                         for g, r in rows.items()}).T
+
+
+def concept_outcomes(samples: pd.DataFrame, modality: str, concept_of: dict[str, str]) -> pd.DataFrame:
+    """Per query of `modality` at the last step: image_id, exact (right at R@1) and concept (right,
+    or its top item is another image, or a caption of another image, of the query's concept)."""
+    last = samples[samples["step"] == samples["step"].max()]
+    image_of = dict(zip(last.loc[last["modality"] == "text", "sample_id"], last.loc[last["modality"] == "text",
+                                                                                    "image_id"], strict=True))
+    queries = last[last["modality"] == modality].sort_values("sample_id")
+    top = [ids[0] if len(ids) else None for ids in queries["topk_ids"]]
+    top_image = [image_of.get(t) if modality == "image" else t for t in top]
+    exact = (queries["rank"] == 1).to_numpy()
+    same = np.array([t is not None and t != i and concept_of.get(t) == concept_of.get(i)
+                     for t, i in zip(top_image, queries["image_id"], strict=True)])
+    return pd.DataFrame({"image_id": queries["image_id"].to_numpy(), "exact": exact.astype(float),
+                         "concept": (exact | same).astype(float)})
+
+
+def opposite_moves(effects: pd.DataFrame, a: str = "i2t_R@1", b: str = "zero_shot_accuracy") -> tuple[list, list]:
+    """The runs of effects() whose detectable effects on metrics `a` and `b` point opposite ways,
+    and those with a detectable effect on `b` and none on `a`."""
+    signs = effects.assign(sign=detectable(effects)).pivot_table(index="run", columns="metric", values="sign",
+                                                                 sort=False)
+    if a not in signs or b not in signs:
+        return [], []
+    return (signs.index[signs[a] * signs[b] < 0].tolist(), signs.index[(signs[a] == 0) & (signs[b] != 0)].tolist())
+
+
+def per_label_accuracy(outcomes: pd.DataFrame) -> pd.Series:
+    """label -> the share of its images zero_shot_outcomes gets right, largest label first."""
+    return outcomes.groupby("label")["correct"].mean().reindex(outcomes["label"].value_counts().index)
+
+
+def rank_agreement(table: pd.DataFrame, a: str, b: str) -> tuple[float, float, int]:
+    """Spearman's rank correlation of two metrics over the configurations of a figures table:
+    (rho, two-sided p-value, configurations)."""
+    both = table[[a, b]].dropna()
+    if len(both) < 3 or both[a].nunique() < 2 or both[b].nunique() < 2:  # no ranks to correlate
+        return np.nan, np.nan, len(both)
+    result = scipy_stats.spearmanr(both[a], both[b])
+    return float(result.statistic), float(result.pvalue), len(both)
+
+
+# --------------------------------------------------------------------- forgetting
+
+
+def _over_seeds(values: pd.DataFrame) -> pd.Series:
+    """Each column's mean over the rows (seeds) with analysis.runs.group_table's t-interval, as
+    text cells; a name with "_R@" in it is a rate, and its interval stays within [0, 1]."""
+    runs = [{"run": str(i), "state": "", "config": {"seed": i},
+             "figures": pd.DataFrame({"value": row, "low": np.nan, "high": np.nan})} for i, row in values.iterrows()]
+    table = group_table(runs, {r["run"]: "all" for r in runs}, list(values.columns))
+    return interval_cells(table, list(values.columns)).iloc[0][list(values.columns)]
+
+
+def forgetting(sweep: Sweep, metric: str = "i2t_R@1") -> list[dict]:
+    """Per configuration that evaluates an extra set (what its starting point was trained on):
+    dict(group, held_out, source, trained_on, points, table).
+
+    points: forgetting_frame's points averaged over the seeds (start, end of training, WiSE-FT
+    ratios), drawn by charts.forgetting_chart; table: the same points as text cells, each the
+    mean over seeds with a t-interval over them (the seed-to-seed variation on these images)."""
+    out = []
+    for g in sweep.groups:
+        config = sweep.config(g)
+        for held_out in [e["name"] for e in config.get("extra_evals") or []]:
+            frames = [forgetting_frame(sweep.evals[sweep.evals["run"] == n], sweep.wise, metric, held_out).assign(run=n)
+                      for n in sweep.groups[g]]
+            frame = stack([f for f in frames if not f.empty])
             if frame.empty:
                 continue
-            end = frame.iloc[0]  # forgetting_frame's first point is the end of training
-            rows.append({"run": n, "held_out": held_out,
-                         "source": run.config.get("init_from") or "the pretrained model",
-                         "trained_on": ", ".join(run.config.get("include_labels") or ["its data"]),
-                         "own_start": end["fine_tuning_data"] - end["gain_on_fine_tuning_data"],
-                         "own_end": end["fine_tuning_data"],
-                         "held_start": end["held_out"] - end["change_on_held_out"], "held_end": end["held_out"]})
-    out = pd.DataFrame(rows, columns=["run", "held_out", "source", "trained_on", "own_start", "own_end",
-                                      "held_start", "held_end"])
-    out["lost"] = ((out["held_start"] - out["held_end"]) / out["held_start"]).where(out["held_start"] != 0)
+            start = frame[frame["point"] == "end of training"].assign(
+                point="start (step 0)",
+                fine_tuning_data=lambda f: f["fine_tuning_data"] - f["gain_on_fine_tuning_data"],
+                held_out=lambda f: f["held_out"] - f["change_on_held_out"],
+                gain_on_fine_tuning_data=0.0, change_on_held_out=0.0)
+            frame = pd.concat([start, frame], ignore_index=True)
+            order = list(dict.fromkeys(frame["point"]))
+            # "_R@" in a name keeps its interval within [0, 1] (_over_seeds); the changes may be negative
+            values = {"fine_tuning_data": f"{metric}: own val", "held_out": f"{metric}: {held_out}",
+                      "gain_on_fine_tuning_data": "gain: own val", "change_on_held_out": f"change: {held_out}"}
+            table = pd.DataFrame({p: _over_seeds(frame.loc[frame["point"] == p, list(values)].rename(columns=values)
+                                                 .reset_index(drop=True)) for p in order}).T
+            table = table.rename(columns=lambda c: c.replace(metric, label(metric)))
+            points = (frame.groupby("point", sort=False)
+                      .agg(wise_ft_ratio=("wise_ft_ratio", "first"), **{c: (c, "mean") for c in values})
+                      .reset_index().assign(run=g))
+            out.append({"group": g, "held_out": held_out, "source": _source_group(sweep, config),
+                        "trained_on": ", ".join(config.get("include_labels") or ["its data"]),
+                        "points": points[points["point"] != "start (step 0)"], "table": table,
+                        "seeds": len(sweep.groups[g])})
     return out
 
 
-def wise_table(sweep: Sweep, run: str) -> pd.DataFrame:
-    """A run's WiSE-FT evaluations: R@1 both ways per split (columns) and mixing ratio α (rows)."""
-    w = sweep.wise
-    mixed = w[(w["run"] == run) & w["metric"].isin(["i2t_R@1", "t2i_R@1"])] if not w.empty else w
-    if mixed.empty:
-        return pd.DataFrame()
-    table = mixed.pivot_table(index="wise_ft_ratio", columns=["split", "metric"], values="value", aggfunc="last")
-    table.index.name = "WiSE-FT ratio α"
-    return table
+def _source_group(sweep: Sweep, config: dict) -> str:
+    """The configuration a run's init_from names (its run, one seed of it, is in the sweep)."""
+    source = config.get("init_from")
+    return sweep.group_of(source) if source in sweep.runs else source or "the pretrained model"
 
 
-def balanced_ratio(table: pd.DataFrame, held_out: str, metric: str = "i2t_R@1") -> float:
-    """The WiSE-FT ratio that keeps most of both: the largest sum of the shares of their best
-    values that `metric` reaches on the run's own validation data and on `held_out`."""
-    own, held = table[("val", metric)], table[(held_out, metric)]
-    return float((own / own.max() + held / held.max()).idxmax())
+def forgetting_chart(sweep: Sweep, f: dict) -> alt.Chart:
+    """charts.forgetting_chart of one forgetting() entry, the seeds' mean, in its configuration's colour."""
+    return charts.forgetting_chart(f["points"], "i2t_R@1", f["held_out"], colors={f["group"]: sweep.colors[f["group"]]}
+                                   ).properties(
+        width=480, height=280)
+
+
+# ------------------------------------------------------------- texts the dataset does not hold
+
+
+# Prompt templates for the emoji's Unicode groups, in the manner of CLIP's ImageNet ensemble.
+TEMPLATES = ["an emoji of the category {}", "{}", "an emoji from the group {}", "a {} emoji", "an icon of {}",
+             "a picture in the category {}"]
+QUERIES = ["a red fruit", "something you wear on your head", "a very sad face", "a vehicle that flies",
+           "an animal that lives in the sea", "a sport played with a ball"]
+
+
+def encode_texts(run: run_store.Run, texts: list[str]) -> np.ndarray:
+    """The run's embeddings of `texts` (training/encode_text.py in a subprocess: the text tower
+    needs torch, which analysis/ and the notebook never import). RuntimeError with the script's
+    last words where it fails (a hub model offline, weights that do not fit)."""
+    done = subprocess.run([sys.executable, str(ROOT / "training" / "encode_text.py"), str(run.path), *texts],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    if done.returncode:
+        raise RuntimeError((done.stderr.strip().splitlines() or ["no message"])[-1])
+    return np.asarray(json.loads(done.stdout)["embeddings"], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class TextProbe:
+    """A run's last validation embeddings with texts the dataset does not hold, embedded by its
+    own text tower: free-text queries and zero-shot prompts under several templates."""
+
+    rows: pd.DataFrame  # the images' embedding rows (no vectors)
+    images: np.ndarray  # [images, dim], the stored vectors
+    labels: list[str]  # the dataset's labels, the classes zero-shot chooses among
+    queries: dict[str, np.ndarray]  # query -> [dim]
+    prompts: dict[str, np.ndarray]  # template -> [labels, dim]
+    template: str  # the run's own template (its stored zero-shot outcomes used it)
+
+
+def text_probe(run: run_store.Run, queries: list[str] = QUERIES, templates: list[str] = TEMPLATES) -> TextProbe:
+    """Embeds `queries` and every template's prompts in one call of the run's text tower."""
+    template = run.config.get("prompt_template") or "{}"
+    templates = list(dict.fromkeys([template, *templates]))
+    labels = label_list(load_manifest(run.config.get("data", ""))["label"])
+    vectors = encode_texts(run, [*queries, *(t.format(n) for t in templates for n in labels)])
+    rows, images = run_store.read_last_vectors(run.path)
+    keep = (rows["modality"] == "image").to_numpy()
+    prompts = vectors[len(queries):].reshape(len(templates), len(labels), -1)
+    return TextProbe(rows=rows[keep].reset_index(drop=True), images=images[keep], labels=labels,
+                     queries=dict(zip(queries, vectors[:len(queries)], strict=True)),
+                     prompts=dict(zip(templates, prompts, strict=True)), template=template)
+
+
+def query_figure(probe: TextProbe, thumbs: dict[str, bytes], k: int = 5) -> Figure:
+    """Each free-text query with its `k` nearest validation images and their cosines."""
+    fig = Figure(figsize=(1.6 * k + 1.8, 1.7 * len(probe.queries)))
+    axes = fig.subplots(len(probe.queries), k, squeeze=False)
+    for row_axes, (query, vector) in zip(axes, probe.queries.items(), strict=True):
+        scores = probe.images @ vector
+        for ax, i in zip(row_axes, np.argsort(-scores)[:k], strict=True):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            image_id = probe.rows["image_id"].iloc[i]
+            if image_id in thumbs:
+                ax.imshow(_picture(thumbs[image_id]))
+            ax.set_xlabel(f"{textwrap.shorten(probe.rows['caption'].iloc[i], 20, placeholder='…')}\n{scores[i]:.2f}",
+                          fontsize=7)
+        row_axes[0].set_ylabel("\n".join(textwrap.wrap(f"“{query}”", 18)), fontsize=8, rotation=0, ha="right",
+                               va="center")
+    fig.suptitle(f"Free-text queries: the {k} nearest validation images (their caption, cosine)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _class_embeddings(probe: TextProbe, template: str | None) -> np.ndarray:
+    """[labels, dim]: one template's prompts, or with None the ensemble of all templates (the mean
+    of their normalised embeddings, normalised again, as CLIP's prompt ensembles)."""
+    if template is not None:
+        return probe.prompts[template]
+    mean = np.mean(list(probe.prompts.values()), axis=0)
+    return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+
+def zero_shot_outcomes(probe: TextProbe, template: str | None) -> pd.DataFrame:
+    """Per validation image: its label, the predicted label (the nearest prompt) and whether it is
+    right; a tie between its own label's prompt and another counts against it, as in evaluation."""
+    sims = probe.images @ _class_embeddings(probe, template).T
+    index = {n: i for i, n in enumerate(probe.labels)}
+    target = probe.rows["label"].map(index).to_numpy()
+    own = sims[np.arange(len(sims)), target]
+    correct = (sims >= own[:, None]).sum(axis=1) == 1
+    return pd.DataFrame({"image_id": probe.rows["image_id"], "label": probe.rows["label"],
+                         "predicted": [probe.labels[i] for i in sims.argmax(axis=1)], "correct": correct.astype(float)})
+
+
+def agreement(outcomes: pd.DataFrame, samples: pd.DataFrame) -> float:
+    """The share of zero_shot_outcomes' images whose outcome is the one the run stored (samples:
+    its samples.parquet rows): how faithfully the probe's rebuilt text tower repeats the evaluation."""
+    stored = validation(samples).query("modality == 'image'").set_index("image_id")["zero_shot_correct"]
+    return float((outcomes.set_index("image_id")["correct"] == stored.reindex(outcomes["image_id"])).mean())
+
+
+def best_cosines(probe: TextProbe) -> pd.Series:
+    """query -> the cosine of its nearest validation image."""
+    return pd.Series({q: float((probe.images @ v).max()) for q, v in probe.queries.items()})
+
+
+def prompt_table(probe: TextProbe) -> pd.DataFrame:
+    """Zero-shot accuracy and balanced accuracy of the validation images under each template and
+    the ensemble of all, with bootstrap intervals over images, and each one's paired difference
+    in accuracy from the run's own template."""
+    own = zero_shot_outcomes(probe, probe.template)["correct"].to_numpy()
+    figures_, verdicts = {}, {}
+    for template in [*probe.prompts, None]:
+        out = zero_shot_outcomes(probe, template)
+        weight = balanced_weights(out["label"])
+        name = "ensemble of all" if template is None else f"“{template}”"
+        figures_[name] = {f"{m}{end}": v for m, values in (("zero_shot_accuracy", out["correct"]),
+                                                            ("balanced_accuracy", out["correct"] * weight))
+                          for end, v in zip(("", " low", " high"), _interval_cell(values), strict=True)}
+        paired = stats.paired_difference(own, out["correct"].to_numpy(), n_resamples=RESAMPLES)
+        verdicts[name] = ("(the run's own)" if template == probe.template
+                          else stats.verdict(paired.diff, paired.low, paired.high, "zero_shot_accuracy"))
+    table = cells(pd.DataFrame(figures_).T, ["zero_shot_accuracy", "balanced_accuracy"])
+    return table.assign(**{"accuracy against the run's template": pd.Series(verdicts)})
+
+
+def confusion_figure(outcomes: pd.DataFrame, title: str) -> Figure:
+    """The confusion matrix of zero-shot predictions: rows the true label, columns the predicted,
+    each row as shares of its images (the counts in the cells)."""
+    labels = sorted(set(outcomes["label"]) | set(outcomes["predicted"]))
+    counts_ = pd.crosstab(outcomes["label"], outcomes["predicted"]).reindex(index=labels, columns=labels, fill_value=0)
+    shares = counts_.div(counts_.sum(axis=1).replace(0, 1), axis=0)
+    fig = Figure(figsize=(7.2, 5.6))
+    ax = fig.subplots()
+    image = ax.imshow(shares.to_numpy(), cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts_.to_numpy()):
+        if n:
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                    color="white" if shares.iloc[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), [f"{n} ({counts_.loc[n].sum()})" for n in labels], fontsize=8)
+    ax.set(xlabel="predicted label", ylabel="true label (images)", title=title)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the row's images")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------- the sweep to try next
+
+
+def sweep_file_table(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sweep file as two short tables: one row per [base], run and grid with the settings it
+    sets ("lr 1e-05, ..."), and its comparisons; empty frames where the file is absent."""
+    import tomllib
+
+    if not path.is_file():
+        return pd.DataFrame(), pd.DataFrame()
+    spec = tomllib.loads(path.read_text())
+    parts = {"[base]": spec.get("base", {}), **(spec.get("runs") or {}),
+             **{f"[grid] {n}": o for n, o in (spec.get("grids") or {}).items()}}
+    settings = pd.DataFrame({"settings": {n: ", ".join(f"{k} {v if isinstance(v, (list, dict)) else setting(v)}"
+                                                       for k, v in o.items()) for n, o in parts.items()}})
+    comparisons = pd.DataFrame([{"comparison": n, "reference": c.get("reference"), "runs": ", ".join(c.get("runs", [])),
+                                 "factor": ", ".join(c.get("factor", [])), "note": c.get("note", "")}
+                                for n, c in (spec.get("comparisons") or {}).items()])
+    return settings, comparisons
+
+
+def train_command(config: dict) -> tuple[Path, str]:
+    """The sweep file a run came from (relative to the working folder where it lies inside it)
+    and the command that trains that sweep."""
+    sweep_file = Path(str(config.get("sweep_file", "")))
+    is_default = bool(sweep_file.name) and sweep_file.resolve() == DEFAULT_SWEEP.resolve()
+    if sweep_file.is_absolute() and sweep_file.is_relative_to(Path.cwd()):
+        sweep_file = sweep_file.relative_to(Path.cwd())
+    return sweep_file, "accelerate launch training/train.py" + ("" if is_default else f" --sweep {sweep_file}")
+
+
+def interval_text(table: pd.DataFrame, row: str, metric: str) -> str:
+    """One figure of a figures table for a sentence: "0.312 [0.280, 0.345]" ("NaN" where missing)."""
+    if row not in table.index or metric not in table.columns:
+        return "NaN"
+    return interval_cells(table.loc[[row]], [metric]).iloc[0][metric]

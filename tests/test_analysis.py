@@ -231,74 +231,100 @@ def test_analysis_and_charts_import_neither_torch_nor_streamlit():
 
 def test_report_numbers_keep_their_precision_and_show_nan_as_nan():
     assert report.num(0.123456) == "0.123" and report.num(0.00122, 2) == "0.0012"
-    assert report.signed(0.0111) == "+0.011" and report.signed(-0.1) == "-0.100"
     assert report.pct(0.3678) == "36.8%"
     for missing in (None, float("nan"), np.float32("nan"), pd.NA):
-        assert report.num(missing) == report.signed(missing) == report.pct(missing) == "NaN"
+        assert report.num(missing) == report.pct(missing) == "NaN"
     assert report.counts(pd.Series({"train": 3126, "val": 818})) == "3,126 train, 818 val"
+    assert report.setting(2e-5) == "2e-05" and report.setting(0.001) == "0.001"  # not the "0.0" of a fixed precision
+    assert report.setting(None) == "-" and report.setting(512) == "512"
 
 
-def test_knob_groups_put_a_run_under_every_knob_it_turns():
-    base = {"lr": 1e-3, "batch_size": 8, "epochs": 2}
-    configs = {"base": base, "lr": {**base, "lr": 1e-4},
-               "unlocked": {**base, "unlock_text": 2, "epochs": 5},  # fewer epochs ride along: no group of their own
-               "both": {**base, "batch_size": 16, "learn_temperature": False},
-               "longer": {**base, "epochs": 4}, "accum": {**base, "accum_steps": 2}}
-    groups = report.knob_groups(configs, "base", list(configs))
-    assert list(groups.items()) == [("Learning rate", ["lr"]), ("Batch size", ["both"]),
-                                    ("Locked vs trainable towers", ["unlocked"]), ("Temperature", ["both"]),
-                                    ("Epochs only", ["longer"]), ("Other (accum_steps)", ["accum"])]
-    assert report.baseline(configs) == "base"
-    assert report.baseline({"x": {"lr": 1.0}, "y": {"lr": 2.0}}) == "x"  # a tie: the first
+def seeded_sweep(root: Path, comparisons: list[dict]) -> report.Sweep:
+    """tests/synthetic_runs.make_seeded_runs's sweep, its sweep.json naming `comparisons`."""
+    from tests.synthetic_runs import make_seeded_runs
+
+    make_seeded_runs(root)
+    run_store.write_sweep_summary(root, "s", {"comparisons": comparisons})
+    return report.load_sweep(root)
 
 
-def test_verdict_needs_more_than_half_a_point_and_a_number():
-    assert report.verdict(0.011) == "better than" and report.verdict(-0.011) == "worse than"
-    assert report.verdict(0.004) == report.verdict(-0.004) == "about the same as"
-    assert report.verdict(float("nan")) == "not comparable with"
+def test_load_sweep_groups_seeds_and_takes_the_reference_from_the_comparisons(tmp_path):
+    sweep = seeded_sweep(tmp_path, [{"name": "lr", "reference": "base", "runs": ["better", "close"], "factor": ["lr"]},
+                                    {"name": "gone", "reference": "base", "runs": ["not-trained"], "factor": ["lr"]}])
+    assert sweep.groups["base"] == ["base.s0", "base.s1", "base.s2"] and sweep.groups["better"] == ["better.s0",
+                                                                                                    "better.s1"]
+    assert sweep.reference == "base" and sweep.detail == "base.s0"
+    assert [c["name"] for c in sweep.comparisons] == ["lr"]  # a comparison of configurations not here is left out
+    assert sweep.subset == ["subset"] and "subset" not in sweep.ranked
+    assert len(set(sweep.colors.values())) == len(sweep.groups)  # one colour per configuration
+    assert "31 usable runs" not in report.header(sweep) and "8 usable runs in 5 configurations" in report.header(sweep)
 
 
-def hand_made_sweep(runs: dict[str, tuple[dict, list[tuple]]], base: str) -> report.Sweep:
-    """A Sweep of runs given as name -> (config, [(step, epoch, split, metric, value)])."""
-    evals = stack([pd.DataFrame(rows, columns=["step", "epoch", "split", "metric", "value"])
-                   .assign(wise_ft_ratio=np.nan, run=n) for n, (_, rows) in runs.items()])
-    return report.Sweep(
-        root=Path("runs"), name="s", runs={n: run_store.Run("s", n, Path(n), config=c) for n, (c, _) in runs.items()},
-        names=list(runs), subset_runs=[], evals=evals, wise=evals.iloc[:0],
-        metrics=pd.DataFrame(columns=["step", "epoch", "wall_time", "name", "value", "run"]),
-        final={n: last_eval(evals, run=n) for n in runs}, step0={n: last_eval(evals, "val", "first", n) for n in runs},
-        base=base, best=base, damaged=[])
+def test_effects_name_a_direction_only_where_the_interval_excludes_zero(tmp_path):
+    sweep = seeded_sweep(tmp_path, [{"name": "lr", "reference": "base", "runs": ["better", "worse"],
+                                     "factor": ["lr"]}])
+    effects = report.effects(sweep, "test").set_index(["run", "metric"])  # no test split here: val instead
+    better, worse = effects.loc[("better", "i2t_R@1")], effects.loc[("worse", "i2t_R@1")]
+    assert better["split"] == "val" and better["interval"] == "seeds and images resampled"
+    assert better["difference"] == pytest.approx(31.5 / 40 - 12 / 40) and better["low"] > 0
+    assert better["verdict"].startswith("higher (better), +0.488 [")
+    assert worse["interval"] == "single runs, images resampled"  # one seed: seed variation cannot be measured
+    assert worse["verdict"].startswith("lower (worse)")
+    table = report.effects_table(report.effects(sweep, "val"))
+    assert list(table.index) == [("lr", "better"), ("lr", "worse")] and table.loc[("lr", "better"), "changes"] == \
+        "lr 0.001 → 0.003"
+    assert list(report.detectable(effects.reset_index()).iloc[:2]) == [1, 1]  # i2t R@1 and R@5 of better
 
 
-def test_knob_effects_compare_a_shorter_run_with_the_baseline_at_its_last_epoch():
-    def val(values):  # R@1 by epoch, 10 validation images
-        return [(10 * e, float(e), "val", m, v) for e, r1 in enumerate(values) for m, v in
-                (("i2t_R@1", r1), ("n_images", 10.0))]
-    sweep = hand_made_sweep({"base": ({"epochs": 3}, val([0.1, 0.3, 0.4, 0.5])),
-                             "short": ({"epochs": 2, "unlock_text": 1}, val([0.1, 0.2, 0.3])),
-                             "lr": ({"epochs": 3, "lr": 1e-4}, val([0.1, 0.5, 0.6, 0.55]))}, "base")
-    effects = report.knob_effects(sweep, report.knob_groups(sweep.configs, "base", sweep.names)).set_index("run")
-    short, lr = effects.loc["short"], effects.loc["lr"]
-    assert short["knob"] == "Locked vs trainable towers" and "`epochs` 3 → 2" in short["changes"]
-    assert short["difference"] == pytest.approx(-0.2) and short["verdict"] == "worse than"
-    assert short["stopped_at"] == 2 and short["base_when_stopped"] == 0.4  # the baseline at epoch 2, not its end
-    assert short["still_best"]  # behind, but still at its best: more epochs might close the gap
-    assert math.isnan(lr["stopped_at"]) and not lr["still_best"]  # ahead of the baseline at the same epochs
-    assert lr["verdict"] == "better than" and lr["base_r1"] == 0.5
+def test_runs_on_other_images_are_compared_unpaired(tmp_path):
+    from tests.synthetic_runs import known_ranks, samples_frame, write_run
+
+    sweep = seeded_sweep(tmp_path, [])
+    write_run(tmp_path, "s/elsewhere", samples_frame(known_ranks(30), ids=[f"other{i}" for i in range(40)]),
+              {"lr": 1e-3, "data": "other"})
+    sweep = report.load_sweep(tmp_path)
+    rows = pd.DataFrame(report.compare(sweep, "close", "elsewhere", "val", ["i2t_R@1"]))
+    assert rows.loc[0, "interval"].startswith("unpaired")
+    assert rows.loc[0, "difference"] == pytest.approx(0.0) and rows.loc[0, "low"] < 0 < rows.loc[0, "high"]
+    assert rows.loc[0, "verdict"].startswith("no detectable difference")
 
 
-def test_majority_label_counts_labelled_images_only():
+def test_balanced_weights_make_every_label_count_alike():
+    labels, correct = pd.Series(["a", "a", "a", "b"]), np.array([1.0, 1.0, 1.0, 0.0])
+    assert (correct * report.balanced_weights(labels)).mean() == pytest.approx(0.5)  # (1 + 0) / 2, not 3 / 4
+    assert report.balanced_weights(pd.Series(["a", "b"])).tolist() == [1.0, 1.0]
+
+
+def test_concept_outcomes_count_another_variant_of_the_concept_but_not_a_tie():
+    samples = pd.DataFrame({
+        "modality": ["image"] * 3 + ["text"] * 3, "step": 5, "sample_id": ["i1", "i2", "i3", "t1", "t2", "t3"],
+        "image_id": ["a1", "a2", "b", "a1", "a2", "b"], "rank": [1, 3, 2, 2, 1, 4],
+        "topk_ids": [["t1"], ["t1"], ["t3"], ["a2"], ["a2"], ["a1"]]})
+    concept = {"a1": "a", "a2": "a", "b": "b"}
+    images = report.concept_outcomes(samples, "image", concept).set_index("image_id")
+    assert images["exact"].tolist() == [1.0, 0.0, 0.0]
+    assert images["concept"].tolist() == [1.0, 1.0, 0.0]  # a2's first caption is a1's; b's is its own, tied: wrong
+    texts = report.concept_outcomes(samples, "text", concept).set_index("image_id")
+    assert texts["concept"].tolist() == [1.0, 1.0, 0.0]  # t1's first image is a2, of its concept
+
+
+def test_opposite_moves_and_label_shares():
+    effects = pd.DataFrame({"run": ["x", "x", "y", "y"], "metric": ["i2t_R@1", "zero_shot_accuracy"] * 2,
+                            "low": [-0.1, 0.1, -0.1, 0.02], "high": [-0.05, 0.2, 0.1, 0.05]})
+    assert report.opposite_moves(effects) == (["x"], ["y"])
     samples = pd.DataFrame({"modality": ["image"] * 5 + ["text"] * 3,
                             "label": ["a", "b", "", None, "b", "a", "a", "a"]})
-    majority, share = report.majority_label(samples)
-    assert majority == "b" and share == pytest.approx(2 / 3)
-    assert report.majority_label(samples.assign(label="")) == (None, pytest.approx(np.nan, nan_ok=True))
+    shares = report.label_shares(samples)
+    assert shares.index[0] == "b" and shares.iloc[0] == pytest.approx(2 / 3)  # labelled images only
+    assert report.label_shares(samples.assign(label="")).empty
 
 
-def test_balanced_ratio_keeps_most_of_both_sets():
-    table = pd.DataFrame({("val", "i2t_R@1"): [0.1, 0.3, 0.4], ("held", "i2t_R@1"): [0.5, 0.45, 0.2]},
-                         index=[0.0, 0.5, 1.0])
-    assert report.balanced_ratio(table, "held") == 0.5  # 0.75 + 0.9 beats 0.2 + 1 and 1 + 0.4
+def test_source_shows_training_code_without_importing_it():
+    code = ("import sys; from analysis import report; s = report.source('training/step.py', 'Stepper.__call__'); "
+            "assert s.startswith('def __call__(self, batch'), s[:40]; "
+            "assert 'torch' not in sys.modules, 'report.source imported torch'")
+    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_report_imports_no_torch():
