@@ -13,15 +13,18 @@ from training import run_store
 from views.readers import all_evals, all_wise_ft, cached, sources
 from views.vega import draw, vega_lite
 
+OWN_SPLITS = ["train", "val", "test"]  # a run's own data; any other split is an extra evaluation set
+
 
 def view(runs: list[run_store.Run]) -> None:
+    every_split, wise = all_evals(sources(runs)), all_wise_ft(sources(runs))
+    extra = every_split[~every_split["split"].isin(OWN_SPLITS)] if not every_split.empty else every_split
+    kept = set(extra.get("run", [])) | set(wise.get("run", []))
+    runs = [r for r in runs if r.key in kept]  # only the runs that measure forgetting are drawn
     src = sources(runs)
-    every_split = all_evals(src)
-    wise = all_wise_ft(src)
-    extra = every_split[~every_split["split"].isin(["train", "val"])] if not every_split.empty else every_split
     if extra.empty and wise.empty:
-        st.info("The selected runs have no forgetting evaluation: their eval.parquet holds only the train and "
-                "val splits, and no WiSE-FT rows. A run gets them with extra_evals and wise_ft_ratios in its "
+        st.info("The selected runs have no forgetting evaluation: their eval.parquet holds only the train, "
+                "val and test splits, and no WiSE-FT rows. A run gets them with extra_evals and wise_ft_ratios in its "
                 "sweep (the default sweep's stage2-people has both).")
         return
     metric = metric_choice(sorted(set(extra.get("metric", [])) | set(wise.get("metric", []))))
