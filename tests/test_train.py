@@ -247,3 +247,18 @@ def test_default_sweep_compares_one_factor_at_a_time_over_three_seeds(tmp_path):
         bad.write_text(text.replace("[runs.lr-3e-4]\nlr = 3e-4\n", f"[runs.lr-3e-4]\nlr = 3e-4\n{extra}\n"))
         with pytest.raises(ConfigError, match="differs from its reference|has seeds"):
             load_sweep(bad)
+
+
+def test_an_openmoji_prepared_with_an_older_split_is_refused_with_the_fix(tmp_path):
+    """A copy of openmoji prepared by an older version (split by base emoji, no test split)
+    would be trained on silently; train.py names the difference and the command that fixes it."""
+    import json
+
+    from training.train import stale_split
+
+    (tmp_path / "report.json").write_text(json.dumps({"split_by": "base", "test_fraction": 0.0}))
+    why = stale_split("openmoji", tmp_path)
+    assert "split_by" in why and "python data/prepare.py openmoji" in why
+    (tmp_path / "report.json").write_text(json.dumps({"split_by": "concept", "test_fraction": 0.2}))
+    assert stale_split("openmoji", tmp_path) is None
+    assert stale_split("synthetic", tmp_path) is None  # not auto-prepared: its splits are the user's

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -31,7 +32,7 @@ from accelerate import Accelerator, DataLoaderConfiguration  # noqa: E402
 from accelerate.utils import ProjectConfiguration  # noqa: E402
 
 from analysis.runs import summary_table  # noqa: E402
-from data.manifest import DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
+from data.manifest import MANIFEST, REPORT, DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
 from training import run_store  # noqa: E402
 from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_sweep, parse_set  # noqa: E402
 from training.features import CACHE_DIR, warm_cache  # noqa: E402
@@ -94,9 +95,27 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+# What a prepared copy of an auto-prepared dataset must have been made with: an older copy of
+# openmoji (split by base emoji, no test split) would otherwise be trained on silently.
+AUTO_SPLITS = {"openmoji": {"split_by": "concept", "test_fraction": 0.2},
+               "openmoji-leaky": {"split_by": "base", "test_fraction": 0.0}}
+
+
+def stale_split(name: str, folder: Path | None = None) -> str | None:
+    """Why the prepared copy (in `folder`, default its place under data/) of an auto-prepared
+    dataset was made with other splits, if it was."""
+    report = (folder or dataset_dir(name)) / REPORT
+    prepared = json.loads(report.read_text()) if report.exists() else {}
+    wrong = {k: prepared.get(k) for k, v in AUTO_SPLITS.get(name, {}).items() if prepared.get(k) != v}
+    return (f"data/{name} was prepared with {wrong}, not the current {AUTO_SPLITS[name]}: delete it (train.py "
+            f"prepares it again) or run: python data/prepare.py {' '.join(AUTO_PREPARE[name])}") if wrong else None
+
+
 def ensure_data(configs: list[RunConfig], accelerator: Accelerator, timer: Timer) -> None:
     for name in sorted({c.data for c in configs}):
-        if (dataset_dir(name) / "manifest.parquet").exists():
+        if (dataset_dir(name) / MANIFEST).exists():
+            if why := stale_split(name):
+                raise ConfigError(why)
             continue
         with timer("prepare"), accelerator.main_process_first():
             if accelerator.is_main_process:
