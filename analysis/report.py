@@ -334,6 +334,7 @@ def dataset(data: str, manifest: pd.DataFrame) -> Dataset:
         attribution = ATTRIBUTION
     images = manifest.drop_duplicates("image_id")
     concepts = images.groupby("split")["concept"].nunique() if "concept" in images else pd.Series(dtype=int)
+    concepts = concepts.reindex(images["split"].value_counts().index)  # the splits' order: largest first, as per_split
     labels = manifest["label"].replace("", np.nan).dropna().value_counts()
     return Dataset(name=Path(str(data)).name, source=source, attribution=attribution, size=prepared.get("size"),
                    split_by=prepared.get("split_by"), images=images, per_split=images["split"].value_counts(),
