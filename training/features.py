@@ -66,9 +66,6 @@ class TowerBatch:
     def model_args(self) -> tuple:
         return self.image, self.text, self.image_start, self.text_start
 
-    def to(self, device: torch.device) -> TowerBatch:
-        return replace(self, image=to_device(self.image, device), text=to_device(self.text, device))
-
     def split(self, k: int) -> list[TowerBatch]:
         """k micro-batches (fewer when the batch is shorter than k)."""
         images, texts = _chunks(self.image, k), _chunks(self.text, k)

@@ -287,8 +287,10 @@ class Trainer:
                 results[es.name] = evaluate(self.model, es.inputs, es.view, es.labels, self.cfg.prompt_template,
                                             self.cfg.top_k)
             if self.main and log:
-                with self.timer("intervals"):  # the train probe only gauges overfitting: no interval
-                    bounds = figure_intervals(results[es.name]) if reported and es.name != "train" else {}
+                bounds = {}
+                if reported and es.name != "train":  # the train probe only gauges overfitting: no interval
+                    with self.timer("intervals"):
+                        bounds = figure_intervals(results[es.name])
                 self.writer.log_eval(self.step, epoch, es.name, results[es.name].values, wise_ft_ratio, bounds)
         if log and wise_ft_ratio is None:
             self.accelerator.log({f"eval/{name}/{k}": v for name, ev in results.items() for k, v in ev.values.items()},
