@@ -99,16 +99,19 @@ def _of_units(values: np.ndarray, unit: np.ndarray, n_units: int, statistic: Cal
 
 
 def _bootstrap(data: tuple, statistic: Callable, per_draw: int, confidence: float, n_resamples: int,
-               seed: int, method: str, previous=None):
-    """scipy.stats.bootstrap in batches of BATCH_ELEMENTS; `previous` reuses its resamples."""
+               seed: int, method: str, previous=None, per_resample: int | None = None):
+    """scipy.stats.bootstrap in batches of about BATCH_ELEMENTS; `previous` reuses its
+    resamples. `per_resample` (default per_draw): the indices one resample draws, which fixes
+    the batch and so the draws: callers that compute several figures at once pass the one
+    figure's count, so that they draw what bootstrap_interval would for each."""
     with warnings.catch_warnings():
         # Degenerate data (every resample equal) is detected from the result and handled by the caller.
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         return stats.bootstrap(data, statistic, n_resamples=0 if previous else n_resamples,
                                confidence_level=confidence, method=method, bootstrap_result=previous,
-                               batch=max(1, BATCH_ELEMENTS // per_draw), rng=np.random.default_rng(seed),
-                               vectorized=True)
+                               batch=max(1, BATCH_ELEMENTS // (per_resample or per_draw)),
+                               rng=np.random.default_rng(seed), vectorized=True)
 
 
 def _is_binary(values: np.ndarray) -> bool:
@@ -150,18 +153,83 @@ def bootstrap_interval(values, groups=None, statistic: Callable = np.mean, confi
     return estimate, float(low), float(high)
 
 
-def recall_at_k_intervals(image_ranks, text_ranks, text_image_ids, ks=(1, 5, 10), confidence: float = CONFIDENCE,
-                          n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict[str, tuple[float, float, float]]:
-    """metric -> (value, low, high) for i2t/t2i R@k and mean rank; captions resampled with their images."""
-    image_ranks, text_ranks = np.asarray(image_ranks, dtype=float), np.asarray(text_ranks, dtype=float)
-    options = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
+def rate_intervals(per_image: Mapping[str, tuple[np.ndarray, np.ndarray]], proportions=(),
+                   confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                   seed: int = SEED) -> dict[str, tuple[float, float, float]]:
+    """name -> (value, low, high) for figures that are ratios of per-image sums, all from ONE
+    set of image resamples: `per_image[name]` is (sum of the outcomes of the image's queries,
+    number of its queries) for every image, in one order (an image-to-text rate: the image's
+    0/1 and 1; a caption-level rate: the sum over its captions and their count).
+
+    The same BCa bootstrap as bootstrap_interval's, with the same draws (same seed, same
+    images), so each figure's interval is the one bootstrap_interval gives it alone, at a
+    fraction of the cost: the resampling and the jackknife are done once, not once per
+    figure. `proportions`: names whose outcomes are 0/1, which get bootstrap_interval's
+    exact fallback where BCa is undefined (every image right, or none)."""
+    names = list(per_image)
+    sums = np.stack([np.asarray(per_image[k][0], dtype=float) for k in names])
+    counts = np.stack([np.asarray(per_image[k][1], dtype=float) for k in names])
+    n_units = sums.shape[1]
+    if n_units < 2:
+        raise ValueError(f"a bootstrap over images needs at least two images, got {n_units}")
+
+    def of_units(idx, axis=-1):
+        # Each resample as how many times it drew each image: two matrix products for all figures.
+        rows = idx.reshape(-1, idx.shape[-1])
+        flat = (rows + n_units * np.arange(len(rows))[:, None]).ravel()
+        times = np.bincount(flat, minlength=len(rows) * n_units).reshape(len(rows), n_units).astype(float)
+        return ((times @ sums.T) / (times @ counts.T)).T.reshape(len(names), *idx.shape[:-1])
+
+    estimates = sums.sum(1) / counts.sum(1)
+    result = _bootstrap((np.arange(n_units),), of_units, n_units * len(names), confidence, n_resamples, seed, "BCa",
+                        per_resample=n_units)
+    low, high = (np.atleast_1d(b) for b in result.confidence_interval)
     out = {}
-    for prefix, ranks, groups in (("i2t", image_ranks, None), ("t2i", text_ranks, text_image_ids)):
-        for k in ks:
-            out[f"{prefix}_R@{k}"] = bootstrap_interval((ranks <= k).astype(float), groups, proportion=True,
-                                                        **options)
-        out[f"{prefix}_mean_rank"] = bootstrap_interval(ranks, groups, **options)
+    percentile = None
+    for i, name in enumerate(names):
+        estimate = float(estimates[i])
+        if np.isfinite(low[i]) and np.isfinite(high[i]):
+            out[name] = (estimate, float(low[i]), float(high[i]))
+        elif name in proportions and estimate in (0.0, 1.0):
+            ci = stats.binomtest(int(estimate * n_units), n_units).proportion_ci(confidence, method="exact")
+            out[name] = (estimate, float(ci.low), float(ci.high))
+        else:
+            if percentile is None:
+                percentile = _bootstrap((np.arange(n_units),), of_units, n_units * len(names), confidence,
+                                        n_resamples, seed, "percentile", previous=result,
+                                        per_resample=n_units).confidence_interval
+            out[name] = (estimate, float(np.atleast_1d(percentile[0])[i]), float(np.atleast_1d(percentile[1])[i]))
     return out
+
+
+def recall_at_k_intervals(image_ranks, text_ranks, text_to_image, ks=(1, 5, 10), confidence: float = CONFIDENCE,
+                          n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                          image_outcomes: Mapping[str, np.ndarray] | None = None
+                          ) -> dict[str, tuple[float, float, float]]:
+    """metric -> (value, low, high) for i2t/t2i R@k and mean rank, captions resampled with
+    their images (text_to_image: each caption's image index, 0..n-1, every image with a
+    caption); `image_outcomes` adds other per-image figures (zero-shot accuracy) to the same
+    resamples (rate_intervals)."""
+    image_ranks, text_ranks = np.asarray(image_ranks, dtype=float), np.asarray(text_ranks, dtype=float)
+    owner = np.asarray(text_to_image)
+    n = len(image_ranks)
+    if len(owner) != len(text_ranks):
+        raise ValueError(f"text_to_image has {len(owner)} entries for {len(text_ranks)} captions")
+    captions = np.bincount(owner, minlength=n).astype(float)
+    if len(captions) != n or not (captions > 0).all():
+        raise ValueError("text_to_image must give every image at least one caption, by index 0..n-1")
+    ones = np.ones(n)
+    per_image, proportions = {}, set()
+    for k in ks:
+        per_image[f"i2t_R@{k}"] = ((image_ranks <= k).astype(float), ones)
+        per_image[f"t2i_R@{k}"] = (np.bincount(owner, weights=(text_ranks <= k).astype(float), minlength=n), captions)
+        proportions |= {f"i2t_R@{k}", f"t2i_R@{k}"}
+    per_image["i2t_mean_rank"] = (image_ranks, ones)
+    per_image["t2i_mean_rank"] = (np.bincount(owner, weights=text_ranks, minlength=n), captions)
+    for name, outcome in (image_outcomes or {}).items():
+        per_image[name] = (np.asarray(outcome, dtype=float), ones)
+        proportions.add(name)
+    return rate_intervals(per_image, proportions, confidence, n_resamples, seed)
 
 
 # ---------------------------------------------------------------------------- two runs, same queries

@@ -140,7 +140,7 @@ def project_stepper(model, cfg, device):
     from training.features import TowerBatch
     from training.step import Stepper, make_optimizer, make_scheduler, training_attention
 
-    opt = make_optimizer(model, cfg, fused=device.type == "cuda")
+    opt = make_optimizer(model, cfg)
     stepper = Stepper(model, model, opt, make_scheduler(opt, cfg, 10**6), accum_steps=cfg.accum_steps,
                       autocast=lambda: torch.autocast(device.type, dtype=torch.bfloat16),
                       attention=lambda: training_attention(device, "bf16"),

@@ -45,12 +45,16 @@ def test_round_trip_keeps_values_and_nan(tmp_path):
     e = run_store.read_embeddings(path, with_vectors=False)
     assert "embedding" not in e.columns and len(e) == 2
     assert list(run_store.read_embeddings(path).embedding.iloc[0]) == [1.0, 1.0, 1.0]
-    assert run_store.needs_umap(path) and run_store.read_umap(path).empty
-    run_store.write_umap(path, pd.DataFrame(dict(sample_id=["img:a"], modality=["image"], step=[2],
-                                                 umap_x=np.float32([1.0]), umap_y=np.float32([2.0]))))
-    assert not run_store.needs_umap(path)
-    xy = run_store.read_umap(path)
-    assert list(xy.columns) == run_store.UMAP_SCHEMA.names and xy.umap_x.iloc[0] == 1.0
+    assert run_store.has_embeddings(path) and run_store.read_umap(path).empty and run_store.umap_maps(path) == []
+    one_map = dict(sample_id=["img:a"], modality=["image"], step=[2], umap_x=np.float32([1.0]),
+                   umap_y=np.float32([2.0]))
+    run_store.write_umap(path, pd.DataFrame(dict(one_map, map=["towers"])))
+    run_store.write_umap(path, pd.DataFrame(dict(one_map, umap_x=np.float32([5.0]), map=["data"])))
+    run_store.write_umap(path, pd.DataFrame(dict(one_map, umap_x=np.float32([3.0]), map=["towers"])))  # a refit
+    assert run_store.umap_maps(path) == ["data", "towers"]
+    xy = run_store.read_umap(path, "towers")
+    assert list(xy.columns) == run_store.UMAP_SCHEMA.names and list(xy.umap_x) == [3.0]
+    assert list(run_store.read_umap(path, "data").umap_x) == [5.0]
     assert run_store.read_samples(path).thumbnail.iloc[0] == b"png"
 
 
@@ -144,3 +148,20 @@ def test_readers_do_not_import_torch():
     code = "import training.run_store, training.config, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_older_umap_file_reads_as_the_run_s_own_map_and_prompts_are_opt_in(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    w = run_store.RunWriter(tmp_path / "s" / "r")
+    rows = [dict(sample_id=sid, modality=mod, image_id="a", caption="c", label="l", split="val", step=0,
+                 embedding=np.ones(2, np.float32))
+            for sid, mod in (("img:a", "image"), ("txt:0", "text"), ("prompt:l", run_store.PROMPT))]
+    w.write_embeddings(pd.DataFrame(rows))
+    assert list(run_store.read_embeddings(w.path).modality) == ["image", "text"]
+    assert list(run_store.read_embeddings(w.path, prompts=True).modality) == ["image", "text", "prompt"]
+    old = pa.table(dict(sample_id=["img:a"], modality=["image"], step=pa.array([0], pa.int64()),
+                        umap_x=pa.array([1.0], pa.float32()), umap_y=pa.array([2.0], pa.float32())))
+    pq.write_table(old, w.path / run_store.UMAP)  # written before maps were aligned
+    assert run_store.umap_maps(w.path) == [""] and run_store.read_umap(w.path, "").umap_y.iloc[0] == 2.0

@@ -39,10 +39,14 @@ def test_every_run_file_and_column(tiny_runs):
         assert set(emb.step) == {0, run.status["step"]} and set(emb.modality) == {"image", "text"}
         assert set(emb.split) == {"val"}
         last = emb[emb.step == emb.step.max()]
+        prompts = run_store.read_embeddings(run.path, prompts=True).query("modality == 'prompt'")
+        assert set(prompts.step) == {0, run.status["step"]} and prompts.sample_id.str.startswith("prompt:").all()
+        assert run_store.umap_maps(run.path) == [run.name]  # the tiny sweep has no comparisons: a map each
         xy = run_store.read_umap(run.path)
-        assert list(xy.columns) == run_store.UMAP_SCHEMA.names and set(xy.step) == {run.status["step"]}
+        assert list(xy.columns) == run_store.UMAP_SCHEMA.names and set(xy.step) == {0, run.status["step"]}
         assert xy[["umap_x", "umap_y"]].notna().all().all()
-        assert sorted(zip(xy.sample_id, xy.modality)) == sorted(zip(last.sample_id, last.modality))
+        end = xy[xy.step == run.status["step"]]
+        assert sorted(zip(end.sample_id, end.modality)) == sorted(zip(last.sample_id, last.modality))
         assert np.allclose([np.linalg.norm(v) for v in emb.embedding], 1.0, atol=1e-4)
         s = run_store.read_samples(run.path)
         assert list(s.columns) == run_store.SAMPLES_SCHEMA.names
@@ -132,10 +136,10 @@ def test_rerun_fits_umap_a_finished_run_lacks(tiny_runs, synthetic_data, tmp_pat
     shutil.copytree(tiny_runs, runs)
     path = runs / "tiny" / "locked"
     (path / run_store.UMAP).unlink()  # what a sweep stopped before its UMAP stage leaves
-    assert run_store.needs_umap(path)
+    assert run_store.umap_maps(path) == []
     assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
                  "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert not run_store.needs_umap(path)
+    assert run_store.umap_maps(path) == ["locked"]
     assert run_store.read_sweep_summary(runs, "tiny")["skipped"] == ["locked", "unlocked", "fixed-temp"]
 
 

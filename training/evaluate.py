@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.stats import bootstrap_interval, recall_at_k_intervals
+from analysis.stats import recall_at_k_intervals
 from data.manifest import load_manifest
-from training import metrics
+from training import metrics, run_store
 from training.features import TowerInputs
 from training.models import ClipModel
 from training.pairs import Pairs, SplitView, to_device
@@ -78,6 +78,7 @@ class Evaluation:
     retrieval: metrics.Retrieval
     zero_shot_correct: torch.Tensor | None  # [N] bool per image; None without labels
     text_to_image: torch.Tensor  # [M] each caption's image index
+    prompts: tuple[list[str], list[str], torch.Tensor] | None = None  # (labels, prompt texts, [L, d] embeddings)
 
 
 @torch.no_grad()
@@ -106,27 +107,27 @@ def evaluate(model: ClipModel, inputs: TowerInputs, view: SplitView, label_names
     values = dict(result.metrics)
     values["modality_gap"] = metrics.modality_gap(image_emb, text_emb)
     values.update(metrics.pair_cosines(image_emb, text_emb, t2i))
-    correct = None
+    correct = prompts = None
     if label_names:
         device = model.logit_scale.device
-        prompts = inputs.prompt_input(tuple(prompt_template.format(n) for n in label_names))
-        label_emb = model.embed_text_input(to_device(prompts, device), inputs.text_start).float().cpu()
+        texts = [prompt_template.format(n) for n in label_names]
+        label_emb = model.embed_text_input(to_device(inputs.prompt_input(tuple(texts)), device),
+                                           inputs.text_start).float().cpu()
+        prompts = (list(label_names), texts, label_emb)
         correct = metrics.zero_shot_correct(image_emb, view.images["label"].tolist(), label_emb, label_names)
         values["zero_shot_accuracy"] = correct.double().mean().item()
         values["zero_shot_chance"] = 1.0 / len(label_names)
     values["temperature"] = float(torch.exp(-model.logit_scale.detach().float()).item())
     values["n_images"], values["n_captions"] = float(len(image_emb)), float(len(text_emb))
-    return Evaluation(values, image_emb, text_emb, result, correct, t2i)
+    return Evaluation(values, image_emb, text_emb, result, correct, t2i, prompts)
 
 
 def figure_intervals(ev: Evaluation) -> dict[str, tuple[float, float]]:
     """metric -> (low, high) of R@1/5/10 and mean rank both ways and zero-shot accuracy."""
     r = ev.retrieval
+    zero_shot = {} if ev.zero_shot_correct is None else {"zero_shot_accuracy": ev.zero_shot_correct.double().numpy()}
     found = recall_at_k_intervals(r.image_rank.numpy(), r.text_rank.numpy(), ev.text_to_image.numpy(),
-                                  n_resamples=INTERVAL_RESAMPLES)
-    if ev.zero_shot_correct is not None:
-        found["zero_shot_accuracy"] = bootstrap_interval(ev.zero_shot_correct.double().numpy(), proportion=True,
-                                                         n_resamples=INTERVAL_RESAMPLES)
+                                  n_resamples=INTERVAL_RESAMPLES, image_outcomes=zero_shot)
     return {metric: (low, high) for metric, (_, low, high) in found.items()}
 
 
@@ -140,7 +141,13 @@ def embeddings_frame(view: SplitView, ev: Evaluation, step: int) -> pd.DataFrame
         sample_id=captions["sample_id"].to_numpy(), modality="text", image_id=captions["image_id"].to_numpy(),
         caption=captions["caption"].to_numpy(), label=captions["label"].to_numpy(), split=view.split, step=step,
         embedding=list(ev.text_emb.numpy().astype(np.float32))))
-    return pd.concat([image_rows, text_rows], ignore_index=True)
+    frames = [image_rows, text_rows]
+    if ev.prompts is not None:  # the class prompts, for zero-shot figures recomputed from the store
+        labels, texts, emb = ev.prompts
+        frames.append(pd.DataFrame(dict(
+            sample_id=[f"prompt:{x}" for x in labels], modality=run_store.PROMPT, image_id="", caption=texts,
+            label=labels, split=view.split, step=step, embedding=list(emb.numpy().astype(np.float32)))))
+    return pd.concat(frames, ignore_index=True)
 
 
 def samples_frame(view: SplitView, ev: Evaluation, step: int, thumbnails: dict[str, bytes]) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from data import atomic
 from data.manifest import load_manifest
+from training import cpu_inference
 from training.config import RunConfig
 from training.models import ClipModel, build_model, weights_fingerprint
 from training.pairs import Pairs, load_pixels, normalize, to_device
@@ -110,27 +111,35 @@ class TowerInputs:
 
     # -------------------------------------------------------------- images
 
-    def _image_key(self, base: dict, cut: int) -> str:
-        # Computed with batch norms folded into the convolutions: a key of its own.
-        return _key(dict(base, tower="image", cut=cut, weights=self._stage_prints[:cut], batch_norms="folded"))
+    def _image_key(self, base: dict, cut: int, runtime: str) -> str:
+        # Computed with batch norms folded into the convolutions: a key of its own. ONNX
+        # Runtime's outputs are within float rounding of PyTorch's, not equal: another key.
+        parts = dict(base, tower="image", cut=cut, weights=self._stage_prints[:cut], batch_norms="folded")
+        return _key(parts if runtime == "torch" else dict(parts, runtime=runtime))
 
     def _image_prefix(self, base: dict) -> torch.Tensor:
         cut = self.image_cut
-        key = self._image_key(base, cut)
-        cached = self._load(key)
+        on_cpu = self.model.logit_scale.device.type == "cpu"
+        runtime = "onnxruntime" if on_cpu and cpu_inference.available() is None else "torch"
+        cached = self._load(self._image_key(base, cut, runtime))
         if cached is not None:
             self.stats["image_cache"] = "hit"
             return cached
         # Start from the deepest cached earlier cut if there is one: cheaper than pixels.
         start, source = 0, None
         for j in range(cut - 1, 0, -1):
-            source = self._load(self._image_key(base, j))
+            source = self._load(self._image_key(base, j, runtime))
             if source is not None:
                 start = j
                 break
-        self.stats["image_cache"] = f"miss (from cut {start})"
         frozen = self.model.image_tower.inference_stages(start, cut)
         n = len(self.pairs.images)
+        if runtime != "torch":
+            first = (source[:2] if source is not None else
+                     load_pixels(self.pairs.images["image_path"].iloc[:2].tolist(), self.model.preprocess))
+            frozen, runtime = cpu_inference.runner(frozen, first)
+        key = self._image_key(base, cut, runtime)
+        self.stats["image_cache"] = f"miss (from cut {start}, {runtime})"
         out = None
         bar = tqdm(total=n, desc=f"image features (cut {cut})", unit="img",
                    disable=not self.show_progress, leave=False)

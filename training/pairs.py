@@ -29,11 +29,13 @@ def pixels_uint8(path: str, pre: Preprocess) -> torch.Tensor:
     """[3, S, S] uint8: shortest side to S (bicubic), centre crop. Loader workers send these,
     a quarter of the bytes of floats; `normalize` runs on the training device."""
     img = open_rgb(path)
-    s = pre.image_size / min(img.size)
-    w, h = max(pre.image_size, round(img.width * s)), max(pre.image_size, round(img.height * s))
-    img = img.resize((w, h), Image.Resampling.BICUBIC)
-    left, top = (w - pre.image_size) // 2, (h - pre.image_size) // 2
-    img = img.crop((left, top, left + pre.image_size, top + pre.image_size))
+    size = pre.image_size
+    if img.size != (size, size):  # an image stored at the model's size (the prepared emoji) is used as is
+        s = size / min(img.size)
+        w, h = max(size, round(img.width * s)), max(size, round(img.height * s))
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
 
 

@@ -5,8 +5,11 @@
                        status.json       RUNNING / FINISHED / FAILED / KILLED, pid, heartbeat
                        metrics.parquet   long format: step, epoch, wall_time, name, value
                        eval.parquet      long format: step, epoch, split, metric, value
-                       embeddings.parquet  per evaluated sample, modality and step: the vector
-                       umap.parquet      UMAP x/y of the last step's embeddings, fitted after the sweep
+                       embeddings.parquet  val's images, captions and zero-shot prompts at step 0
+                                         and the end: the vector
+                       umap.parquet      x/y of step 0's and the end's embeddings in each aligned
+                                         map the run is in (a comparison's), fitted after the sweep,
+                                         with each sample's floor (UMAP's noise)
                        samples.parquet   per image and per caption: rank, top-k with cosines
                        final_weights.safetensors  the weights the run trained (heads, temperature,
                                          unlocked tower layers), for init_from and WiSE-FT
@@ -72,7 +75,8 @@ EVAL_SCHEMA = pa.schema(
 # and readers fill them in with the value that means "none" (NaN: an ordinary evaluation, not
 # a WiSE-FT interpolation; no interval; a tie not recorded).
 ADDED_COLUMNS = {EVAL: {"wise_ft_ratio": math.nan, "low": math.nan, "high": math.nan},
-                 SAMPLES: {"split": "val", "tied": False, "zero_shot_correct": math.nan}}
+                 SAMPLES: {"split": "val", "tied": False, "zero_shot_correct": math.nan},
+                 UMAP: {"map": "", "floor": math.nan}}
 EMBEDDINGS_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("modality", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("split", pa.string()),
@@ -80,8 +84,11 @@ EMBEDDINGS_SCHEMA = pa.schema(
 )
 UMAP_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("modality", pa.string()), ("step", pa.int64()),
-     ("umap_x", pa.float32()), ("umap_y", pa.float32())]
+     ("umap_x", pa.float32()), ("umap_y", pa.float32()),
+     ("map", pa.string()),  # the aligned map (training/projection.py); "" in older files: the run's own fit
+     ("floor", pa.float32())]  # how far the sample moves when the map's reference is refitted: UMAP's noise
 )
+PROMPT = "prompt"  # embeddings' modality of the zero-shot class prompts (sample_id "prompt:<label>")
 SAMPLES_SCHEMA = pa.schema(
     [("modality", pa.string()), ("split", pa.string()), ("sample_id", pa.string()), ("image_id", pa.string()),
      ("caption", pa.string()), ("label", pa.string()), ("step", pa.int64()),
@@ -198,9 +205,14 @@ class RunWriter:
 
 
 def write_umap(path: Path | str, frame: pd.DataFrame) -> None:
-    """A finished run's UMAP coordinates (sample_id, modality, step, umap_x, umap_y), written
-    once after the sweep's fits."""
-    atomic_write_parquet(Path(path) / UMAP, frame, UMAP_SCHEMA)
+    """A finished run's coordinates in one aligned map (sample_id, modality, step, umap_x,
+    umap_y, map): replaces that map's rows, keeps the run's rows of its other maps."""
+    path = Path(path)
+    maps = set(frame["map"]) if "map" in frame.columns else {""}
+    kept = read_umap(path)
+    kept = kept[~kept["map"].isin(maps)]
+    atomic_write_parquet(path / UMAP, pd.concat([kept, frame], ignore_index=True) if len(kept) else frame,
+                         UMAP_SCHEMA)
 
 
 def _frame(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
@@ -305,6 +317,11 @@ def write_sweep_summary(runs_dir: Path | str, sweep: str, summary: dict) -> None
 
 def read_sweep_summary(runs_dir: Path | str, sweep: str) -> dict:
     return _read_json(Path(runs_dir) / sweep / SWEEP_SUMMARY, [])
+
+
+def timing(path: Path, stage: str) -> float:
+    """A stage's seconds in a run's status (0 when not recorded)."""
+    return float((_read_json(Path(path) / STATUS, []).get("timings") or {}).get(stage, 0.0))
 
 
 def add_timing(path: Path, stage: str, seconds: float) -> None:
@@ -484,13 +501,16 @@ def read_eval(path: Path | str, wise_ft: bool = False) -> pd.DataFrame:
     return frame[wise if wise_ft else ~wise].reset_index(drop=True)[EVAL_SCHEMA.names]
 
 
-def read_embeddings(path: Path | str, with_vectors: bool = True, last_step: bool = False) -> pd.DataFrame:
-    """A run's embeddings at every evaluated step, or with `last_step` only at its last one."""
+def read_embeddings(path: Path | str, with_vectors: bool = True, last_step: bool = False,
+                    prompts: bool = False) -> pd.DataFrame:
+    """A run's image and caption embeddings at every evaluated step, or with `last_step` only at
+    its last one; `prompts` adds the zero-shot class prompts' rows (modality "prompt")."""
     file = Path(path) / EMBEDDINGS
     cols = None if with_vectors else [n for n in EMBEDDINGS_SCHEMA.names if n != "embedding"]
-    if not last_step:
-        return _read_parquet(file, EMBEDDINGS_SCHEMA, cols)
-    return _read_parquet(file, EMBEDDINGS_SCHEMA, cols, filters=_last_step_filter(file))
+    frame = _read_parquet(file, EMBEDDINGS_SCHEMA, cols, filters=_last_step_filter(file) if last_step else None)
+    if not prompts:
+        frame = frame[frame["modality"] != PROMPT].reset_index(drop=True)
+    return frame
 
 
 def read_last_vectors(path: Path | str):
@@ -523,9 +543,19 @@ def read_samples(path: Path | str, columns: list[str] | None = None) -> pd.DataF
     return _read_parquet(Path(path) / SAMPLES, SAMPLES_SCHEMA, columns)
 
 
-def read_umap(path: Path | str) -> pd.DataFrame:
-    """A run's UMAP coordinates (empty until the sweep's fits have run)."""
-    return _read_parquet(Path(path) / UMAP, UMAP_SCHEMA)
+def read_umap(path: Path | str, map_name: str | None = None) -> pd.DataFrame:
+    """A run's coordinates in every map it is in, or in `map_name` only (empty until the sweep's
+    fits have run)."""
+    frame = _read_parquet(Path(path) / UMAP, UMAP_SCHEMA)
+    return frame if map_name is None else frame[frame["map"] == map_name].reset_index(drop=True)
+
+
+def umap_maps(path: Path | str) -> list[str]:
+    """The aligned maps a run has coordinates in ("" for an older file's own fit)."""
+    file = Path(path) / UMAP
+    if not file.exists():
+        return []
+    return sorted(set(_read_parquet(file, UMAP_SCHEMA, ["map"])["map"]))
 
 
 def file_stamp(path: Path | str) -> tuple:
@@ -542,16 +572,13 @@ def file_stamp(path: Path | str) -> tuple:
 
 
 def has_umap(path: Path | str) -> bool:
-    """Whether the run's UMAP coordinates have been fitted."""
+    """Whether the run has coordinates in some map."""
     return (Path(path) / UMAP).exists()
 
 
-def needs_umap(path: Path | str) -> bool:
-    """A finished run with embeddings and no UMAP coordinates yet."""
-    if has_umap(path):
-        return False
+def has_embeddings(path: Path | str) -> bool:
+    """Whether the run wrote embeddings with rows in them (an unreadable file: no)."""
     try:
         return pq.ParquetFile(Path(path) / EMBEDDINGS).metadata.num_rows > 0
     except Exception:  # unreadable: the run is shown as damaged, and there is nothing to fit
         return False
-

@@ -46,7 +46,7 @@ from training.planning import (  # noqa: E402
     resumed_sweep,
     runs_frame,
 )
-from training.projection import project_runs  # noqa: E402
+from training.projection import needs_fit, plan_maps, project_maps  # noqa: E402
 from training.step import resolve_precision  # noqa: E402
 from training.trainer import Timer, Trainer  # noqa: E402
 
@@ -124,22 +124,19 @@ def ensure_data(configs: list[RunConfig], accelerator: Accelerator, timer: Timer
                 prepare(AUTO_PREPARE[name])
 
 
-def project(sweep, runs_dir: Path, skip: bool) -> dict[Path, float]:
-    """UMAP fits for the finished runs of the sweep that have none yet, also those of a sweep
-    interrupted before this stage: one per configuration, its lowest seed (a map is a picture
-    to look at, not a figure to average; every seed's would cost as many fits). Seconds per
-    run, added to each run's timings."""
+def project(sweep, runs_dir: Path, skip: bool) -> dict[str, float]:
+    """The aligned maps (training/projection.py) whose runs have all finished and that a run
+    lacks, also those of a sweep interrupted before this stage. Seconds per map; each map's
+    seconds are added to its reference run's timings."""
     if skip:
         return {}
-    lowest = {}
-    for cfg in sorted(sweep.runs, key=lambda c: c.seed):
-        lowest.setdefault(cfg.group, cfg)
-    paths = [run_store.run_dir(runs_dir, sweep.name, c.name) for c in lowest.values()]
-    finished = [p for p in paths if run_store.load_run(p).status.get("state") == "FINISHED" and run_store.needs_umap(p)]
-    per_run = project_runs(finished)
-    for path, seconds in per_run.items():
-        run_store.add_timing(path, "umap", seconds)
-    return per_run
+    plans = [p for p in plan_maps(sweep, runs_dir) if needs_fit(p)]
+    per_map = project_maps(plans)
+    for fitted in plans:
+        if fitted.name in per_map:
+            reference = fitted.runs[0]
+            run_store.add_timing(reference, "umap", per_map[fitted.name] + run_store.timing(reference, "umap"))
+    return per_map
 
 
 def summary(sweep, runs_dir: Path) -> pd.DataFrame:
@@ -256,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         with timer("umap"):
             projected = project(sweep, args.runs_dir, args.no_umap)
         report(sweep, args, dict(trained=[c.name for c, _ in todo], skipped=skipped, states=states,
-                                 projected=list(map(str, projected)), argv=sys.argv[1:] if argv is None else argv),
+                                 projected=sorted(projected), argv=sys.argv[1:] if argv is None else argv),
                time.time() - t0, timer.seconds)
     return 0 if all(s == "FINISHED" for s in states.values()) else 1
 

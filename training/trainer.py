@@ -177,7 +177,7 @@ class Trainer:
         # wraps their sampler in one that does not pass set_epoch on: it is told here directly.
         sampler = unprepared.batch_sampler
         self.grouped = sampler if isinstance(sampler, LengthGroupedBatches) else None
-        optimizer = make_optimizer(model, cfg, fused=accelerator.device.type == "cuda")
+        optimizer = make_optimizer(model, cfg)
         self.total_steps = cfg.epochs * len(self.loader)
         scheduler = make_scheduler(optimizer, cfg, self.total_steps)
         wrapped, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

@@ -22,11 +22,16 @@ same concept: the check of any split, printed by data/prepare.py and kept in rep
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+
+from data import atomic
 
 ATTRIBUTION = ("Emoji images: OpenMoji (https://openmoji.org), the open-source emoji and icon "
                "project, CC BY-SA 4.0.")
@@ -202,16 +207,31 @@ def leak_lines(found: dict[str, dict[str, int]], split_by: str) -> list[str]:
             f"have a training image of the same concept" for name, n in found.items()]
 
 
+RENDERS = Path(__file__).resolve().parents[2] / ".cache" / "openmoji-renders"
+
+
 def _render(job: tuple[str, str, int]) -> str | None:
+    """Render one SVG to `out`, through the render cache: a second preparation (another split,
+    the leaky one of the default sweep) links the PNGs the first one rendered."""
     import resvg_py
 
     svg, out, size = job
+    source = Path(svg).read_bytes()
+    cached = RENDERS / str(size) / f"{hashlib.sha256(source).hexdigest()[:20]}.png"
+    if not cached.exists():
+        try:
+            png = resvg_py.svg_to_bytes(svg_path=svg, width=size, height=size, background="#ffffff",
+                                        skip_system_fonts=True)
+        except ValueError as e:
+            return f"{Path(svg).name}: {e}"
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(cached, png, durable=False)
+    out = Path(out)
+    out.unlink(missing_ok=True)
     try:
-        png = resvg_py.svg_to_bytes(svg_path=svg, width=size, height=size, background="#ffffff",
-                                    skip_system_fonts=True)
-    except ValueError as e:
-        return f"{Path(svg).name}: {e}"
-    Path(out).write_bytes(png)
+        os.link(cached, out)
+    except OSError:  # another file system, or no hard links: a copy
+        shutil.copyfile(cached, out)
     return None
 
 
