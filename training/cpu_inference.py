@@ -1,10 +1,11 @@
 """The locked image stages at fp32 on a CPU through ONNX Runtime, for the one pass that
 extracts their features (training/features.py).
 
-At fp32 on 2 cores, EfficientNet-Lite0's frozen stages (batch norms folded) took 0.70 s per
-64 images in PyTorch (channels-last) and 0.32 s in ONNX Runtime, outputs within 2e-5 of
-each other; bench/feature_cache.py times both. Where a CPU computes bf16 natively the run's
-autocast keeps PyTorch (its AMX kernels), and on a GPU PyTorch is the runtime made for it.
+At fp32 on a CPU, a runtime made for inference runs EfficientNet-Lite0's frozen stages
+(batch norms folded) about twice as fast as PyTorch's channels-last eager forward, outputs
+within float rounding of each other (tests/test_cpu_inference.py checks them; bench/main_job.py's
+features stage is the figure). Where a CPU computes bf16 natively the run's autocast keeps
+PyTorch (its AMX kernels), and on a GPU PyTorch is the runtime made for it.
 When onnxruntime is not installed, or the export fails, PyTorch runs the stages and the
 reason is printed once.
 """
