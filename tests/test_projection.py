@@ -82,7 +82,7 @@ def test_a_state_that_barely_differs_stays_where_the_reference_put_it(tmp_path, 
 def test_maps_follow_the_comparisons_reference_first_one_seed_each():
     sweep = load_sweep(DEFAULT_SWEEP)
     plans = {p.name: p for p in plan_maps(sweep, run_store.runs_root("/tmp/none"))}
-    assert [r.name for r in plans["towers"].runs] == ["LL-3-epochs.s0", "LU-3-epochs.s0", "UU-3-epochs.s0"]
+    assert [r.name for r in plans["towers"].runs] == ["LL-2-epochs.s0", "LU-2-epochs.s0", "UU-2-epochs.s0"]
     assert [r.name for r in plans["learning-rate"].runs] == ["heads-only.s0", "lr-3e-4.s0", "lr-3e-3.s0"]
     in_comparisons = {g for c in sweep.comparisons for g in (c.reference, *c.runs)}
     alone = {c.group for c in sweep.runs} - in_comparisons
