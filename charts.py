@@ -20,8 +20,9 @@ from analysis.runs import curve_rows
 # would only get in the way of a 4,000-image UMAP.
 alt.data_transformers.disable_max_rows()
 
-# Blue/orange pairs stay apart for red-green colour blindness.
-FIXED_COLORS = {"outcome": (OUTCOMES, ["#4c78a8", "#f58518"]), "modality": (MODALITIES, ["#f58518", "#4c78a8"])}
+# Greys: colour means a configuration (PALETTE) in every chart, so the outcome and the modality
+# (which the shapes also tell apart) take none of its hues.
+FIXED_COLORS = {"outcome": (OUTCOMES, ["#2b2b2b", "#b3b3b3"]), "modality": (MODALITIES, ["#9a9a9a", "#2b2b2b"])}
 # Tableau's ten colours, then ten darker ones of other hues (Vega's category20b): every one reads
 # as a line on white, which the light halves of Tableau's twenty do not.
 PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
@@ -199,3 +200,111 @@ def forgetting_chart(frame: pd.DataFrame, metric: str, held_out: str, height: in
         zero.mark_rule(color="gray", strokeDash=[4, 4]).encode(x="zero:Q")
     return (rules + line + ratios + end).properties(
         height=height, title=f"Gain vs forgetting: {label(metric)} (numbers: WiSE-FT ratio; diamond: end of training)")
+
+
+MAP_BOX, MAP_PICK = "box", "pick"  # map_chart's selection parameters: a dragged box, a clicked point
+OTHER_COLOR = "#b8b8b8"  # "other": the labels beyond a legend's top ones
+
+
+def _map_xy(xy_domain: tuple[float, float, float, float]) -> dict:
+    x0, x1, y0, y1 = xy_domain
+    return {"x": alt.X("umap_x:Q", title="map 1", scale=alt.Scale(domain=[x0, x1], nice=False, zero=False),
+                       axis=alt.Axis(labels=False, ticks=False)),
+            "y": alt.Y("umap_y:Q", title="map 2", scale=alt.Scale(domain=[y0, y1], nice=False, zero=False),
+                       axis=alt.Axis(labels=False, ticks=False))}
+
+
+def map_chart(points: pd.DataFrame, color_field: str, color_title: str, color_domain: list[str],
+              color_range: list[str] | None, title: str, xy_domain: tuple[float, float, float, float],
+              lines: pd.DataFrame | None = None, arrows: pd.DataFrame | None = None,
+              highlight: pd.DataFrame | None = None, arrow_color: str = "#444", height: int = 440) -> alt.Chart:
+    """One run's state in an aligned map: images as circles, captions as crosses, coloured by
+    `color_field` (on `color_range`, else Tableau's twenty), both legends below the plot.
+
+    `xy_domain` (x0, x1, y0, y1) fixes the axes, so that the panels of one map line up. The
+    points carry two selections that Streamlit reports: MAP_BOX, an interval over x and y, and
+    MAP_PICK, a clicked point's sample_id. The other layers are map_overlays()'."""
+    xy = _map_xy(xy_domain)
+    scale = alt.Scale(domain=color_domain, range=color_range) if color_range else \
+        alt.Scale(domain=color_domain, scheme="tableau20")
+    legend = alt.Legend(orient="bottom", columns=4, symbolLimit=0, labelLimit=150, symbolOpacity=1)
+    tooltip = ["caption:N", "label:N", "modality:N", "rank:Q", "sample_id:N"]
+    if "image" in points.columns:  # vega-tooltip draws a field named "image" as a picture
+        tooltip.append("image:N")
+    box = alt.selection_interval(name=MAP_BOX, encodings=["x", "y"])
+    pick = alt.selection_point(name=MAP_PICK, fields=["sample_id"], on="click")
+    # No per-point ARIA text: thousands of formatted descriptions slow every redraw.
+    scatter = alt.Chart(points).mark_point(filled=True, size=28, opacity=0.65, aria=False).encode(
+        **xy, color=alt.Color(f"{color_field}:N", title=color_title, scale=scale, legend=legend), tooltip=tooltip,
+        shape=alt.Shape("modality:N", title="modality", scale=alt.Scale(domain=MODALITIES, range=["circle", "cross"]),
+                        legend=alt.Legend(orient="bottom", labelExpr="datum.label == 'text' ? 'caption' : 'image'")),
+    ).add_params(box, pick)
+    under, over = map_overlays(xy_domain, lines, arrows, highlight, arrow_color)
+    # Thousands of SVG nodes make the browser crawl; a canvas draws them in one go.
+    return alt.layer(*(c for _, c in under), scatter, *(c for _, c in over)).properties(height=height, title=title,
+                                                         usermeta={"embedOptions": {"renderer": "canvas"}})
+
+
+def map_overlays(xy_domain: tuple[float, float, float, float], lines: pd.DataFrame | None = None,
+                 arrows: pd.DataFrame | None = None, highlight: pd.DataFrame | None = None,
+                 arrow_color: str = "#444") -> tuple[list[tuple[str, alt.Chart]], list[tuple[str, alt.Chart]]]:
+    """The layers drawn under and over map_chart()'s points, on the same axes, each as (the frame
+    it draws, layer): "lines", grey lines joining images and captions (pair, umap_x, umap_y),
+    under the points; over them "rings" round selected samples (umap_x, umap_y), and "arrows"
+    from step 0 to the end (x0, y0, umap_x, umap_y, caption, modality, moved): a dark casing, the
+    shaft in `arrow_color` (the run's configuration colour, which may be a point colour too) and
+    an outlined dot at the end. A layer is there where its frame is given and not empty. Apart
+    from the points, so that a view can draw a new selection without rebuilding thousands of
+    points."""
+    xy = _map_xy(xy_domain)
+    under, over = [], []
+    if lines is not None and not lines.empty:
+        under.append(("lines", alt.Chart(lines).mark_line(color="#555", strokeWidth=1, opacity=0.6, aria=False)
+                      .encode(**xy, detail="pair:N")))
+    if highlight is not None and not highlight.empty:
+        over.append(("rings", alt.Chart(highlight).mark_point(shape="circle", filled=False, size=90, color="black",
+                                                              strokeWidth=1, opacity=0.8, aria=False).encode(**xy)))
+    if arrows is not None and not arrows.empty:
+        base = alt.Chart(arrows)
+        over += [
+            ("arrows", base.mark_rule(color="#222", strokeWidth=4, strokeCap="round", aria=False).encode(
+                **xy, x2="x0:Q", y2="y0:Q")),
+            ("arrows", base.mark_rule(color=arrow_color, strokeWidth=2, strokeCap="round", aria=False).encode(
+                **xy, x2="x0:Q", y2="y0:Q")),
+            ("arrows", base.mark_point(fill=arrow_color, stroke="#222", strokeWidth=1.5, filled=True, size=70,
+                                       opacity=1, aria=False).encode(
+                **xy, tooltip=["caption:N", "modality:N",
+                               alt.Tooltip("moved:Q", format=".2f", title="moved on the map")]))]
+    return under, over
+
+
+def gap_probe_chart(frame: pd.DataFrame, title: str, height: int = 300) -> alt.Chart:
+    """Liang et al.'s gap-shift probe of one run (views/drift.gap_probe): each measure against
+    the shift (0: the stored vectors; 1: the gap mostly closed; -1: widened), step 0 dashed."""
+    frame = frame.assign(measure=frame["measure"].map(label))
+    base = alt.Chart(frame).encode(
+        x=alt.X("shift:Q", title="shift (0: as trained · 1: centroids moved together · −1: apart)"),
+        y=alt.Y("value:Q", title="share right", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("measure:N", title="measure", legend=alt.Legend(orient="bottom", labelLimit=200)),
+        strokeDash=alt.StrokeDash("state:N", title="state", sort=["end", "step 0"],
+                                  legend=alt.Legend(orient="bottom")),
+        tooltip=["state:N", "measure:N", alt.Tooltip("shift:Q", format="+.2f"), alt.Tooltip("value:Q", format=".3f"),
+                 alt.Tooltip("gap:Q", format=".3f", title="gap after the shift")])
+    zero = alt.Chart(pd.DataFrame({"shift": [0.0]})).mark_rule(color="gray", strokeDash=[2, 2]).encode(x="shift:Q")
+    return (zero + base.mark_line(point=True)).properties(height=height, title=title)
+
+
+def zero_shot_chart(frame: pd.DataFrame, colors: dict[str, str] | None = None, height: int | None = None) -> alt.Chart:
+    """Zero-shot probabilities of one image over typed class prompts, a bar per run and prompt
+    (`frame`: run, prompt, probability); `colors`: run -> colour (group_colors)."""
+    prompts = list(dict.fromkeys(frame["prompt"]))
+    rows = len(prompts) * max(1, frame["run"].nunique())
+    return alt.Chart(frame).mark_bar().encode(
+        y=alt.Y("prompt:N", sort=prompts, title=None, axis=alt.Axis(labelLimit=260)),
+        yOffset=alt.YOffset("run:N"),
+        x=alt.X("probability:Q", title="probability (softmax of cosine / the run's temperature)",
+                scale=alt.Scale(domain=[0, 1])),
+        color=_color("run", "run", colors, orient="bottom", labelLimit=260),
+        tooltip=["run:N", "prompt:N", alt.Tooltip("probability:Q", format=".3f"),
+                 alt.Tooltip("cosine:Q", format=".3f")],
+    ).properties(height=height or max(120, 18 * rows), title="Zero-shot probabilities over the typed prompts")

@@ -32,15 +32,15 @@ if __name__ != "__main__":
 
 from training import run_store
 from training.config import differing_keys
-from views import compare, curves, embedding, export, forgetting, matrix, samples
+from views import compare, curves, embedding, export, forgetting, matrix, query, samples
 from views import runs as runs_view
 from views.common import md
 
 ROOT = Path(__file__).resolve().parent
 RUNS_ENV = "CLIP_RUNS_DIR"
 VIEWS = {"Runs": runs_view.view, "Compare": compare.view, "Curves": curves.view, "Embedding space": embedding.view,
-         "Samples": samples.view, "Similarity matrix": matrix.view, "Forgetting": forgetting.view,
-         "Export": export.view}  # tab label -> view; the label is also the ?view= value
+         "Query": query.view, "Samples": samples.view, "Similarity matrix": matrix.view,
+         "Forgetting": forgetting.view, "Export": export.view}  # tab label -> view; the label is also the ?view= value
 REFRESH_S = 10  # a live run flushes its metrics once per epoch; faster polling shows nothing new
 OPENMOJI = ("Emoji images: OpenMoji (https://openmoji.org), the open-source emoji and icon "
             "project, CC BY-SA 4.0.")

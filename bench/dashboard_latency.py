@@ -26,6 +26,21 @@ over the per-query outcomes of every run). A second server with CLIP_DASHBOARD_I
 up at the same time, shows the same view without them, the two taking turns at every page
 open; the ratio of their page opens, cold (the first load after the server starts, where the
 paired intervals are computed) and warm (cached), is recorded.
+
+The Embedding space and Query views are timed apart, under Streamlit's AppTest (the script run
+alone: no browser, so the canvas drawing of a map is not in these figures):
+
+    .venv/bin/python bench/dashboard_latency.py --embedding   # builds /tmp/dashboard_bench_maps once
+
+on 4 runs x 30,000 points (5,000 validation images with 5 captions each), all in one aligned map
+(umap.parquet rows at step 0 and the end, embeddings of 64 dimensions at both steps with 40 class
+prompts), and on one tiny-clip run trained here by train.py for the text query. Timed: the
+Embedding view's first open in a fresh process (its drift table and gap probe computed) and its
+warm open (a new session, caches filled), a box selection moved on the map (the rerun that turns
+the browser's selection event into the selection table, its lines, rings and arrows), and a
+caption query with the run's model already loaded (a new caption each time: encoded, then ranked
+against the stored image embeddings). Targets: open <= 3 s, selection <= 0.5 s, query <= 1 s;
+each also as a ratio to the minimal page (the one above) run under AppTest in the same process.
 """
 
 from __future__ import annotations
@@ -48,6 +63,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from bench.results import record  # noqa: E402
+from data import atomic  # noqa: E402
 from tests.browser import CHART, SETTLED_JS, launch, open_view, serve, wait_settled  # noqa: E402
 from training import run_store  # noqa: E402
 from training.config import RunConfig  # noqa: E402
@@ -71,10 +87,10 @@ TABS = ["Curves", "Embedding space", "Samples", "Similarity matrix", "Compare", 
 # ------------------------------------------------------------------------------ the runs
 
 
-def thumbnails(rng: np.random.Generator) -> list[bytes]:
+def thumbnails(rng: np.random.Generator, n: int = N_IMAGES) -> list[bytes]:
     """One 64 px PNG per image: a coloured disc on white, about the size of an emoji thumbnail."""
     out = []
-    for _ in range(N_IMAGES):
+    for _ in range(n):
         img = Image.new("RGB", (64, 64), "white")
         x, y, r = rng.integers(8, 56), rng.integers(8, 56), rng.integers(6, 28)
         ImageDraw.Draw(img).ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
@@ -153,7 +169,11 @@ def write_run(root: Path, n: int, seed: int, rng, ids, labels, captions, thumbs)
     steps = [embeddings(rng, ids, labels, captions, s) for s in (0, STEPS)]
     writer.write_embeddings(pd.concat(steps, ignore_index=True))
     writer.write_samples(samples(rng, ids, labels, captions, thumbs, STEPS, n))
-    run_store.write_umap(writer.path, umap_points(rng, ids, labels, STEPS))
+    if seed == 0:  # train.py maps one seed per configuration; no comparisons here, so each is its own map
+        start = umap_points(rng, ids, labels, 0)
+        moved = rng.normal(scale=0.5, size=len(start)).astype(np.float32)
+        end = start.assign(step=STEPS, umap_x=start["umap_x"] + moved)
+        run_store.write_umap(writer.path, pd.concat([start, end], ignore_index=True).assign(map=cfg.group))
     writer.set_status("FINISHED", step=STEPS)
 
 
@@ -300,7 +320,8 @@ REPORT = {  # measurement -> (results.json name, target, what it is)
                                 "Curves view, EMA slider one notch per press (a new weight each time), until "
                                 "redrawn (median)"),
     "tab_curves": ("dashboard.tab_curves_s", None, "switch to Curves (first visit)"),
-    "tab_embedding_space": ("dashboard.tab_embedding_s", None, "switch to Embedding space, 2 x 8,000 UMAP points"),
+    "tab_embedding_space": ("dashboard.tab_embedding_s", None, "switch to Embedding space: one configuration's map of "
+                            "8,000 points at step 0 and the end, its drift table and gap probe (first visit)"),
     "tab_samples": ("dashboard.tab_samples_s", None, "switch to Samples, 4,000 images x 12 runs"),
     "tab_similarity_matrix": ("dashboard.tab_similarity_s", None, "switch to Similarity matrix (first visit)"),
     "tab_compare": ("dashboard.tab_compare_s", None, "switch to Compare: two configurations of 3 seeds, two-level "
@@ -313,9 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/dashboard_bench_runs"))
     parser.add_argument("--rebuild", action="store_true", help="write the synthetic runs again")
+    parser.add_argument("--embedding", action="store_true",
+                        help="time only the Embedding space and Query views, under AppTest")
+    parser.add_argument("--maps-dir", type=Path, default=Path("/tmp/dashboard_bench_maps"))
     args = parser.parse_args(argv)
+    if args.embedding:
+        return embedding_main(args.maps_dir, args.rebuild)
     runs = run_store.list_runs(args.runs_dir)
-    if args.rebuild or len(runs) != N_RUNS or not all(r.config.get("group") for r in runs):
+    older = any(run_store.umap_maps(r.path) == [""] for r in runs)  # written before aligned maps
+    if args.rebuild or older or len(runs) != N_RUNS or not all(r.config.get("group") for r in runs):
         build(args.runs_dir)
     with serve(args.runs_dir) as url, serve(args.runs_dir, env={"CLIP_DASHBOARD_INTERVALS": "0"}) as plain_url:
         times = measure(url, plain_url)
@@ -363,6 +390,264 @@ def interval_cost(times: dict[str, list[float]], scale: str) -> None:
         record(name, round(with_them / without, 2), "x", None,
                f"{what}: {with_them:.3f} s / {without:.3f} s (CLIP_DASHBOARD_INTERVALS=0), n={len(times[key])} "
                f"each; {scale}", COMMAND)
+
+
+
+# ------------------------------------------------- the Embedding space and Query views (AppTest)
+
+MAP_RUNS, MAP_IMAGES, MAP_CAPTIONS, MAP_DIM, MAP_LABELS, MAP_STEP = 4, 5_000, 5, 64, 40, 300
+MAP_NAME = "towers"
+EMBEDDING_OPEN_TARGET_S, SELECTION_TARGET_S, QUERY_TARGET_S = 3.0, 0.5, 1.0
+SELECTIONS = 12  # box selections, each a new box: the selection table, its rings, lines and arrows are new
+QUERIES = 10  # captions typed, each new: encoded by the loaded model, then ranked
+
+
+def map_run(root: Path, n: int, rng, ids: list[str], labels: list[str], thumbs: list[bytes], start: dict) -> None:
+    """Run n of the map: every run shares step 0 (one seed, heads started alike) and moves from it
+    by its own amount (n + 1 tenths), on the map and in the embedding space."""
+    cfg = RunConfig(name=f"m{n}.s0", group=f"m{n}", seed=0, data="bench-synthetic", lr=1e-4 * (n + 1))
+    writer = run_store.RunWriter(run_store.run_dir(root, "maps", cfg.name))
+    writer.write_config(dict(cfg.to_dict(), sweep="maps"))
+    writer.set_status("RUNNING", step=0)
+    for step in range(1, MAP_STEP + 1, 10):
+        writer.log_metrics(step, step / 100, step * 0.05, {"loss": 4 * np.exp(-step / 100), "lr": cfg.lr,
+                                                           "temperature": 0.07, "logit_scale": 1 / 0.07})
+    for step in (0, MAP_STEP):
+        values = {m: rng.uniform(0, 1) for m in EVAL_METRICS}
+        writer.log_eval(step, step / 100, "val", dict(values, temperature=0.07 - 0.01 * n * step / MAP_STEP),
+                        intervals={m: (0.9 * values[m], min(1.1 * values[m], 1.0)) for m in INTERVAL_METRICS})
+    writer.flush()
+    t2i = np.repeat(np.arange(MAP_IMAGES), MAP_CAPTIONS)
+    caption_ids = [f"txt:{k}" for k in range(len(t2i))]
+    image_ids = np.asarray(ids, dtype=object)
+    captions = [f"shape {ids[i]} caption {k % MAP_CAPTIONS} of group {labels[i]}" for k, i in enumerate(t2i)]
+    move = 0.1 * (n + 1)
+    end_img = unit(start["img"] + move * rng.normal(size=start["img"].shape))
+    end_txt = unit(end_img[t2i] + 1.2 * rng.normal(size=(len(t2i), MAP_DIM)))
+    label_names = sorted(set(labels))
+    prompts = unit(rng.normal(size=(len(label_names), MAP_DIM)))
+    frames = []
+    for step, img, txt in ((0, start["img"], start["txt"]), (MAP_STEP, end_img, end_txt)):
+        frames += [
+            pd.DataFrame(dict(sample_id=["img:" + i for i in ids], modality="image", image_id=ids,
+                              caption=[captions[MAP_CAPTIONS * k] for k in range(MAP_IMAGES)], label=labels,
+                              split="val", step=step, embedding=list(img))),
+            pd.DataFrame(dict(sample_id=caption_ids, modality="text", image_id=image_ids[t2i], caption=captions,
+                              label=np.asarray(labels, dtype=object)[t2i], split="val", step=step,
+                              embedding=list(txt))),
+            pd.DataFrame(dict(sample_id=[f"prompt:{x}" for x in label_names], modality=run_store.PROMPT,
+                              image_id="", caption=[f"a photo of a {x}." for x in label_names], label=label_names,
+                              split="val", step=step, embedding=list(prompts)))]
+    writer.write_embeddings(pd.concat(frames, ignore_index=True))
+    image_ranks = np.minimum(rng.geometric(0.1 + 0.03 * n, MAP_IMAGES), len(t2i))
+    text_ranks = np.minimum(rng.geometric(0.1 + 0.03 * n, len(t2i)), MAP_IMAGES)
+    writer.write_samples(pd.concat([
+        pd.DataFrame(dict(modality="image", split="val", sample_id=["img:" + i for i in ids], image_id=ids,
+                          caption=[captions[MAP_CAPTIONS * k] for k in range(MAP_IMAGES)], label=labels,
+                          step=MAP_STEP, rank=image_ranks, positive_cosine=np.float32(0.4),
+                          topk_ids=[[caption_ids[j] for j in row]
+                                    for row in rng.integers(0, len(t2i), (MAP_IMAGES, 5))],
+                          topk_scores=[np.float32([0.5, 0.4, 0.3, 0.2, 0.1])] * MAP_IMAGES, thumbnail=thumbs,
+                          tied=False, zero_shot_correct=(rng.random(MAP_IMAGES) < 0.3).astype(float))),
+        pd.DataFrame(dict(modality="text", split="val", sample_id=caption_ids, image_id=image_ids[t2i],
+                          caption=captions, label=np.asarray(labels, dtype=object)[t2i], step=MAP_STEP,
+                          rank=text_ranks, positive_cosine=np.float32(0.4),
+                          topk_ids=[list(image_ids[row]) for row in rng.integers(0, MAP_IMAGES, (len(t2i), 5))],
+                          topk_scores=[np.float32([0.5, 0.4, 0.3, 0.2, 0.1])] * len(t2i), thumbnail=None,
+                          tied=False, zero_shot_correct=np.nan))], ignore_index=True))
+    keys = pd.DataFrame({"sample_id": ["img:" + i for i in ids] + caption_ids,
+                         "modality": ["image"] * MAP_IMAGES + ["text"] * len(t2i)})
+    xy_end = start["xy"] + move * 2 * rng.normal(size=start["xy"].shape)
+    run_store.write_umap(writer.path, pd.concat(
+        [keys.assign(step=step, umap_x=xy[:, 0].astype(np.float32), umap_y=xy[:, 1].astype(np.float32),
+                     map=MAP_NAME) for step, xy in ((0, start["xy"]), (MAP_STEP, xy_end))], ignore_index=True))
+    writer.set_status("FINISHED", step=MAP_STEP)
+
+
+def build_maps(root: Path) -> None:
+    rng = np.random.default_rng(1)
+    ids = [f"{i:05d}" for i in range(MAP_IMAGES)]
+    labels = [f"L{i % MAP_LABELS:02d}" for i in range(MAP_IMAGES)]
+    t2i = np.repeat(np.arange(MAP_IMAGES), MAP_CAPTIONS)
+    img = unit(rng.normal(size=(MAP_IMAGES, MAP_DIM)))
+    centres = rng.normal(scale=6, size=(MAP_LABELS, 2))
+    xy_img = centres[np.arange(MAP_IMAGES) % MAP_LABELS] + rng.normal(size=(MAP_IMAGES, 2))
+    start = {"img": img, "txt": unit(img[t2i] + 1.5 * rng.normal(size=(len(t2i), MAP_DIM))),
+             "xy": np.concatenate([xy_img, xy_img[t2i] + rng.normal(scale=0.7, size=(len(t2i), 2))])}
+    thumbs = thumbnails(rng, MAP_IMAGES)
+    shutil.rmtree(root / "maps", ignore_errors=True)
+    for n in range(MAP_RUNS):
+        t0 = time.time()
+        map_run(root, n, rng, ids, labels, thumbs, start)
+        print(f"wrote map run {n + 1}/{MAP_RUNS} in {time.time() - t0:.1f} s", flush=True)
+    atomic.write_json(root / "maps" / run_store.SWEEP_SUMMARY, {"comparisons": [
+        {"name": MAP_NAME, "reference": "m0", "runs": [f"m{n}" for n in range(1, MAP_RUNS)], "factor": ["lr"],
+         "note": "bench"}]})
+
+
+QUERY_SWEEP = """name = "query"
+[base]
+data = "synthetic"
+model = "tiny-clip"
+image_size = 32
+embed_dim = 16
+epochs = 2
+batch_size = 8
+warmup_steps = 2
+[runs.locked]
+"""
+
+
+def query_runs(root: Path) -> Path:
+    """A finished tiny-clip run trained by train.py (in its own process: this one stays free of
+    torch until the Query view imports it), made once."""
+    runs = root / "runs"
+    if [r for r in run_store.list_runs(runs) if r.state == "FINISHED"]:
+        return runs
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.toml").write_text(QUERY_SWEEP)
+    args = ["--sweep", str(root / "sweep.toml"), "--runs-dir", str(runs), "--data", str(root / "data" / "synthetic"),
+            "--cache-dir", str(root / "cache"), "--no-umap"]
+    code = (f"import sys; from data.prepare import prepare; from training.train import main; "
+            f"prepare(['synthetic', '--n-images', '48', '--data-dir', {str(root / 'data')!r}]); "
+            f"sys.exit(main({args!r}))")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+    return runs
+
+
+def seconds(action) -> float:
+    t0 = time.perf_counter()
+    action()
+    return time.perf_counter() - t0
+
+
+def app_test(script: Path, runs_dir: Path | None = None, view: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    if runs_dir is not None:
+        os.environ["CLIP_RUNS_DIR"] = str(runs_dir)
+    at = AppTest.from_file(str(script), default_timeout=600)
+    if view:
+        at.query_params["view"] = view
+    return at
+
+
+def checked(at):
+    if at.exception:
+        raise RuntimeError(f"the app raised: {[e.value for e in at.exception]}")
+    return at
+
+
+def peer_times(tmp: Path, times: dict) -> None:
+    """The minimal page under AppTest: its first run, warm opens in new sessions, a radio flip."""
+    script = tmp / "peer.py"
+    script.write_text(PEER)
+    for kind in ("peer_open_cold", *["peer_open_warm"] * REPEATS):
+        at = app_test(script)
+        times.setdefault(kind, []).append(seconds(lambda a=at: checked(a.run())))
+    for n in range(WIDGET_REPEATS):
+        radio = at.radio[0].set_value("epoch" if n % 2 == 0 else "step")
+        times.setdefault("peer_widget", []).append(seconds(lambda r=radio: checked(r.run())))
+
+
+def selection_state(at, chart: int, box: dict):
+    """The widget states of a rerun after the user dragged `box` on map `chart`, as the browser sends them."""
+    import json
+
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+    states = WidgetStates()
+    states.CopyFrom(at._tree.get_widget_states())
+    state = states.widgets.add()
+    state.id = at.get("vega_lite_chart")[chart].proto.id
+    state.string_value = json.dumps({"selection": {"box": box, "pick": []}})
+    return states
+
+
+def embedding_times(maps_dir: Path, times: dict) -> None:
+    import dashboard  # noqa: F401 - its imports, as `streamlit run` loads them before the first visitor
+
+    script = ROOT / "dashboard.py"
+    at = app_test(script, maps_dir, "Embedding space")
+    times["embedding_open_cold"] = [seconds(lambda: checked(at.run()))]
+    for _ in range(REPEATS):
+        at = app_test(script, maps_dir, "Embedding space")
+        times.setdefault("embedding_open_warm", []).append(seconds(lambda a=at: checked(a.run())))
+    points = run_store.read_umap(maps_dir / "maps" / "m0.s0", MAP_NAME)
+    x0, x1 = float(points["umap_x"].min()), float(points["umap_x"].max())
+    y0, y1 = float(points["umap_y"].min()), float(points["umap_y"].max())
+    width = (x1 - x0) / 6
+    for n in range(SELECTIONS):  # a box a sixth of the map wide, moved along its diagonal
+        left, bottom = x0 + n * (x1 - x0 - width) / SELECTIONS, y0 + n * (y1 - y0 - width) / SELECTIONS
+        box = {"umap_x": [left, left + width], "umap_y": [bottom, bottom + width]}
+        states = selection_state(at, 0, box)
+        times.setdefault("embedding_selection", []).append(seconds(lambda s=states: checked(at._run(s))))
+        if not any("rank · maps/m3.s0" in d.value.columns for d in at.dataframe):
+            raise RuntimeError("the selection did not reach the selection table")
+    from views.embedding import ids_in_box
+
+    end = points[points["step"] == points["step"].max()]
+    times["ids_in_box"] = [seconds(lambda: ids_in_box(end, box))]
+
+
+def query_times(query_dir: Path, times: dict) -> None:
+    at = checked(app_test(ROOT / "dashboard.py", query_dir, "Query").run())
+    caption = at.text_input(key="query_caption")
+    times["query_cold"] = [seconds(lambda: checked(caption.set_value("a red circle").run()))]
+    for n in range(QUERIES):
+        caption = at.text_input(key="query_caption").set_value(f"a picture of a green square number {n}")
+        times.setdefault("query_warm", []).append(seconds(lambda c=caption: checked(c.run())))
+    if not at.dataframe or at.dataframe[0].value.empty:
+        raise RuntimeError("the query returned no images")
+
+
+EMBEDDING_REPORT = {  # measurement -> (results.json name, target, peer, what it is)
+    "embedding_open_cold": ("dashboard.embedding_open_cold_s", EMBEDDING_OPEN_TARGET_S, "peer_open_cold",
+                            "Embedding space view, first open in a fresh process: maps, drift table and gap probe "
+                            "computed (AppTest, no browser)"),
+    "embedding_open_warm": ("dashboard.embedding_open_s", EMBEDDING_OPEN_TARGET_S, "peer_open_warm",
+                            "Embedding space view, a new session with the process's caches filled (median)"),
+    "embedding_selection": ("dashboard.embedding_selection_s", SELECTION_TARGET_S, "peer_widget",
+                            "a new box selection on the map: the rerun that builds the selection table, rings, "
+                            "lines and arrows (median)"),
+    "query_cold": ("dashboard.query_cold_s", None, "peer_widget",
+                   "first caption query of a tiny-clip run: torch imported, the model rebuilt and loaded"),
+    "query_warm": ("dashboard.query_s", QUERY_TARGET_S, "peer_widget",
+                   "a new caption query, the run's model loaded (median)"),
+}
+
+
+def embedding_main(maps_dir: Path, rebuild: bool) -> int:
+    runs = run_store.list_runs(maps_dir)
+    if rebuild or len(runs) != MAP_RUNS or not all(r.state == "FINISHED" for r in runs):
+        build_maps(maps_dir)
+    query_dir = query_runs(maps_dir.with_name(maps_dir.name + "_query"))
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        peer_times(Path(tmp), times)  # first: it pays for Streamlit's own first run in this process
+    embedding_times(maps_dir, times)
+    query_times(query_dir, times)
+    scale = (f"{MAP_RUNS} runs x {MAP_IMAGES * (1 + MAP_CAPTIONS):,} points ({MAP_IMAGES:,} images, "
+             f"{MAP_IMAGES * MAP_CAPTIONS:,} captions, {MAP_DIM}-d) in one aligned map; AppTest; load average "
+             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"\n{'measurement':22s} {'median s':>9s} {'max s':>7s} {'target':>7s} {'x peer':>7s}  ({scale})")
+    for key, (name, target, peer, what) in EMBEDDING_REPORT.items():
+        median, worst = statistics.median(times[key]), max(times[key])
+        ratio = median / statistics.median(times[peer])
+        print(f"{key:22s} {median:9.3f} {worst:7.3f} {'' if target is None else f'{target:g}':>7s} {ratio:7.1f}  "
+              f"{what}")
+        record(name, round(median, 3), "s", target, f"{what}; {scale}; n={len(times[key])}, max {worst:.3f} s; "
+               f"{ratio:.1f}x the minimal page under AppTest ({peer})", COMMAND + " --embedding")
+    for key in ("peer_open_cold", "peer_open_warm", "peer_widget"):
+        print(f"{key:22s} {statistics.median(times[key]):9.3f} {max(times[key]):7.3f}")
+        record(f"dashboard.apptest_{key}_s", round(statistics.median(times[key]), 3), "s", None,
+               f"peer: a minimal Streamlit page (one radio, one slider, one 120-point chart) under AppTest; {scale}",
+               COMMAND + " --embedding")
+    print(f"{'ids_in_box':22s} {times['ids_in_box'][0]:9.4f}          (the box's sample ids among "
+          f"{MAP_IMAGES * (1 + MAP_CAPTIONS):,} points, alone)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ VIEWS = {
     "Compare": (0, "Images whose image→text R@1 outcome changed"),
     "Curves": (1, "EMA smoothing"),
     "Embedding space": (2, "Colour by"),
+    "Query": (0, "Type a caption: each run shows"),
     "Samples": (0, "Sample detail"),
     "Similarity matrix": (1, "Images (up to 20)"),
     "Forgetting": (0, "no forgetting evaluation"),

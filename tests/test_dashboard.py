@@ -21,7 +21,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import charts
-from analysis.names import COLOR_BY
+from analysis.names import COLOR_BY, OUTCOMES
 from analysis.runs import last_eval
 from data import atomic
 from tests.damaged_runs import DAMAGED, GOOD, make_damaged_runs
@@ -162,21 +162,26 @@ def test_chart_specs_carry_their_own_frames_named_by_content():
 
 
 @pytest.mark.parametrize("colour", list(COLOR_BY))
-def test_embedding_view_colours_and_joins_pairs(tiny_runs, monkeypatch, colour):
+def test_embedding_view_colours_each_configurations_own_map_and_joins_pairs(tiny_runs, monkeypatch, colour):
     at = app(tiny_runs, monkeypatch, "Embedding space")
     widget(at.radio, "Colour by").set_value(colour)
     join = widget(at.selectbox, "Join each image to its captions for label")
     lines_label = join.options[1]
-    join.set_value(lines_label)
-    at.run()
+    join.set_value(lines_label).run()
     assert_clean(at)
-    assert len(chart_specs(at)) == 2  # two runs side by side by default
-    assert [plain(m.label) for m in at.metric][:1] == ["modality gap · tiny/fixed-temp"]
-    assert "UMAP 1" in chart_specs(at)[0]
-    lines, points = chart_data(at)
-    assert "embedding" not in points.columns  # vectors stay on the server
-    assert points["caption"].notna().all()
-    emb = run_store.read_embeddings(tiny_runs / "tiny" / "fixed-temp", with_vectors=False)
+    maps = widget(at.selectbox, "Map")
+    assert sorted(maps.options) == [f"tiny/{r} ({r})" for r in ("fixed-temp", "locked", "unlocked")]  # one each
+    run = maps.value.replace("tiny/", "")
+    assert "map 1" in chart_specs(at)[0]
+    scatter = next(f for f in chart_data(at) if "rank" in f.columns)
+    assert "embedding" not in scatter.columns  # vectors stay on the server
+    emb = run_store.read_embeddings(tiny_runs / "tiny" / run, with_vectors=False, last_step=True)
+    assert sorted(scatter["sample_id"]) == sorted(emb["sample_id"])
+    field = {"modality": "modality", "label": "colour", "right/wrong at R@1": "outcome"}[colour]
+    expected = {"modality": set(emb["modality"]), "label": set(emb["label"]),
+                "right/wrong at R@1": set(OUTCOMES)}[colour]
+    assert set(scatter[field]) <= expected and len(set(scatter[field])) >= 1
+    lines = next(f for f in chart_data(at) if "pair" in f.columns)
     label_of = dict(zip(emb["sample_id"], emb["label"], strict=True))
     assert len(lines) > 0 and {label_of[p] for p in lines["pair"]} == {lines_label}
 
@@ -372,8 +377,8 @@ def test_curves_view_draws_the_mean_of_the_seeds_with_a_band(seeded, monkeypatch
 # ---------------------------------------------------------------- damaged and empty
 
 
-@pytest.mark.parametrize("view", ["Runs", "Compare", "Curves", "Embedding space", "Samples", "Similarity matrix",
-                                  "Forgetting", "Export"])
+@pytest.mark.parametrize("view", ["Runs", "Compare", "Curves", "Embedding space", "Query", "Samples",
+                                  "Similarity matrix", "Forgetting", "Export"])
 def test_damaged_folder_warns_once_per_damaged_run(damaged, monkeypatch, view):
     at = app(damaged, monkeypatch, view)
     assert_clean(at, warnings=len(DAMAGED))

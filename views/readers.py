@@ -7,11 +7,15 @@ whose stamps do the same.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from analysis.compare import SAMPLE_COLUMNS, query_outcomes, validation
-from analysis.runs import comparison_table, data_uri, image_outcomes, last_eval, stack, umap_points
+from analysis.geometry import Space, space_from_frame
+from analysis.maps import map_points
+from analysis.runs import comparison_table, data_uri, image_outcomes, last_eval, stack
 from training import run_store
 
 
@@ -74,8 +78,11 @@ def load_captions(path: str, stamp: str) -> pd.DataFrame:
 
 @cached(max_entries=64)
 def thumbnail_uris(path: str, stamp: str) -> pd.Series:
-    """image_id -> thumbnail data URI of every validation image."""
-    return load_images(path, stamp).set_index("image_id")["thumbnail"]
+    """image_id -> thumbnail data URI of every validation image (only the two columns are read)."""
+    samples = validation(run_store.read_samples(path, columns=["modality", "split", "step", "image_id", "thumbnail"]))
+    images = samples[samples["modality"] == "image"]
+    return pd.Series([data_uri(t) for t in images["thumbnail"]], index=pd.Index(images["image_id"], name="image_id"),
+                     name="thumbnail")
 
 
 @cached(max_entries=256)
@@ -105,19 +112,65 @@ def load_outcomes(path: str, stamp: str) -> pd.DataFrame:
     return query_outcomes(load_compared(path, stamp))
 
 
-@cached(max_entries=64)
-def load_points(path: str, stamp: str) -> pd.DataFrame:
-    """UMAP points of the last evaluated step, with rank and right/wrong at R@1."""
-    return umap_points(run_store.read_embeddings(path, with_vectors=False, last_step=True),
-                       run_store.read_umap(path),
-                       validation(run_store.read_samples(path, columns=["modality", "split", "step", "sample_id",
-                                                                         "rank"]))[["modality", "sample_id", "rank"]])
-
-
 @cached(max_entries=16)
 def load_vectors(path: str, stamp: str):
     """Rows and vectors (float32 matrix) of the last evaluated step's embeddings."""
     return run_store.read_last_vectors(path)
+
+
+@cached(max_entries=256)
+def load_umap_maps(path: str, stamp: str) -> list[str]:
+    """The aligned maps a run has coordinates in ("" for an older file's own fit)."""
+    return run_store.umap_maps(path)
+
+
+@cached(max_entries=64)
+def load_map_points(path: str, stamp: str, map_name: str) -> pd.DataFrame:
+    """A run's points in one aligned map (analysis.maps.map_points)."""
+    return map_points(run_store.read_umap(path, map_name),
+                      run_store.read_embeddings(path, with_vectors=False, last_step=True),
+                      load_sample_ranks(path, stamp))
+
+
+@cached(max_entries=64)
+def load_sample_ranks(path: str, stamp: str) -> pd.DataFrame:
+    """sample_id, modality, rank and true-pair cosine of every validation image and caption at
+    the run's last evaluation."""
+    columns = ["modality", "split", "step", "sample_id", "rank", "positive_cosine"]
+    return validation(run_store.read_samples(path, columns=columns))[["sample_id", "modality", "rank",
+                                                                      "positive_cosine"]].reset_index(drop=True)
+
+
+@cached(max_entries=64)
+def load_topk(path: str, stamp: str) -> pd.DataFrame:
+    """Per validation image and caption (indexed by sample_id): image_id, caption, rank, and its
+    stored top-k (the captions of an image, the images of a caption) with their cosines."""
+    columns = ["modality", "split", "step", "sample_id", "image_id", "caption", "rank", "topk_ids", "topk_scores"]
+    return validation(run_store.read_samples(path, columns=columns)).set_index("sample_id")
+
+
+@cached(max_entries=16)
+def load_spaces(path: str, stamp: str) -> tuple[Space, Space]:
+    """The run's validation embeddings at step 0 and at its last step as analysis.geometry
+    Spaces, with the zero-shot prompts where the run stored them (ValueError: no embeddings)."""
+    frame = run_store.read_embeddings(path, prompts=True)
+    if frame.empty:
+        raise ValueError("no embeddings: they are written when a run finishes")
+    return space_from_frame(frame, step=int(frame["step"].min())), space_from_frame(frame)
+
+
+def sweep_comparisons(root: Path, sweep: str) -> list[dict]:
+    """The comparisons (name, reference, runs, factor, note) of a sweep's sweep.json."""
+    try:
+        mtime = (Path(root) / sweep / run_store.SWEEP_SUMMARY).stat().st_mtime_ns
+    except OSError:
+        return []
+    return _comparisons(str(root), sweep, mtime)
+
+
+@cached(max_entries=64)
+def _comparisons(root: str, sweep: str, mtime: int) -> list[dict]:
+    return [c for c in run_store.read_sweep_summary(root, sweep).get("comparisons") or [] if isinstance(c, dict)]
 
 
 # ------------------------------------------------------------------ several runs
