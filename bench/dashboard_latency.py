@@ -35,7 +35,8 @@ alone: no browser, so the canvas drawing of a map is not in these figures):
 on 4 runs x 30,000 points (5,000 validation images with 5 captions each), all in one aligned map
 (umap.parquet rows at step 0 and the end, embeddings of 64 dimensions at both steps with 40 class
 prompts), and on one tiny-clip run trained here by train.py for the text query. Timed: the
-Embedding view's first open in a fresh process (its drift table and gap probe computed) and its
+Embedding view's first open in a fresh process (its drift table computed; the gap-shift probe
+is on request at this size) and its
 warm open (a new session, caches filled), a box selection moved on the map (the rerun that turns
 the browser's selection event into the selection table, its lines, rings and arrows), and a
 caption query with the run's model already loaded (a new caption each time: encoded, then ranked
@@ -605,8 +606,8 @@ def query_times(query_dir: Path, times: dict) -> None:
 
 EMBEDDING_REPORT = {  # measurement -> (results.json name, target, peer, what it is)
     "embedding_open_cold": ("dashboard.embedding_open_cold_s", EMBEDDING_OPEN_TARGET_S, "peer_open_cold",
-                            "Embedding space view, first open in a fresh process: maps, drift table and gap probe "
-                            "computed (AppTest, no browser)"),
+                            "Embedding space view, first open in a fresh process: maps and drift table computed, the "
+                            "gap-shift probe on request at this size (AppTest, no browser)"),
     "embedding_open_warm": ("dashboard.embedding_open_s", EMBEDDING_OPEN_TARGET_S, "peer_open_warm",
                             "Embedding space view, a new session with the process's caches filled (median)"),
     "embedding_selection": ("dashboard.embedding_selection_s", SELECTION_TARGET_S, "peer_widget",
