@@ -8,7 +8,7 @@
 One process trains the runs one after another (or N processes through `accelerate
 launch`, sharing each batch). Only the main process writes under runs/. The sweep reads top
 to bottom in `main`: plan (training/planning.py), prepare data and the shared frozen
-features, train each run (training/trainer.py), fit the UMAP projections
+features, train each run (training/trainer.py), fit the aligned maps
 (training/projection.py), print the summary (analysis/runs.py).
 """
 
@@ -79,7 +79,8 @@ def parse_args(argv):
                    help="continue from the last complete checkpoint: one run folder (with its saved config), "
                         "or 'auto' for every unfinished run of the sweep that has one")
     p.add_argument("--no-umap", action="store_true",
-                   help="skip the UMAP fits (the dashboard's embedding map stays empty until a later call fits them)")
+                   help="skip the aligned maps' UMAP fits (the dashboard's embedding map stays empty until a "
+                        "later call fits them)")
     return p.parse_args(argv)
 
 
