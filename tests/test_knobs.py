@@ -120,11 +120,18 @@ def test_no_weight_decay_on_biases_norms_embeddings_and_temperature():
 def test_feature_cache_hit_on_second_run_and_invalidated_by_preprocessing(pairs, tmp_path, monkeypatch):
     monkeypatch.setattr(features, "_memory", {})  # only the disk cache may serve the second run
     first = TowerInputs(build_model(RunConfig(**TINY)), pairs, tmp_path, show_progress=False)
-    assert first.stats == {"image_cache": "miss (from cut 0)", "text_cache": "miss"}
+    assert first.stats == {"image_cache": "miss (from cut 0, onnxruntime)", "text_cache": "miss"}
     monkeypatch.setattr(features, "_memory", {})
     second = TowerInputs(build_model(RunConfig(**TINY)), pairs, tmp_path, show_progress=False)
     assert second.stats == {"image_cache": "hit", "text_cache": "hit"}
     assert torch.equal(first.image_prefix, second.image_prefix)
+    # Features PyTorch computed are another entry: ONNX Runtime's are close to them, not equal.
+    monkeypatch.setattr(features, "_memory", {})
+    monkeypatch.setattr(features.cpu_inference, "available", lambda: "onnxruntime is not installed")
+    torch_run = TowerInputs(build_model(RunConfig(**TINY)), pairs, tmp_path, show_progress=False)
+    assert torch_run.stats["image_cache"] == "miss (from cut 0, torch)"
+    assert torch.allclose(torch_run.image_prefix, first.image_prefix, atol=1e-4)
+    monkeypatch.undo()
     other = TowerInputs(build_model(RunConfig(**dict(TINY, image_size=48))), pairs, tmp_path,
                         show_progress=False)
     assert other.stats["image_cache"].startswith("miss")
