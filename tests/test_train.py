@@ -246,7 +246,7 @@ def test_default_sweep_compares_one_factor_at_a_time_over_three_seeds(tmp_path):
     assert all(len(sweep.group(g)) >= 3 for g in trained)
     text = DEFAULT_SWEEP.read_text()
     assert "[runs.lr-3e-4]\nlr = 3e-4\n" in text
-    for extra in ("epochs = 10", 'schedule = "constant"', "data_fraction = 0.5", "seeds = [0, 1]"):
+    for extra in ("epochs = 7", 'schedule = "constant"', "data_fraction = 0.5", "seeds = [0, 1]"):
         bad = tmp_path / "bad.toml"
         bad.write_text(text.replace("[runs.lr-3e-4]\nlr = 3e-4\n", f"[runs.lr-3e-4]\nlr = 3e-4\n{extra}\n"))
         with pytest.raises(ConfigError, match="differs from its reference|has seeds"):
