@@ -285,9 +285,10 @@ def gap_probe_chart(frame: pd.DataFrame, title: str, height: int = 300) -> alt.C
     base = alt.Chart(frame).encode(
         x=alt.X("shift:Q", title="shift (0: as trained · 1: centroids moved together · −1: apart)"),
         y=alt.Y("value:Q", title="share right", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("measure:N", title="measure", legend=alt.Legend(orient="bottom", labelLimit=200)),
+        # Both legends below, one entry per line: side by side they fit a half-width panel.
+        color=alt.Color("measure:N", title="measure", legend=alt.Legend(orient="bottom", columns=1, labelLimit=200)),
         strokeDash=alt.StrokeDash("state:N", title="state", sort=["end", "step 0"],
-                                  legend=alt.Legend(orient="bottom")),
+                                  legend=alt.Legend(orient="bottom", columns=1)),
         tooltip=["state:N", "measure:N", alt.Tooltip("shift:Q", format="+.2f"), alt.Tooltip("value:Q", format=".3f"),
                  alt.Tooltip("gap:Q", format=".3f", title="gap after the shift")])
     zero = alt.Chart(pd.DataFrame({"shift": [0.0]})).mark_rule(color="gray", strokeDash=[2, 2]).encode(x="shift:Q")
