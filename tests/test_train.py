@@ -143,6 +143,21 @@ def test_rerun_fits_umap_a_finished_run_lacks(tiny_runs, synthetic_data, tmp_pat
     assert run_store.read_sweep_summary(runs, "tiny")["skipped"] == ["locked", "unlocked", "fixed-temp"]
 
 
+def test_a_retrained_run_gets_its_map_fitted_again(tiny_runs, synthetic_data, tmp_path):
+    """--overwrite writes new embeddings: the map places of the old ones must not survive them."""
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs)
+    path = runs / "tiny" / "locked"
+    old = run_store.read_umap(path)
+    assert main(["--sweep", str(TINY_SWEEP), "--runs-dir", str(runs), "--data", str(synthetic_data),
+                 "--cache-dir", str(tmp_path / "cache"), "--only", "locked", "--overwrite",
+                 "--set", "seed=5"]) == 0  # another seed: other heads, other embeddings
+    assert (path / run_store.UMAP).stat().st_mtime_ns >= (path / run_store.EMBEDDINGS).stat().st_mtime_ns
+    new = run_store.read_umap(path)
+    assert run_store.umap_maps(path) == ["locked"] and not new[["umap_x", "umap_y"]].equals(old[["umap_x", "umap_y"]])
+
+
 def test_runs_saved_before_a_key_existed_count_as_its_default(tiny_runs, synthetic_data, tmp_path, capsys):
     import json
     import shutil
@@ -266,3 +281,11 @@ def test_an_openmoji_prepared_with_an_older_split_is_refused_with_the_fix(tmp_pa
     (tmp_path / "report.json").write_text(json.dumps({"split_by": "concept", "test_fraction": 0.2}))
     assert stale_split("openmoji", tmp_path) is None
     assert stale_split("synthetic", tmp_path) is None  # not auto-prepared: its splits are the user's
+
+
+def test_only_the_second_stage_still_starts_from_the_same_seed_of_the_first():
+    """--only stage2-people (stage 1 already finished) must not fall back to the unseeded name."""
+    from training.config import DEFAULT_SWEEP
+    sweep = load_sweep(DEFAULT_SWEEP, only=["stage2-people"])
+    assert [(c.name, c.init_from) for c in sweep.runs] == [
+        (f"stage2-people.s{s}", f"stage1-no-people.s{s}") for s in (0, 1, 2)]

@@ -422,12 +422,14 @@ def load_sweep(path: Path | str = DEFAULT_SWEEP, overrides: dict | None = None,
         missing = sorted(set(only) - set(names))
         if missing:
             raise ConfigError(f"--only names unknown run(s) {missing}; this sweep has {names}")
-        named = [(n, r) for n, r in named if n in only]
     if seeds is not None:
         named = [(n, dict(r, seeds=check_seeds(seeds, "--seeds"))) for n, r in named]
     if SEEDS in overrides:
         raise ConfigError("seeds is not a --set key: use --seeds N")
-    runs = tuple(RunConfig(**{**base, **run, **overrides, "name": n}) for n, run in replicate(named, base_seeds))
+    # Every configuration is replicated before --only picks some, so that a seeded init_from
+    # whose source is left out still starts from the source's replicate of the same seed.
+    replicas = [(n, r) for n, r in replicate(named, base_seeds) if not only or r.get("group", n) in only]
+    runs = tuple(RunConfig(**{**base, **run, **overrides, "name": n}) for n, run in replicas)
     sweep = Sweep(name=str(spec.get("name", path.stem)), source=str(path), runs=runs)
     return dataclasses.replace(sweep, comparisons=read_comparisons(spec, sweep, path))
 

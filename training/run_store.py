@@ -571,6 +571,12 @@ def file_stamp(path: Path | str) -> tuple:
     return tuple(stamp)
 
 
+def remove_maps(path: Path | str) -> None:
+    """Drop a run's map coordinates: a run trained again has new embeddings, so every map it is
+    in is fitted again (training/projection.py refits a map any of whose runs lacks it)."""
+    (Path(path) / UMAP).unlink(missing_ok=True)
+
+
 def has_umap(path: Path | str) -> bool:
     """Whether the run has coordinates in some map."""
     return (Path(path) / UMAP).exists()

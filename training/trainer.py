@@ -114,6 +114,7 @@ class Trainer:
                 self.writer.resume(resume.step)
             else:
                 checkpoints.remove_all(self.path)  # a fresh start must never resume from an older attempt's state
+                run_store.remove_maps(self.path)  # nor keep the map places of an older attempt's embeddings
             self.writer.set_status("RUNNING", step=resume.step if resume else 0,
                                    resumed_from=resume.step if resume else None)
         try:
