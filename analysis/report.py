@@ -35,6 +35,7 @@ import pandas as pd
 import vl_convert
 from IPython.display import Image, Markdown, display
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.patches import Rectangle
 from PIL import Image as PILImage
@@ -51,7 +52,9 @@ from analysis.compare import (
     query_outcomes,
     validation,
 )
-from analysis.names import RECALL_AT_K, label
+from analysis.geometry import space_from_frame
+from analysis.maps import gap_probe, gap_table, map_points, run_drift, runs_drift, shares_space
+from analysis.names import OUTCOMES, RECALL_AT_K, label
 from analysis.runs import (
     NO_LABEL,
     band_rows,
@@ -64,7 +67,6 @@ from analysis.runs import (
     label_list,
     smooth,
     stack,
-    umap_points,
 )
 from data.manifest import REPORT, dataset_dir, load_manifest
 from training import run_store
@@ -79,6 +81,9 @@ MODELS = {
 }
 EFFECT_METRICS = ["i2t_R@1", "t2i_R@1", "zero_shot_accuracy"]  # the effects the write-up reports
 FIGURE_METRICS = [*RECALL_AT_K, "zero_shot_accuracy"]
+# Greys for what is not a configuration (outcomes, modalities, measures, data): the sweep's
+# configuration colours (charts.group_colors) mean configurations and nothing else.
+NEUTRAL = ["#444444", "#8c8c8c", "#c4c4c4"]
 EFFECT_COLUMNS = ["comparison", "reference", "run", "changes", "split", "interval", "metric", "a", "b", "difference",
                   "low", "high", "seed_sd", "image_se", "verdict"]
 
@@ -107,14 +112,6 @@ def show(chart, scale: float = 1.3) -> None:
         display(Image(vl_convert.vegalite_to_png(chart.to_json(), scale=scale)))
 
 
-def side_by_side(*parts, **resolve):
-    """Charts in one row; `resolve` says which scales they share (color="shared", ...)."""
-    parts = [p.copy(deep=False) for p in parts]
-    for p in parts:
-        p.usermeta = alt.Undefined  # a top-level-only setting: a concatenated part may not carry it
-    return alt.hconcat(*parts).resolve_scale(**resolve)
-
-
 def num(x, digits: int = 3) -> str:
     """A figure for a sentence, to `digits` significant digits; "NaN" where it is missing."""
     return "NaN" if _missing(x) else f"{x:.{digits}g}"
@@ -140,22 +137,28 @@ def setting(value) -> str:
     return f"{value:g}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
-def source(path: str, name: str) -> str:
+def source(path: str, name: str, docstring: bool = True) -> str:
     """The source text of the function or method `name` ("Stepper.__call__") of a module, read
-    as text and found with ast: the write-up shows training code without importing it (training
-    imports torch, which the notebook never does)."""
+    as text and found with ast (without its docstring unless `docstring`): the write-up shows
+    training code without importing it (training imports torch, which the notebook never does)."""
     text = (ROOT / path).read_text()
     node = ast.parse(text)
     for part in name.split("."):
         node = next(n for n in ast.iter_child_nodes(node)
                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
     first = min([d.lineno for d in node.decorator_list] + [node.lineno])
-    return textwrap.dedent("\n".join(text.splitlines()[first - 1:node.end_lineno]))
+    lines = text.splitlines()[first - 1:node.end_lineno]
+    doc = node.body[0]
+    if not docstring and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) \
+            and isinstance(doc.value.value, str):
+        del lines[doc.lineno - first:doc.end_lineno - first + 1]
+    return textwrap.dedent("\n".join(lines))
 
 
 def show_source(path: str, *names: str) -> None:
-    """`names` of the module at `path`, shown as one Python block under the file's name."""
-    say(f"`{path}`\n```python\n" + "\n\n".join(source(path, n) for n in names) + "\n```")
+    """`names` of the module at `path`, without their docstrings (the prose around them says
+    what they do), shown as one Python block under the file's name."""
+    say(f"`{path}`\n```python\n" + "\n\n".join(source(path, n, docstring=False) for n in names) + "\n```")
 
 
 # ------------------------------------------------------------------------- the sweep
@@ -334,7 +337,8 @@ def dataset(data: str, manifest: pd.DataFrame) -> Dataset:
         attribution = ATTRIBUTION
     images = manifest.drop_duplicates("image_id")
     concepts = images.groupby("split")["concept"].nunique() if "concept" in images else pd.Series(dtype=int)
-    concepts = concepts.reindex(images["split"].value_counts().index)  # the splits' order: largest first, as per_split
+    if len(concepts):  # the splits' order: largest first, as per_split
+        concepts = concepts.reindex(images["split"].value_counts().index).dropna().astype(int)
     labels = manifest["label"].replace("", np.nan).dropna().value_counts()
     return Dataset(name=Path(str(data)).name, source=source, attribution=attribution, size=prepared.get("size"),
                    split_by=prepared.get("split_by"), images=images, per_split=images["split"].value_counts(),
@@ -403,10 +407,10 @@ def length_and_label_figure(words: pd.Series, labels: pd.Series) -> Figure:
     """Histogram of caption lengths (`words` per caption) beside the pairs per label."""
     fig = Figure(figsize=(11, 3.4))
     a, b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
-    a.hist(words, bins=np.arange(0.5, words.max() + 1.5), color="#4c78a8")
+    a.hist(words, bins=np.arange(0.5, words.max() + 1.5), color=NEUTRAL[0])  # configuration colours mean configurations
     a.set(xlabel="caption length (words)", ylabel="captions", title="Caption lengths")
     ordered = labels.sort_values()  # barh draws bottom up: the largest label on top
-    b.barh(ordered.index, ordered.values, color="#f58518")
+    b.barh(ordered.index, ordered.values, color=NEUTRAL[1])
     b.set(xlabel="image-caption pairs", title="Labels")
     fig.tight_layout()
     return fig
@@ -472,17 +476,35 @@ def comparisons_table(sweep: Sweep) -> pd.DataFrame:
                         ).set_index(["comparison", "against"])
 
 
+STAGES = {"features": "frozen features", "training": "training", "evaluation": "evaluation",
+          "intervals": "intervals", "closed_form": "closed-form fit", "wise_ft": "WiSE-FT", "umap": "maps"}
+
+
 def costs(sweep: Sweep) -> pd.DataFrame:
-    """Per configuration: seconds per seed of each recorded stage (the mean over its seeds) and
-    the sum over its seeds of the wall time from start to end."""
-    rows = []
+    """Per configuration: seconds per seed of each recorded stage (the mean over its seeds; "–"
+    where the stage did not run) and the wall time of one seed, start to end, as text cells
+    with one decimal."""
+    rows = {}
     for g, names in sweep.groups.items():
-        stages = pd.DataFrame([sweep.runs[n].status.get("timings") or {} for n in names])
+        stages = pd.DataFrame([sweep.runs[n].status.get("timings") or {} for n in names]).mean()
         wall = [(sweep.runs[n].status.get("end_time") or np.nan) - (sweep.runs[n].status.get("start_time") or np.nan)
                 for n in names]
-        rows.append({"configuration": g, "seeds": len(names), **stages.mean().round(1).to_dict(),
-                     "wall, all seeds (s)": round(float(np.nansum(wall)), 1)})
-    return pd.DataFrame(rows).set_index("configuration")
+        rows[g] = {"seeds": len(names), **{name: stages.get(key, np.nan) for key, name in STAGES.items()},
+                   "wall per seed": float(np.nanmean(wall)) if np.isfinite(wall).any() else np.nan}
+    table = pd.DataFrame(rows).T
+    table = table.drop(columns=[c for c in STAGES.values() if table[c].isna().all()])
+    seconds = table.drop(columns="seeds").map(lambda v: "–" if _missing(v) else f"{v:.1f}")
+    return pd.concat([table[["seeds"]].astype(int), seconds.rename(columns=lambda c: f"{c} (s)")], axis=1)
+
+
+def seconds(sweep: Sweep, group: str, stage: str = "training") -> float:
+    """A configuration's mean seconds per seed of a recorded stage, or of its wall time ("wall")."""
+    def one(status):
+        if stage == "wall":
+            return (status.get("end_time") or np.nan) - (status.get("start_time") or np.nan)
+        return (status.get("timings") or {}).get(stage, np.nan)
+    values = np.array([one(sweep.runs[n].status) for n in sweep.groups[group]], dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
 
 
 def provenance(sweep: Sweep) -> pd.DataFrame:
@@ -515,8 +537,14 @@ def band_chart(sweep: Sweep, groups: list[str], metric: str = "i2t_R@1", split: 
         frame = rows.assign(smoothed=rows["value"], evaluated=True)
     frame = frame.assign(wall_time=frame.get("wall_time", np.nan))
     of = {n: g for g in groups for n in sweep.groups[g]}
+    listed = legend or groups
     chart = charts.seed_band_chart(band_rows(frame, of, seeds=False), metric, x="epoch", height=height,
-                                   colors={g: sweep.colors[g] for g in legend or groups})
+                                   colors={g: sweep.colors[g] for g in listed})
+    epochs = list(range(int(math.ceil(np.nanmax(frame["epoch"]))) + 1)) if len(frame) else [0]
+    for layer in chart.layer:  # whole epochs only (a 2-epoch curve gets no 0.5 ticks); no legend of one entry
+        layer.encoding.x.axis = alt.Axis(values=epochs, format="d")
+        if len(listed) == 1:
+            layer.encoding.color.legend = None
     return chart.properties(width=width, title=title or f"{label(metric)}" + ("" if len(logged) else f" ({split})"))
 
 
@@ -585,8 +613,8 @@ def similarity_figure(embeddings: pd.DataFrame, thumbs: dict[str, bytes], image_
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
     for k, (ax, grid, step) in enumerate(zip(axes, grids, steps, strict=True)):
         image = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=low, vmax=high)
-        for i in range(n):
-            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.8))
+        for i in range(n):  # inset, so that neighbouring true pairs' outlines do not join into a staircase
+            ax.add_patch(Rectangle((i - 0.4, i - 0.4), 0.8, 0.8, fill=False, edgecolor="white", linewidth=1.6))
         ax.set_xticks(range(n), [textwrap.shorten(str(captions.get(i, i)), 26, placeholder="…") for i in image_ids],
                       rotation=55, ha="right", fontsize=7)
         ax.set_yticks(range(n), [""] * n)
@@ -623,20 +651,186 @@ def neighbours(rows: pd.DataFrame, vectors: np.ndarray) -> dict[str, float]:
             "random_label": float((rows["label"].value_counts(normalize=True) ** 2).sum())}
 
 
-def umap_figure(run: run_store.Run, samples: pd.DataFrame) -> alt.Chart | None:
-    """The run's own UMAP of its last validation embeddings, coloured by label and by whether the
-    point is right at R@1 (one legend for the shapes: circles images, crosses captions); None
-    without coordinates."""
-    points = umap_points(run_store.read_embeddings(run.path, with_vectors=False, last_step=True),
-                         run_store.read_umap(run.path), samples[["sample_id", "modality", "rank"]])
-    if points.empty:
+# ------------------------------------------------------------------ the aligned map
+
+
+@dataclass(frozen=True)
+class AlignedMap:
+    """One aligned map of the sweep (training/projection.py) as the write-up shows it: its name,
+    the configurations drawn (the reference first, then the one compared with it), each by its
+    lowest seed, the map's one run per configuration, and each run's points (analysis.maps.map_points)."""
+
+    name: str
+    groups: list[str]
+    runs: list[str]
+    points: dict[str, pd.DataFrame]
+
+
+@functools.cache
+def spaces(path: Path):
+    """A run's validation embeddings at step 0 and at its last step, as analysis.geometry Spaces
+    with the zero-shot prompts (what analysis.maps measures)."""
+    frame = run_store.read_embeddings(path, prompts=True)
+    return space_from_frame(frame, step=int(frame["step"].min())), space_from_frame(frame)
+
+
+def _map_points(run: run_store.Run, name: str) -> pd.DataFrame:
+    ranks = validation(_samples(run.path))[["sample_id", "modality", "rank"]]
+    meta = run_store.read_embeddings(run.path, with_vectors=False, last_step=True)
+    return map_points(run_store.read_umap(run.path, name), meta, ranks)
+
+
+def aligned_map(sweep: Sweep) -> AlignedMap | None:
+    """The map the write-up shows: of the comparisons on the reference's own data, the one whose
+    configuration moved validation image → text R@1 (the mean over seeds) furthest from its
+    reference, with those two configurations; with no comparison, the reference's map of its
+    own. None where the runs hold no coordinates of that map."""
+    def r1(g):
+        return figures(sweep, [g], "val", metrics=["i2t_R@1"])["i2t_R@1"].get(g, np.nan)
+
+    pairs = [(abs(r1(g) - r1(c["reference"])), c["name"], c["reference"], g) for c in sweep.comparisons
+             for g in c["runs"] if g in sweep.groups and not _other_data(sweep, c["reference"], g)]
+    pairs = [p for p in pairs if np.isfinite(p[0])]
+    _, name, *groups = max(pairs) if pairs else (0, sweep.reference, sweep.reference)
+    groups = list(dict.fromkeys(groups))
+    runs = [sweep.groups[g][0] for g in groups]
+    if any(name not in run_store.umap_maps(sweep.runs[n].path) for n in runs):
         return None
-    return side_by_side(
-        charts.umap_chart(points, "label", "coloured by label", label_list(points["label"]), height=330
-                          ).properties(width=360),
-        charts.umap_chart(points, "right/wrong at R@1", "coloured by the outcome at R@1", height=330
-                          ).properties(width=360),
-        color="independent", shape="shared")
+    return AlignedMap(name, groups, runs, {n: _map_points(sweep.runs[n], name) for n in runs})
+
+
+def moved(points: pd.DataFrame) -> pd.DataFrame:
+    """map_points with `moved`: how far each sample lies from its step-0 place at the end."""
+    return points.assign(moved=np.hypot(points["umap_x"] - points["x0"], points["umap_y"] - points["y0"]))
+
+
+def map_figure(sweep: Sweep, m: AlignedMap, arrows: int = 12, labels: int = 6) -> Figure:
+    """Each run of the map at its end, on the map's shared axes: images as circles and captions
+    as crosses, dark where right at R@1 and light where wrong (greys: colours mean
+    configurations), the `labels` largest labels named where their images lie, and an arrow,
+    in the run's configuration colour, from step 0 to the end for the `arrows` samples that
+    moved furthest."""
+    frames = {n: moved(m.points[n]) for n in m.runs}
+    every = pd.concat(frames.values())
+    xs, ys = every[["umap_x", "x0"]].to_numpy().ravel(), every[["umap_y", "y0"]].to_numpy().ravel()
+    width = map_width(m)
+    pad = 0.04 * width
+    fig = Figure(figsize=(5.4 * len(m.runs) + 0.4, 5.6))
+    axes = fig.subplots(1, len(m.runs), squeeze=False, sharex=True, sharey=True)[0]
+    for ax, (g, n) in zip(axes, zip(m.groups, m.runs, strict=True), strict=True):
+        pts = frames[n]
+        for modality, marker in (("image", "o"), ("text", "+")):
+            for outcome, color, z in ((OUTCOMES[1], NEUTRAL[2], 1), (OUTCOMES[0], NEUTRAL[0], 2)):
+                at = pts[(pts["modality"] == modality) & (pts["outcome"] == outcome)]
+                ax.scatter(at["umap_x"], at["umap_y"], s=9 if marker == "o" else 14, marker=marker, color=color,
+                           linewidths=0.8, zorder=z, label=f"{'image' if modality == 'image' else 'caption'}, "
+                                                           f"{outcome}")
+        images, placed = pts[pts["modality"] == "image"], []
+        for name in images["label"].value_counts().index[:labels]:  # a label too close to a larger one's is left out
+            at = images[images["label"] == name]
+            x, y = at["umap_x"].median(), at["umap_y"].median()
+            if all(abs(x - px) > 0.16 * width or abs(y - py) > 0.05 * width for px, py in placed):
+                placed.append((x, y))
+                ax.text(x, y, str(name), fontsize=8, ha="center", va="center", zorder=4,
+                        bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+        for _, r in pts.dropna(subset=["moved"]).nlargest(arrows, "moved").iterrows():
+            ax.annotate("", xy=(r["umap_x"], r["umap_y"]), xytext=(r["x0"], r["y0"]), zorder=3,
+                        arrowprops={"arrowstyle": "-|>", "color": sweep.colors[g], "lw": 1.4, "mutation_scale": 9})
+        ax.set(xlim=(np.nanmin(xs) - pad, np.nanmax(xs) + pad), ylim=(np.nanmin(ys) - pad, np.nanmax(ys) + pad),
+               xticks=[], yticks=[], xlabel="map 1", title=f"{g} ({n}), end of training")
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("map 2")
+    handles, names = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color=NEUTRAL[0], marker=">", markersize=5, lw=1.4))
+    names.append(f"step 0 → end, the {arrows} samples that moved furthest (the configuration's colour)")
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Aligned map “{m.name}”: positions comparable across its runs", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def movement_summary(points: pd.DataFrame) -> dict[str, float]:
+    """How far a run's samples moved from step 0 to the end against their floor (UMAP's own
+    noise): the medians of both and the share that moved further than their floor."""
+    pts = moved(points).dropna(subset=["moved", "floor"])
+    return {"moved": float(pts["moved"].median()), "floor": float(pts["floor"].median()),
+            "beyond": float((pts["moved"] > pts["floor"]).mean()) if len(pts) else np.nan}
+
+
+def map_width(m: AlignedMap) -> float:
+    """The larger side of the box that holds every place of the map's runs (step 0 and end)."""
+    every = pd.concat(m.points.values())
+    return float(max(np.ptp(every[["umap_x", "x0"]].to_numpy()[np.isfinite(every[["umap_x", "x0"]].to_numpy())]),
+                     np.ptp(every[["umap_y", "y0"]].to_numpy()[np.isfinite(every[["umap_y", "y0"]].to_numpy())])))
+
+
+def drift_table(sweep: Sweep, m: AlignedMap) -> tuple[pd.DataFrame, str, str]:
+    """Each sample's drift (analysis.maps): with two configurations, from the reference's end (A)
+    to the other's end (B), else from the run's step 0 (A) to its end (B); with what A and B are."""
+    if len(m.runs) > 1:
+        a, b = m.runs[:2]
+        table = runs_drift(spaces(sweep.runs[a].path)[1], spaces(sweep.runs[b].path)[1], m.points[a], m.points[b])
+        return table, f"{m.groups[0]}'s end", f"{m.groups[1]}'s end"
+    (a,) = m.runs
+    start, end = spaces(sweep.runs[a].path)
+    return run_drift(start, end, m.points[a], shares_space(sweep.runs[a].config)), "step 0", "the end"
+
+
+DRIFT_SHOWN = {"caption": "caption", "modality": "query", "label": "label", "rank_start": "rank, A",
+               "rank_end": "rank, B", "rank_change": "change", "knn_overlap": "neighbours kept",
+               "moved": "moved on the map", "floor": "floor"}
+
+
+def drift_rows(table: pd.DataFrame, each: int = 4) -> pd.DataFrame:
+    """The `each` samples of a drift table whose rank worsened most and the `each` whose rank
+    improved most, as read."""
+    table = table.assign(modality=table["modality"].map({"image": "image → text", "text": "text → image"}))
+    worse, better = table.nlargest(each, "rank_change"), table.nsmallest(each, "rank_change")
+    shown = pd.concat([worse[worse["rank_change"] > 0], better[better["rank_change"] < 0]])
+    shown = shown[list(DRIFT_SHOWN)].rename(columns=DRIFT_SHOWN).set_index("caption")
+    for c in ("neighbours kept", "moved on the map", "floor"):
+        shown[c] = shown[c].map(lambda v: "–" if _missing(v) else f"{v:.2f}")
+    return shown
+
+
+def gap_figures(sweep: Sweep, run: str) -> pd.DataFrame:
+    """analysis.maps.gap_table of a run, with readable names."""
+    table = gap_table(*spaces(sweep.runs[run].path)).set_index("state")
+    return table.rename(columns={"gap": "modality gap", "image_cone": "image cone (mean cosine)",
+                                 "text_cone": "caption cone (mean cosine)"})
+
+
+def gap_directions(sweep: Sweep, group: str) -> dict[str, int]:
+    """In how many of a configuration's seeds the gap shrank and each cone widened (its mean
+    cosine fell) from step 0 to the end, with the number of seeds."""
+    tables = [gap_table(*spaces(sweep.runs[n].path)).set_index("state") for n in sweep.groups[group]]
+    return {"seeds": len(tables), **{k: sum(int(t.loc["end", k] < t.loc["step 0", k]) for t in tables)
+                                     for k in ("gap", "image_cone", "text_cone")}}
+
+
+def gap_probe_figure(sweep: Sweep, run: str) -> tuple[Figure, pd.DataFrame]:
+    """Liang et al.'s gap-shift probe of a run (analysis.maps.gap_probe) at step 0 and at the
+    end, in greys (a measure is not a configuration); returns the figure and the probe."""
+    probe, _ = gap_probe(*spaces(sweep.runs[run].path))
+    fig = Figure(figsize=(10, 3.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    styles = {"i2t_R@1": ("o", "-", NEUTRAL[0]), "t2i_R@1": ("s", "--", NEUTRAL[1]),
+              "zero_shot_accuracy": ("^", ":", NEUTRAL[0])}
+    for ax, state in zip(axes, ["step 0", "end"], strict=True):
+        for measure, rows in probe[probe["state"] == state].groupby("measure", sort=False):
+            marker, line, color = styles[measure]
+            ax.plot(rows["shift"], rows["value"], marker=marker, linestyle=line, color=color, label=label(measure),
+                    markersize=4)
+        ax.axvline(0, color=NEUTRAL[2], linewidth=1)
+        ax.set(title=f"{run}, {state}", xlabel="gap shift")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share right (val)")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle("Gap-shift probe (0: the stored vectors; 1: both centroids moved most of the way together; "
+                 "−1: apart by as much again)", fontsize=9)
+    fig.tight_layout()
+    return fig, probe
 
 
 def image_examples(samples: pd.DataFrame, run: str, each: int = 3, seed: int = 2) -> Figure:
@@ -668,7 +862,7 @@ def image_examples(samples: pd.DataFrame, run: str, each: int = 3, seed: int = 2
 def caption_examples(samples: pd.DataFrame, thumbs: dict[str, bytes], run: str, each: int = 2,
                      seed: int = 3) -> Figure:
     """`each` validation captions whose image the run ranks first and `each` it does not, with
-    their top images and cosines (the true image framed in green)."""
+    their top images and cosines (the true image framed in dark grey)."""
     samples = validation(samples)
     texts = samples[samples["modality"] == "text"]
     queries = pd.concat([texts[texts["rank"] == 1].sample(frac=1, random_state=seed).head(each),
@@ -687,7 +881,7 @@ def caption_examples(samples: pd.DataFrame, thumbs: dict[str, bytes], run: str, 
             ax.set_xlabel(f"{score:.2f}", fontsize=8)
             if image_id == q["image_id"]:
                 for s in ax.spines.values():
-                    s.set(visible=True, color="#2ca02c", linewidth=3)
+                    s.set(visible=True, color=NEUTRAL[0], linewidth=3)  # not green: colours mean configurations
         name = textwrap.wrap(f"“{q['caption']}”", 18)[:3] + [f"(true image: rank {q['rank']})"]
         row_axes[0].set_ylabel("\n".join(name), fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(f"{run}: validation caption → its top {k} images (cosine below each)", fontsize=10)
@@ -810,10 +1004,19 @@ def _higher_is_better(metric: str) -> bool:
     return not metric.endswith("_rank")
 
 
-def effects(sweep: Sweep, split: str = "test", metrics: list[str] = EFFECT_METRICS) -> pd.DataFrame:
+def _other_data(sweep: Sweep, a: str, b: str) -> bool:
+    """Whether two configurations train and evaluate on different datasets (other validation
+    images: compared unpaired)."""
+    return sweep.config(a).get("data") != sweep.config(b).get("data")
+
+
+def effects(sweep: Sweep, split: str = "test", metrics: list[str] = EFFECT_METRICS,
+            other_data: bool | None = None) -> pd.DataFrame:
     """Every comparison of the sweep: each of its runs against its reference (compare), one row
-    per metric."""
+    per metric; `other_data` True or False keeps only the runs on another dataset than their
+    reference's (the split lesson, unpaired) or only those on the same one."""
     rows = [{"comparison": c["name"], **row} for c in sweep.comparisons for g in c["runs"] if g in sweep.groups
+            if other_data is None or _other_data(sweep, c["reference"], g) == other_data
             for row in compare(sweep, c["reference"], g, split, metrics)]
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
@@ -828,16 +1031,27 @@ def baseline_effects(sweep: Sweep, split: str, metrics: list[str] = BASELINE_MET
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
+def short_verdict(row) -> str:
+    """An effect as a table cell: "-0.021 [-0.041, -0.001] worse", "n.d." where the interval
+    includes 0 (no detectable difference)."""
+    if _missing(row.get("difference")):
+        return str(row.get("verdict", "NaN"))
+    d = stats._decimals(row["metric"])
+    word = "n.d." if row["low"] <= 0 <= row["high"] else row["verdict"].split("(")[1].split(")")[0]
+    return f"{row['difference']:+.{d}f} [{row['low']:.{d}f}, {row['high']:.{d}f}] {word}"
+
+
 def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
-    """effects() as read: one row per comparison and run, its change, and per metric the verdict
-    with its difference and 95% interval; where and how the interval was computed."""
+    """effects() as read: one row per comparison and run, what changes, and per metric its
+    difference with the 95% interval and a word (better, worse; n.d.: no detectable difference)."""
     if effects.empty:
         return pd.DataFrame()
-    wide = effects.pivot_table(index=["comparison", "run"], columns="metric", values="verdict", aggfunc="first",
-                               sort=False)
+    cells_ = effects.assign(cell=[short_verdict(r) for _, r in effects.iterrows()])
+    wide = cells_.pivot_table(index=["comparison", "run"], columns="metric", values="cell", aggfunc="first",
+                              sort=False)
     wide = wide[[m for m in EFFECT_METRICS if m in wide.columns]].rename(columns=label)
     first = effects.drop_duplicates(["comparison", "run"]).set_index(["comparison", "run"])
-    return pd.concat([first[["reference", "changes"]], wide, first[["split", "interval"]]], axis=1)
+    return pd.concat([first[["changes"]], wide], axis=1)
 
 
 def detectable(effects: pd.DataFrame) -> pd.Series:
@@ -904,11 +1118,10 @@ def figures_figure(table: pd.DataFrame, colors: dict[str, str], metrics: list[st
 # --------------------------------------------------------------------- the evaluation
 
 
-def _seed_mean(sweep: Sweep, group: str, split: str, metric: str) -> pd.DataFrame | None:
-    """The per-query outcome of `metric` averaged over a configuration's seeds (sample_id,
-    image_id, outcome), None where its runs lack it."""
-    return _mean_outcome([of_metric(query_outcomes(on_split(_samples(sweep.runs[n].path), split)), metric)
-                          for n in sweep.groups[group]])
+# How a configuration's figure gets its interval (analysis.runs.group_table): the t-interval of the seed
+# means widened by the runs' own bootstrap half-width over images; one seed: its bootstrap over images.
+CONFIGURATION_INTERVAL = "95% interval over seeds and images"
+RUN_INTERVAL = "95% bootstrap interval over images (one run)"
 
 
 def _interval_cell(values, groups=None) -> tuple[float, float, float]:
@@ -918,27 +1131,53 @@ def _interval_cell(values, groups=None) -> tuple[float, float, float]:
     return stats.bootstrap_interval(np.asarray(values, dtype=float), groups, n_resamples=RESAMPLES)
 
 
+def _combined(sweep: Sweep, per_run: dict[str, pd.DataFrame], metrics: list[str]) -> pd.DataFrame:
+    """Per configuration, the figures of its runs (run -> value, low, high by metric: each run's
+    bootstrap over images) combined by analysis.runs.group_table's rule, the one every stored
+    figure of a configuration gets: the interval over seeds and images."""
+    runs = [{"run": n, "state": sweep.runs[n].state, "config": sweep.runs[n].config, "figures": f}
+            for n, f in per_run.items()]
+    if not runs:
+        return pd.DataFrame(columns=[c for m in metrics for c in (m, f"{m} low", f"{m} high")])
+    table = group_table(runs, {n: sweep.group_of(n) for n in per_run}, metrics)
+    return table[[c for m in metrics for c in (m, f"{m} low", f"{m} high")]]
+
+
+def _run_figures(figures_: dict[str, tuple[float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(figures_, index=["value", "low", "high"]).T
+
+
+def per_image(sweep: Sweep, run: str, split: str) -> pd.DataFrame:
+    """One row per `split` image of a run at its last step, in sample-id order: sample_id,
+    image_id, label, zero_shot (1/0), concept (image → text right at the concept level, NaN
+    where the dataset names no concepts)."""
+    samples = on_split(_samples(sweep.runs[run].path), split)
+    last = samples[samples["step"] == samples["step"].max()]
+    images = last[last["modality"] == "image"].sort_values("sample_id")
+    out = images[["sample_id", "image_id", "label"]].assign(zero_shot=images["zero_shot_correct"].astype(float))
+    concept_of = _concepts(sweep.runs[run].config.get("data", ""))
+    out["concept"] = concept_outcomes(samples, "image", concept_of)["concept"].to_numpy() if concept_of else np.nan
+    return out.reset_index(drop=True)
+
+
 def zero_shot_table(sweep: Sweep, split: str) -> pd.DataFrame:
     """Per configuration, zero-shot classification of the `split` images by their label prompts:
-    accuracy, and balanced accuracy (the mean over labels of each label's accuracy, so that a
-    large label weighs as much as a small one), each from the per-image outcome averaged over the
-    seeds with a bootstrap interval over images (seeds held fixed; balanced accuracy as a weighted
-    mean, the weights held at the split's label counts)."""
-    rows = {}
+    accuracy (the stored figure) and balanced accuracy (the mean over labels of each label's
+    accuracy, so that a large label weighs as much as a small one; a weighted mean of the
+    per-image outcomes, the weights held at the split's label counts), both with the interval
+    over seeds and images (CONFIGURATION_INTERVAL)."""
+    per_run = {}
     for g in sweep.ranked:
         if not has_split(sweep, g, split):
             continue
-        outcome = _seed_mean(sweep, g, split, "zero_shot_accuracy")
-        if outcome is None or outcome.empty:
-            continue
-        images = on_split(_samples(sweep.runs[sweep.groups[g][0]].path), split)
-        label_of = images[images["modality"] == "image"].set_index("sample_id")["label"]
-        weight = balanced_weights(outcome["sample_id"].map(label_of))
-        rows[g] = {"zero_shot_accuracy": _interval_cell(outcome["outcome"]),
-                   "balanced_accuracy": _interval_cell(outcome["outcome"] * weight)}
-    return pd.DataFrame({g: {f"{m}{end}": v for m, t in r.items() for end, v in zip(("", " low", " high"), t,
-                                                                                      strict=True)}
-                         for g, r in rows.items()}).T
+        for n in sweep.groups[g]:
+            images = per_image(sweep, n, split).dropna(subset=["zero_shot"])
+            if images.empty:
+                continue
+            stored = _figures(sweep, n, split, "last")
+            per_run[n] = pd.concat([stored.reindex(["zero_shot_accuracy"]), _run_figures(
+                {"balanced_accuracy": _interval_cell(images["zero_shot"] * balanced_weights(images["label"]))})])
+    return _combined(sweep, per_run, ["zero_shot_accuracy", "balanced_accuracy"])
 
 
 def balanced_weights(labels: pd.Series) -> np.ndarray:
@@ -960,26 +1199,36 @@ def _concepts(data: str) -> dict[str, str] | None:
 
 def concept_table(sweep: Sweep, groups: list[str], split: str) -> pd.DataFrame:
     """Per configuration, R@1 both ways on `split` at the exact level (the query's own caption or
-    image) beside the concept level (any variant of the same concept counts: "woman
-    technologist: dark skin tone" for "woman technologist"), each from the per-query outcome
-    averaged over the seeds, with a bootstrap interval over images. A query whose true match
-    ties a wrong item keeps the exact level's verdict (ties count against the query)."""
-    rows = {}
+    image: the stored figure) beside the concept level (any variant of the same concept counts:
+    "woman technologist: dark skin tone" for "woman technologist"), both with the interval over
+    seeds and images (CONFIGURATION_INTERVAL). A query whose true match ties a wrong item keeps
+    the exact level's verdict (ties count against the query)."""
+    per_run = {}
     for g in groups:
         concept_of = _concepts(sweep.config(g).get("data", ""))
         if concept_of is None or not has_split(sweep, g, split):
             continue
-        row = {}
-        for prefix, modality in (("i2t", "image"), ("t2i", "text")):
-            per_run = [concept_outcomes(on_split(_samples(sweep.runs[n].path), split), modality, concept_of)
-                       for n in sweep.groups[g]]
-            for level in ("exact", "concept"):
-                mean = np.mean([r[level].to_numpy() for r in per_run], axis=0)
-                row[f"{prefix}_R@1 {level}"] = _interval_cell(mean, per_run[0]["image_id"].to_numpy())
-        rows[g] = row
-    return pd.DataFrame({g: {f"{m}{end}": v for m, t in r.items() for end, v in zip(("", " low", " high"), t,
-                                                                                      strict=True)}
-                         for g, r in rows.items()}).T
+        for n in sweep.groups[g]:
+            samples = on_split(_samples(sweep.runs[n].path), split)
+            stored = _figures(sweep, n, split, "last").reindex(["i2t_R@1", "t2i_R@1"])
+            concept = {f"{prefix}_R@1 concept": _interval_cell(c["concept"], c["image_id"].to_numpy())
+                       for prefix, modality in (("i2t", "image"), ("t2i", "text"))
+                       for c in [concept_outcomes(samples, modality, concept_of)]}
+            per_run[n] = pd.concat([stored.rename(index=lambda m: f"{m} exact"), _run_figures(concept)])
+    return _combined(sweep, per_run, ["i2t_R@1 exact", "i2t_R@1 concept", "t2i_R@1 exact", "t2i_R@1 concept"])
+
+
+RETRIEVAL_COLUMNS = ["i2t_R@1", "i2t_R@1 concept", "t2i_R@1", "t2i_R@1 concept"]
+
+
+def with_concepts(table: pd.DataFrame, concepts: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """A figures table with concept_table's concept-level columns beside it (the exact ones are
+    its own R@1), for the rows of `table`, and its metrics: RETRIEVAL_COLUMNS, less the concept
+    level where the dataset names no concepts."""
+    metrics = [m for m in RETRIEVAL_COLUMNS if "concept" not in m or (not concepts.empty and m in concepts.columns)]
+    extra = [c for m in metrics if "concept" in m for c in (m, f"{m} low", f"{m} high")]
+    joined = table.join(concepts[extra], how="left") if extra else table
+    return joined[[c for m in metrics for c in (m, f"{m} low", f"{m} high")]], metrics
 
 
 def concept_outcomes(samples: pd.DataFrame, modality: str, concept_of: dict[str, str]) -> pd.DataFrame:
@@ -1008,9 +1257,105 @@ def opposite_moves(effects: pd.DataFrame, a: str = "i2t_R@1", b: str = "zero_sho
     return (signs.index[signs[a] * signs[b] < 0].tolist(), signs.index[(signs[a] == 0) & (signs[b] != 0)].tolist())
 
 
-def per_label_accuracy(outcomes: pd.DataFrame) -> pd.Series:
-    """label -> the share of its images zero_shot_outcomes gets right, largest label first."""
-    return outcomes.groupby("label")["correct"].mean().reindex(outcomes["label"].value_counts().index)
+def answers(space, label_: str) -> pd.Series:
+    """Per image of a state (by sample id): 1 where its zero-shot answer (the nearest class
+    prompt) is `label_`, else 0."""
+    scores = space.image_emb @ space.prompt_emb.T
+    return pd.Series((np.asarray(space.prompt_labels)[scores.argmax(axis=1)] == label_).astype(float),
+                     index=space.image_ids)
+
+
+def _paired(a_runs: np.ndarray, b_runs: np.ndarray, groups) -> tuple[float, float, float]:
+    """b − a on the same queries: the two-level interval over seeds and images where both sides
+    have two seeds or more (analysis.stats.group_difference), else the paired interval over
+    images of the seed means."""
+    if len(a_runs) >= 2 and len(b_runs) >= 2:
+        g = stats.group_difference(a_runs, b_runs, groups, n_resamples=RESAMPLES)
+        return g.diff, g.low, g.high
+    d = stats.paired_difference(a_runs.mean(0), b_runs.mean(0), groups, n_resamples=RESAMPLES)
+    return d.diff, d.low, d.high
+
+
+@dataclass(frozen=True)
+class Majority:
+    """majority_table's answer: the table as read, the sign of each of its differences (+1 or -1
+    where the interval excludes 0, else 0) and the label it is about."""
+
+    table: pd.DataFrame
+    signs: pd.DataFrame
+    label: str
+    shares: dict[str, float]  # configuration -> its share of validation images answered `label` (mean over seeds)
+
+    def shifted(self, group: str) -> bool:
+        """Whether a row's gain lies on the majority's images alone: detectably higher there, with
+        no detectable change on the others nor in balanced accuracy."""
+        s = self.signs.loc[group]
+        return bool(s[f"accuracy on {self.label} images"] > 0 and s["accuracy on the other images"] == 0
+                    and s["balanced accuracy"] == 0)
+
+    def reading(self, group: str) -> str:
+        """What a row says, in words that follow from its intervals."""
+        s, major = self.signs.loc[group], self.label
+        if s["balanced accuracy"] > 0:
+            return "balanced accuracy rises too: better classification, not only more answers of the majority"
+        if self.shifted(group):
+            return (f"the gain is on the {major} images alone, with no detectable change in balanced accuracy"
+                    + (f", and {major} is answered detectably more often" if s[f"answers {major} (val)"] > 0 else "")
+                    + ": answers shifted towards the majority, not a better classifier")
+        return "the gain is not confined to the largest label"
+
+    def readings(self) -> dict[str, list[str]]:
+        """reading -> the configurations it describes, in table order."""
+        out: dict[str, list[str]] = {}
+        for g in self.table.index:
+            out.setdefault(self.reading(g), []).append(g)
+        return out
+
+
+def _aligned_runs(side: list[pd.DataFrame], order: pd.Series, column: str) -> np.ndarray:
+    """[runs, images]: per_image's `column` of each run, in the sample-id order `order`."""
+    return np.stack([r.set_index("sample_id").loc[order, column].to_numpy(float) for r in side])
+
+
+def _effect_cell(d: float, lo: float, hi: float, metric: str) -> str:
+    return short_verdict({"metric": metric, "difference": d, "low": lo, "high": hi,
+                          "verdict": stats.verdict(d, lo, hi, metric)})
+
+
+def majority_table(sweep: Sweep, pairs: list[tuple[str, str]], split: str) -> Majority:
+    """Why zero-shot accuracy can move against retrieval: per (reference, configuration) pair,
+    the paired difference (configuration − reference, interval over seeds and images) in how often
+    it answers the `split`'s largest label (on val, where the image embeddings are stored), and on
+    `split` in accuracy on that label's images and on the others, in balanced accuracy and in
+    image → text R@1 at the concept level."""
+    rows, signs, shares, majority = {}, {}, {}, None
+    for a, b in pairs:
+        sides = [[per_image(sweep, n, split) for n in sweep.groups[g]] for g in (a, b)]
+        first = sides[0][0]
+        majority = majority or label_shares(first).index[0]
+        major, ids = (first["label"] == majority).to_numpy(), first["image_id"].to_numpy()
+        zero_shot = [_aligned_runs(side, first["sample_id"], "zero_shot") for side in sides]
+        concept = [_aligned_runs(side, first["sample_id"], "concept") for side in sides]
+        weight = balanced_weights(first["label"])
+        said = [np.stack([answers(spaces(sweep.runs[n].path)[1], majority).sort_index().to_numpy()
+                          for n in sweep.groups[g]]) for g in (a, b)]
+        val_ids = answers(spaces(sweep.runs[sweep.groups[a][0]].path)[1], majority).sort_index().index.to_numpy()
+        found = {f"answers {majority} (val)": (_paired(*said, val_ids), None),
+                 f"accuracy on {majority} images": (_paired(*(z[:, major] for z in zero_shot), ids[major]),
+                                                    "zero_shot_accuracy"),
+                 "accuracy on the other images": (_paired(*(z[:, ~major] for z in zero_shot), ids[~major]),
+                                                  "zero_shot_accuracy"),
+                 "balanced accuracy": (_paired(*(z * weight for z in zero_shot), ids), "zero_shot_accuracy"),
+                 "image→text R@1, concept": (_paired(*concept, ids), "i2t_R@1")}
+        rows[b], signs[b] = {"against": a}, {}
+        shares |= {a: float(said[0].mean()), b: float(said[1].mean())}
+        for column, ((d, lo, hi), metric) in found.items():
+            signs[b][column] = 1 if lo > 0 else -1 if hi < 0 else 0
+            rows[b][column] = f"{d:+.3f} [{lo:.3f}, {hi:.3f}]" if metric is None else _effect_cell(d, lo, hi, metric)
+    table = pd.DataFrame(rows).T
+    if table["against"].nunique() == 1:  # one reference for all: the caption names it
+        table = table.drop(columns="against")
+    return Majority(table, pd.DataFrame(signs).T, majority, shares)
 
 
 def rank_agreement(table: pd.DataFrame, a: str, b: str) -> tuple[float, float, int]:
@@ -1026,52 +1371,129 @@ def rank_agreement(table: pd.DataFrame, a: str, b: str) -> tuple[float, float, i
 # --------------------------------------------------------------------- forgetting
 
 
-def _over_seeds(values: pd.DataFrame) -> pd.Series:
-    """Each column's mean over the rows (seeds) with analysis.runs.group_table's t-interval, as
-    text cells; a name with "_R@" in it is a rate, and its interval stays within [0, 1]."""
-    runs = [{"run": str(i), "state": "", "config": {"seed": i},
-             "figures": pd.DataFrame({"value": row, "low": np.nan, "high": np.nan})} for i, row in values.iterrows()]
-    table = group_table(runs, {r["run"]: "all" for r in runs}, list(values.columns))
-    return interval_cells(table, list(values.columns)).iloc[0][list(values.columns)]
+@dataclass(frozen=True)
+class Forgetting:
+    """A configuration that evaluates an extra set (what its starting point was trained on), read
+    for the write-up: `table` holds, per point (step 0, the end, each WiSE-FT ratio), the figure
+    on its own val, on `held_out` and on its own test, each the mean over seeds with the
+    interval over seeds and images, and the change on `held_out` from the start; `figures` the
+    same as numbers; `points` what charts.forgetting_chart draws."""
+
+    group: str
+    held_out: str
+    source: str
+    trained_on: str
+    seeds: int
+    table: pd.DataFrame  # text cells, a column per set ("<metric label>: own val", ...), and "change on <held_out>"
+    figures: pd.DataFrame  # the same as numbers: "<metric> <set>" with its "low" and "high" columns
+    points: pd.DataFrame
+    held_out_test: str | None  # an extra set on the starting point's test images, where the run has one
+    metric: str = "i2t_R@1"
+
+    def cell(self, point: str, which: str) -> str:
+        """The text cell of `point` (a row of table) on `which` ("own val", "own test", an extra
+        set's name, or "change": the change on held_out from the start)."""
+        column = f"change on {self.held_out}" if which == "change" else f"{label(self.metric)}: {which}"
+        return self.table.loc[point, column]
+
+    def change(self, point: str) -> tuple[float, float, float]:
+        """The change on held_out from the start to `point`: (mean over seeds, low, high)."""
+        c = f"change on {self.held_out}"
+        return tuple(float(self.figures.loc[point, k]) for k in (c, f"{c} low", f"{c} high"))
 
 
-def forgetting(sweep: Sweep, metric: str = "i2t_R@1") -> list[dict]:
-    """Per configuration that evaluates an extra set (what its starting point was trained on):
-    dict(group, held_out, source, trained_on, points, table).
+def _point_figures(sweep: Sweep, run: str, splits: list[str]) -> dict[str, pd.DataFrame]:
+    """point -> (split -> value, low, high of the metric rows) of one run: its first and last
+    evaluation and its WiSE-FT ratios."""
+    rows = sweep.evals[(sweep.evals["run"] == run) & sweep.evals["split"].isin(splits)]
+    points = {"step 0": rows[rows["step"] == rows["step"].min()], "end": rows[rows["step"] == rows["step"].max()]}
+    wise = sweep.wise
+    wise = wise[(wise["run"] == run) & wise["split"].isin(splits)] if not wise.empty else rows[:0]
+    points |= {f"WiSE-FT {r:g}": at for r, at in wise.groupby("wise_ft_ratio", sort=True)}
+    return points
 
-    points: forgetting_frame's points averaged over the seeds (start, end of training, WiSE-FT
-    ratios), drawn by charts.forgetting_chart; table: the same points as text cells, each the
-    mean over seeds with a t-interval over them (the seed-to-seed variation on these images)."""
+
+def forgetting(sweep: Sweep, metric: str = "i2t_R@1") -> list[Forgetting]:
+    """Per configuration that evaluates an extra set: Forgetting. With WiSE-FT ratios the rows are
+    the ratios (0 is the start, 1 the end); without, step 0 and the end."""
     out = []
     for g in sweep.groups:
         config = sweep.config(g)
-        for held_out in [e["name"] for e in config.get("extra_evals") or []]:
-            frames = [forgetting_frame(sweep.evals[sweep.evals["run"] == n], sweep.wise, metric, held_out).assign(run=n)
-                      for n in sweep.groups[g]]
-            frame = stack([f for f in frames if not f.empty])
-            if frame.empty:
+        extra = config.get("extra_evals") or []
+        for held_out in [e["name"] for e in extra if e.get("split", "val") == "val"]:
+            test_set = next((e["name"] for e in extra if e.get("split") == "test"
+                             and e.get("exclude_labels") == next(x for x in extra if x["name"] == held_out)
+                             .get("exclude_labels")), None)
+            # named after the metric, so that group_table keeps a rate's interval within [0, 1]
+            splits = {split: f"{metric} {name}" for split, name in
+                      {"val": "own val", held_out: held_out, "test": "own test", test_set: test_set}.items() if split}
+            per_point: dict[str, dict[str, pd.DataFrame]] = {}
+            for n in sweep.groups[g]:
+                for point, rows in _point_figures(sweep, n, list(splits)).items():
+                    rows = rows[rows["metric"] == metric]
+                    per_point.setdefault(point, {})[n] = pd.DataFrame(
+                        {"value": rows["value"].to_numpy(), "low": rows["low"].to_numpy(),
+                         "high": rows["high"].to_numpy()}, index=rows["split"].map(splits).to_numpy())
+            if not any(splits[held_out] in f.index for f in per_point.get("end", {}).values()):
                 continue
-            start = frame[frame["point"] == "end of training"].assign(
-                point="start (step 0)",
-                fine_tuning_data=lambda f: f["fine_tuning_data"] - f["gain_on_fine_tuning_data"],
-                held_out=lambda f: f["held_out"] - f["change_on_held_out"],
-                gain_on_fine_tuning_data=0.0, change_on_held_out=0.0)
-            frame = pd.concat([start, frame], ignore_index=True)
-            order = list(dict.fromkeys(frame["point"]))
-            # "_R@" in a name keeps its interval within [0, 1] (_over_seeds); the changes may be negative
-            values = {"fine_tuning_data": f"{metric}: own val", "held_out": f"{metric}: {held_out}",
-                      "gain_on_fine_tuning_data": "gain: own val", "change_on_held_out": f"change: {held_out}"}
-            table = pd.DataFrame({p: _over_seeds(frame.loc[frame["point"] == p, list(values)].rename(columns=values)
-                                                 .reset_index(drop=True)) for p in order}).T
-            table = table.rename(columns=lambda c: c.replace(metric, label(metric)))
-            points = (frame.groupby("point", sort=False)
-                      .agg(wise_ft_ratio=("wise_ft_ratio", "first"), **{c: (c, "mean") for c in values})
-                      .reset_index().assign(run=g))
-            out.append({"group": g, "held_out": held_out, "source": _source_group(sweep, config),
-                        "trained_on": ", ".join(config.get("include_labels") or ["its data"]),
-                        "points": points[points["point"] != "start (step 0)"], "table": table,
-                        "seeds": len(sweep.groups[g])})
+            ratios = [p for p in per_point if p.startswith("WiSE-FT")]
+            order = ratios if ratios else ["step 0", "end"]
+            change = f"change on {held_out}"  # no "_R@" in the name: a change may be negative
+            for n in sweep.groups[g]:
+                count = sweep.evals[(sweep.evals["run"] == n) & (sweep.evals["split"] == held_out)
+                                    & (sweep.evals["metric"] == "n_images")]["value"].max()
+                start = per_point[order[0]][n].loc[splits[held_out], "value"]
+                for point in order:
+                    at = per_point[point][n].loc[splits[held_out], "value"]
+                    half = 0.0 if point == order[0] else _paired_half_width_bound(start, at, count)
+                    per_point[point][n].loc[change] = [at - start, at - start - half, at - start + half]
+            tables = {p: _combined(sweep, per_point[p], [*splits.values(), change]).iloc[0] for p in order}
+            table = pd.DataFrame(tables).T
+            names = {p: p + (" (stage start)" if p == ratios[0] else " (end of training)" if p == ratios[-1] else "")
+                     for p in order} if ratios else {}
+            figures_ = table.astype(float).rename(index=names)
+            shown = {c: f"{label(metric)}: {c.removeprefix(f'{metric} ')}" for c in splits.values()}
+            cells_ = interval_cells(figures_, [*splits.values(), change])[[*splits.values(), change]].rename(
+                columns=shown)
+            frame = stack([forgetting_frame(sweep.evals[sweep.evals["run"] == n], sweep.wise, metric, held_out)
+                           .assign(run=n) for n in sweep.groups[g]])
+            points = (frame.groupby("point", sort=False).agg(
+                wise_ft_ratio=("wise_ft_ratio", "first"),
+                **{c: (c, "mean") for c in ("fine_tuning_data", "held_out", "gain_on_fine_tuning_data",
+                                            "change_on_held_out")}).reset_index().assign(run=g))
+            out.append(Forgetting(group=g, held_out=held_out, source=_source_group(sweep, config),
+                                  trained_on=", ".join(config.get("include_labels") or ["its data"]),
+                                  seeds=len(sweep.groups[g]), table=cells_, figures=figures_, points=points,
+                                  held_out_test=test_set, metric=metric))
     return out
+
+
+def _paired_half_width_bound(a: float, b: float, n: float) -> float:
+    """The widest 95% half-width (normal approximation) that the paired difference b − a of two
+    rates on the same n images can have: the variance of a per-image difference of 0/1
+    outcomes is largest when as few images as possible are right under both,
+    a(1 − a) + b(1 − b) + 2(ab − max(0, a + b − 1)). For a change whose per-image outcomes are
+    stored on one side only (WiSE-FT points and a stage's end on an extra set)."""
+    both = max(0.0, a + b - 1)
+    variance = a * (1 - a) + b * (1 - b) + 2 * (a * b - both)
+    return float(scipy_stats.norm.ppf(0.5 + stats.CONFIDENCE / 2) * np.sqrt(max(variance, 0.0) / n))
+
+
+def wise_choice(f: Forgetting) -> tuple[str | None, pd.Series]:
+    """The WiSE-FT ratio chosen on validation: the one that keeps most of both stages, scored as
+    the mean of two shares, each 0 at one end of the mix and 1 at the other: the share of the
+    stage's own-val gain it keeps, (own(α) − own(0)) / (own(1) − own(0)), and the share of the
+    held-out figure it keeps, (held(α) − held(1)) / (held(0) − held(1)), on the means over seeds.
+    None where there are no ratios or either stage did not move."""
+    rows = f.figures[f.figures.index.str.startswith("WiSE-FT")]
+    if len(rows) < 3:
+        return None, pd.Series(dtype=float)
+    own, held = rows[f"{f.metric} own val"], rows[f"{f.metric} {f.held_out}"]
+    gain, loss = own.iloc[-1] - own.iloc[0], held.iloc[0] - held.iloc[-1]
+    if not (gain > 0 and loss > 0):
+        return None, pd.Series(dtype=float)
+    score = ((own - own.iloc[0]) / gain + (held - held.iloc[-1]) / loss) / 2
+    return str(score.idxmax()), score
 
 
 def _source_group(sweep: Sweep, config: dict) -> str:
@@ -1080,11 +1502,14 @@ def _source_group(sweep: Sweep, config: dict) -> str:
     return sweep.group_of(source) if source in sweep.runs else source or "the pretrained model"
 
 
-def forgetting_chart(sweep: Sweep, f: dict) -> alt.Chart:
-    """charts.forgetting_chart of one forgetting() entry, the seeds' mean, in its configuration's colour."""
-    return charts.forgetting_chart(f["points"], "i2t_R@1", f["held_out"], colors={f["group"]: sweep.colors[f["group"]]}
-                                   ).properties(
-        width=480, height=280)
+def forgetting_chart(sweep: Sweep, f: Forgetting) -> alt.Chart:
+    """charts.forgetting_chart of one Forgetting, the seeds' mean, in its configuration's colour
+    (named in the text: a legend of one entry says nothing)."""
+    chart = charts.forgetting_chart(f.points, "i2t_R@1", f.held_out, colors={f.group: sweep.colors[f.group]})
+    for layer in chart.layer:
+        if layer.encoding is not alt.Undefined and layer.encoding.color is not alt.Undefined:
+            layer.encoding.color.legend = None
+    return chart.properties(width=480, height=260)
 
 
 # ------------------------------------------------------------- texts the dataset does not hold
@@ -1192,23 +1617,22 @@ def best_cosines(probe: TextProbe) -> pd.Series:
 
 
 def prompt_table(probe: TextProbe) -> pd.DataFrame:
-    """Zero-shot accuracy and balanced accuracy of the validation images under each template and
-    the ensemble of all, with bootstrap intervals over images, and each one's paired difference
-    in accuracy from the run's own template."""
+    """Zero-shot accuracy of the validation images under each template and the ensemble of all,
+    with bootstrap intervals over images, and each one's paired difference from the run's own
+    template."""
     own = zero_shot_outcomes(probe, probe.template)["correct"].to_numpy()
     figures_, verdicts = {}, {}
     for template in [*probe.prompts, None]:
         out = zero_shot_outcomes(probe, template)
-        weight = balanced_weights(out["label"])
         name = "ensemble of all" if template is None else f"“{template}”"
-        figures_[name] = {f"{m}{end}": v for m, values in (("zero_shot_accuracy", out["correct"]),
-                                                            ("balanced_accuracy", out["correct"] * weight))
-                          for end, v in zip(("", " low", " high"), _interval_cell(values), strict=True)}
+        figures_[name] = {f"zero_shot_accuracy{end}": v
+                          for end, v in zip(("", " low", " high"), _interval_cell(out["correct"]), strict=True)}
         paired = stats.paired_difference(own, out["correct"].to_numpy(), n_resamples=RESAMPLES)
-        verdicts[name] = ("(the run's own)" if template == probe.template
-                          else stats.verdict(paired.diff, paired.low, paired.high, "zero_shot_accuracy"))
-    table = cells(pd.DataFrame(figures_).T, ["zero_shot_accuracy", "balanced_accuracy"])
-    return table.assign(**{"accuracy against the run's template": pd.Series(verdicts)})
+        verdicts[name] = ("(the run's own)" if template == probe.template else short_verdict(
+            {"metric": "zero_shot_accuracy", "difference": paired.diff, "low": paired.low, "high": paired.high,
+             "verdict": stats.verdict(paired.diff, paired.low, paired.high, "zero_shot_accuracy")}))
+    table = cells(pd.DataFrame(figures_).T, ["zero_shot_accuracy"])
+    return table.assign(**{"accuracy − the run's template's": pd.Series(verdicts)})
 
 
 def confusion_figure(outcomes: pd.DataFrame, title: str) -> Figure:
@@ -1219,7 +1643,7 @@ def confusion_figure(outcomes: pd.DataFrame, title: str) -> Figure:
     shares = counts_.div(counts_.sum(axis=1).replace(0, 1), axis=0)
     fig = Figure(figsize=(7.2, 5.6))
     ax = fig.subplots()
-    image = ax.imshow(shares.to_numpy(), cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(shares.to_numpy(), cmap="Greys", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(counts_.to_numpy()):
         if n:
             ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
@@ -1230,6 +1654,38 @@ def confusion_figure(outcomes: pd.DataFrame, title: str) -> Figure:
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the row's images")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ the literature
+
+
+# What the literature found about each factor a comparison may change (its sweep-file `factor`).
+LITERATURE = {
+    "batch_size": "more negatives per step help (Radford et al. 2021; saturating near a batch of tens of thousands, "
+                  "Zhai et al. 2023)",
+    "learn_temperature": "learning the temperature spares a search for it (Radford et al. 2021)",
+    "data_fraction": "performance grows smoothly with data (Cherti et al. 2023)",
+    "unlock_text": "a locked image tower with a trained text tower transfers best (Zhai et al. 2022)",
+    "unlock_image": "a locked image tower with a trained text tower transfers best (Zhai et al. 2022)",
+    "epochs": "more passes over small data help until the model overfits",
+    "lr": "no general value: it is searched for",
+    "data": "a test set sharing concepts with training overstates transfer",
+}
+
+
+def literature_table(sweep: Sweep, effects: pd.DataFrame, metric: str = "i2t_R@1") -> pd.DataFrame:
+    """Per comparison: what the literature found about its factor, and what these runs measured
+    of `metric` for each of its configurations, in a word (better, worse, n.d.: the effects
+    table beside which this is read holds each difference with its interval)."""
+    rows = {}
+    for c in sweep.comparisons:
+        found = effects[(effects["comparison"] == c["name"]) & (effects["metric"] == metric)]
+        if found.empty:
+            continue
+        claim = next((LITERATURE[f] for f in c.get("factor") or [] if f in LITERATURE), "–")
+        rows[c["name"]] = {"the literature": claim, f"these runs ({label(metric)})": ", ".join(
+            f"{r['run']} {short_verdict(r).rsplit(' ', 1)[-1]}" for _, r in found.iterrows())}
+    return pd.DataFrame(rows).T
 
 
 # --------------------------------------------------------------------- the sweep to try next
@@ -1254,13 +1710,32 @@ def sweep_file_table(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def train_command(config: dict) -> tuple[Path, str]:
-    """The sweep file a run came from (relative to the working folder where it lies inside it)
-    and the command that trains that sweep."""
+    """The sweep file a run came from and the command that trains that sweep. A run trained in
+    another clone (a benchmark's) records that clone's absolute path: one of the project's sweep
+    files is then named by its place in this checkout."""
     sweep_file = Path(str(config.get("sweep_file", "")))
-    is_default = bool(sweep_file.name) and sweep_file.resolve() == DEFAULT_SWEEP.resolve()
-    if sweep_file.is_absolute() and sweep_file.is_relative_to(Path.cwd()):
+    local = ROOT / "training" / "sweeps" / sweep_file.name
+    if sweep_file.parent.name == "sweeps" and local.is_file():
+        sweep_file = local.relative_to(ROOT)
+    elif sweep_file.is_absolute() and sweep_file.is_relative_to(Path.cwd()):
         sweep_file = sweep_file.relative_to(Path.cwd())
+    is_default = bool(sweep_file.name) and (ROOT / sweep_file).resolve() == DEFAULT_SWEEP.resolve()
     return sweep_file, "accelerate launch training/train.py" + ("" if is_default else f" --sweep {sweep_file}")
+
+
+def run_table(sweep: Sweep, run: str, split: str, which: str = "last") -> pd.DataFrame:
+    """One run's figures on `split` as a one-row figures table (m, m low, m high; its bootstrap
+    interval over images), for interval_text."""
+    f = _figures(sweep, run, split, which)
+    return pd.DataFrame({f"{m}{end}": [f.loc[m, c]] for m in f.index for end, c in (("", "value"), (" low", "low"),
+                                                                                     (" high", "high"))}, index=[run])
+
+
+def disjoint(table: pd.DataFrame, a: str, b: str, metric: str) -> bool:
+    """Whether two rows' intervals of `metric` do not overlap: a difference that shows without
+    pairing (conservative where the pairing is not stored)."""
+    lo_a, hi_a, lo_b, hi_b = (table.loc[r, f"{metric} {e}"] for r in (a, b) for e in ("low", "high"))
+    return bool(hi_a < lo_b or hi_b < lo_a)
 
 
 def interval_text(table: pd.DataFrame, row: str, metric: str) -> str:
