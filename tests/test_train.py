@@ -289,3 +289,27 @@ def test_only_the_second_stage_still_starts_from_the_same_seed_of_the_first():
     sweep = load_sweep(DEFAULT_SWEEP, only=["stage2-people"])
     assert [(c.name, c.init_from) for c in sweep.runs] == [
         (f"stage2-people.s{s}", f"stage1-no-people.s{s}") for s in (0, 1, 2)]
+
+
+def test_a_partial_call_keeps_the_comparisons_and_refits_their_map(synthetic_data, tmp_path):
+    """--only one run of a comparison: sweep.json still names the comparison, and its map is
+    fitted again with the run this call did not train."""
+    sweep = tmp_path / "pair.toml"
+    sweep.write_text(TINY_SWEEP.read_text().split("# Towers locked")[0] + (
+        '[runs.locked]\n\n[runs.fixed-temp]\nlearn_temperature = false\ninit_temperature = 0.1\n\n'
+        '[comparisons.temperature]\nreference = "locked"\nruns = ["fixed-temp"]\n'
+        'factor = ["learn_temperature", "init_temperature"]\n'))
+    args = ["--sweep", str(sweep), "--runs-dir", str(tmp_path / "runs"), "--data", str(synthetic_data),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    reference = tmp_path / "runs" / "tiny" / "locked"
+    assert run_store.umap_maps(reference) == ["temperature"]
+    before = run_store.read_umap(reference, "temperature")
+    assert main([*args, "--only", "fixed-temp", "--overwrite", "--set", "seed=3"]) == 0
+    assert [c["name"] for c in run_store.read_sweep_summary(tmp_path / "runs", "tiny")["comparisons"]] == [
+        "temperature"]
+    other = tmp_path / "runs" / "tiny" / "fixed-temp"
+    assert run_store.umap_maps(other) == ["temperature"]  # the comparison's map, not one of its own
+    after = run_store.read_umap(reference, "temperature")
+    assert len(after) == len(before)  # the reference was rewritten with the refitted map
+    assert (reference / run_store.UMAP).stat().st_mtime_ns > (other / run_store.EMBEDDINGS).stat().st_mtime_ns

@@ -168,6 +168,15 @@ def sweep_of(args) -> Sweep:
     return load_sweep(args.sweep, overrides, args.only, None if args.seeds is None else list(range(args.seeds)))
 
 
+def whole_sweep(sweep: Sweep, args) -> Sweep:
+    """Every run of the sweep file when --only picked some: the maps and sweep.json's
+    comparisons are the whole sweep's, so that a partial call neither forgets the comparisons
+    nor fits a comparison's map without its other runs (read from disk, finished earlier)."""
+    if not args.only or args.resume not in (None, "auto"):
+        return sweep
+    return sweep_of(argparse.Namespace(**dict(vars(args), only=None)))
+
+
 def plan_sweep(sweep: Sweep, args) -> tuple[list[tuple[RunConfig, Path]], list[str], dict]:
     """(runs to train in order, finished runs skipped, checkpoint of each resumed run); every
     model, dataset, conflict and tracker is checked here, before any run starts."""
@@ -203,8 +212,9 @@ def make_accelerator(sweep: Sweep, args) -> Accelerator:
     return accelerator
 
 
-def report(sweep: Sweep, args, record: dict, wall: float, stages: dict) -> None:
-    """Print the summary table and keep what this call did in the sweep's sweep.json."""
+def report(sweep: Sweep, args, record: dict, wall: float, stages: dict, comparisons=None) -> None:
+    """Print the summary table and keep what this call did in the sweep's sweep.json, with the
+    sweep file's comparisons (`comparisons`: the whole file's, when --only trained a part)."""
     table = summary(sweep, args.runs_dir)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}; each configuration's validation "
@@ -215,7 +225,7 @@ def report(sweep: Sweep, args, record: dict, wall: float, stages: dict) -> None:
         run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
             wall_time=round(wall, 1), stages=stages, trained=record["trained"], skipped=record["skipped"],
             states=record["states"], argv=record["argv"], finished_at=time.time(),
-            comparisons=[c.to_dict() for c in sweep.comparisons]))
+            comparisons=[c.to_dict() for c in (sweep.comparisons if comparisons is None else comparisons)]))
     print(f"wall time {wall:.0f} s; sweep-level stages (s): {stages}")
 
 
@@ -251,11 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         states[cfg.name] = Trainer(cfg, path, sweep, accelerator, args.cache_dir, thumbnails,
                                    resume_from=resumes.get(cfg.name)).run()
     if main_process:
+        whole = whole_sweep(sweep, args)
         with timer("umap"):
-            projected = project(sweep, args.runs_dir, args.no_umap)
+            projected = project(whole, args.runs_dir, args.no_umap)
         report(sweep, args, dict(trained=[c.name for c, _ in todo], skipped=skipped, states=states,
                                  projected=sorted(projected), argv=sys.argv[1:] if argv is None else argv),
-               time.time() - t0, timer.seconds)
+               time.time() - t0, timer.seconds, whole.comparisons)
     return 0 if all(s == "FINISHED" for s in states.values()) else 1
 
 
