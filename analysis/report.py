@@ -1743,3 +1743,22 @@ def interval_text(table: pd.DataFrame, row: str, metric: str) -> str:
     if row not in table.index or metric not in table.columns:
         return "NaN"
     return interval_cells(table.loc[[row]], [metric]).iloc[0][metric]
+
+
+def step0_answers(run: run_store.Run) -> dict | None:
+    """Zero-shot at step 0 from the stored validation embeddings and prompts: the accuracy, the
+    label answered most, the share of images given it and that label's own share of the images,
+    and the image cone (mean cosine of two images). None without stored prompts."""
+    frame = run_store.read_embeddings(run.path, prompts=True)
+    if frame.empty:
+        return None
+    space = space_from_frame(frame, step=int(frame["step"].min()))
+    if len(space.prompt_labels) == 0:
+        return None
+    answers = np.asarray(space.prompt_labels)[np.argmax(space.image_emb @ space.prompt_emb.T, axis=1)]
+    top = pd.Series(answers).value_counts()
+    truth = pd.Series(space.image_labels)
+    return dict(accuracy=float(np.mean(answers == truth.to_numpy())), label=str(top.index[0]),
+                answered=float(top.iloc[0] / len(answers)), share=float((truth == top.index[0]).mean()),
+                labels_answered=int(len(top)), labels=int(len(space.prompt_labels)),
+                cone=float(gap_table(space, space)["image_cone"].iloc[0]))

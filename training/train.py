@@ -174,7 +174,10 @@ def whole_sweep(sweep: Sweep, args) -> Sweep:
     nor fits a comparison's map without its other runs (read from disk, finished earlier)."""
     if not args.only or args.resume not in (None, "auto"):
         return sweep
-    return sweep_of(argparse.Namespace(**dict(vars(args), only=None)))
+    try:
+        return sweep_of(argparse.Namespace(**dict(vars(args), only=None)))
+    except ConfigError:  # the call's --set does not suit the runs it left out (a closed form, say): its own
+        return sweep
 
 
 def plan_sweep(sweep: Sweep, args) -> tuple[list[tuple[RunConfig, Path]], list[str], dict]:
