@@ -104,7 +104,8 @@ def retrieval_bars(frame: pd.DataFrame, height: int = 320) -> alt.Chart:
         xOffset=alt.XOffset("run:N"))
     bars = base.mark_bar().encode(
         y=alt.Y("final:Q", title="recall (share of queries right)"),
-        color=alt.Color("run:N", title="run"),
+        # The fixed palette: Vega's default ten colours repeat from the eleventh run on.
+        color=_color("run", "run", group_colors(list(frame["run"]))),
         tooltip=["run:N", "measure:N", alt.Tooltip("final:Q", format=".3f", title="final"),
                  alt.Tooltip("baseline:Q", format=".3f", title="step 0"), "step:Q"])
     # A zero-height bar, not a tick: ticks ignore xOffset and would span every run's bar.
