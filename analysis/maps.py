@@ -64,11 +64,10 @@ def measured_note(space: Space, up_to: int) -> str | None:
             f"validation set)")
 
 
-def movement(start: pd.DataFrame, end: pd.DataFrame, start_xy: tuple[str, str] = ("umap_x", "umap_y")) -> pd.DataFrame:
-    """analysis.geometry.map_movement between two frames of map points: `start`'s columns
-    `start_xy` against `end`'s umap_x, umap_y (empty where start has no coordinates)."""
-    x, y = start_xy
-    begin = start[["sample_id", "modality", x, y]].rename(columns={x: "x", y: "y"}).dropna(subset=["x", "y"])
+def movement(start: pd.DataFrame, end: pd.DataFrame) -> pd.DataFrame:
+    """analysis.geometry.map_movement between two runs' map points (map_points frames): each
+    sample's distance from its end place in `start` to its end place in `end`."""
+    begin = start[["sample_id", "modality", "umap_x", "umap_y"]].rename(columns={"umap_x": "x", "umap_y": "y"})
     finish = end[["sample_id", "modality", "umap_x", "umap_y"]].rename(columns={"umap_x": "x", "umap_y": "y"})
     if begin.empty or finish.empty:
         return pd.DataFrame({"sample_id": pd.Series(dtype=object), "modality": pd.Series(dtype=object),
@@ -87,15 +86,16 @@ def describe_drift(table: pd.DataFrame, points: pd.DataFrame, moved: pd.DataFram
 
 
 MAP_POINT_COLUMNS = ["sample_id", "modality", "image_id", "caption", "label", "step", "umap_x", "umap_y", "rank",
-                     "outcome", "x0", "y0", "floor"]
+                     "outcome", "x0", "y0", "moved", "floor"]
 
 
 def map_points(coords: pd.DataFrame, meta: pd.DataFrame, ranks: pd.DataFrame) -> pd.DataFrame:
     """One row per validation image and caption of a run in one map (MAP_POINT_COLUMNS): its place
     at the run's end (umap_x, umap_y) and at its step 0 (x0, y0; NaN in an older file, which holds
     the end only), its rank and right/wrong at R@1 at the end (`ranks`: sample_id, modality,
-    rank), and its floor. `coords`: the run's rows of the map; `meta`: its last step's embedding
-    rows without vectors."""
+    rank), how far it moved from step 0 to the end (`moved`, NaN without a step 0), and its
+    floor. `coords`: the run's rows of the map; `meta`: its last step's embedding rows without
+    vectors."""
     if coords.empty:
         return pd.DataFrame(columns=MAP_POINT_COLUMNS)
     steps = coords["step"]
@@ -105,14 +105,17 @@ def map_points(coords: pd.DataFrame, meta: pd.DataFrame, ranks: pd.DataFrame) ->
     start = start[["sample_id", "modality", "umap_x", "umap_y"]].rename(columns={"umap_x": "x0", "umap_y": "y0"})
     if "floor" not in points.columns:
         points["floor"] = np.nan
-    return points.merge(start, on=["sample_id", "modality"], how="left")[MAP_POINT_COLUMNS]
+    points = points.merge(start, on=["sample_id", "modality"], how="left")
+    points["moved"] = np.hypot(points["umap_x"].to_numpy(np.float64) - points["x0"].to_numpy(np.float64),
+                               points["umap_y"].to_numpy(np.float64) - points["y0"].to_numpy(np.float64))
+    return points[MAP_POINT_COLUMNS]
 
 
 def run_drift(start: Space, end: Space, points: pd.DataFrame, shared: bool) -> pd.DataFrame:
     """A run's drift from its step 0 to its end (analysis.geometry.drift, cosine distance only
     where `shared`), with how far each sample moved on the map (`points`: map_points)."""
     table = drift(sample_space(start, FULL_UP_TO), sample_space(end, FULL_UP_TO), shared_space=shared, k=NEIGHBOURS)
-    return describe_drift(table, points, movement(points, points, ("x0", "y0")))
+    return describe_drift(table, points, points[["sample_id", "moved"]])
 
 
 def runs_drift(end_a: Space, end_b: Space, points_a: pd.DataFrame, points_b: pd.DataFrame) -> pd.DataFrame:

@@ -699,18 +699,13 @@ def aligned_map(sweep: Sweep) -> AlignedMap | None:
     return AlignedMap(name, groups, runs, {n: _map_points(sweep.runs[n], name) for n in runs})
 
 
-def moved(points: pd.DataFrame) -> pd.DataFrame:
-    """map_points with `moved`: how far each sample lies from its step-0 place at the end."""
-    return points.assign(moved=np.hypot(points["umap_x"] - points["x0"], points["umap_y"] - points["y0"]))
-
-
 def map_figure(sweep: Sweep, m: AlignedMap, arrows: int = 12, labels: int = 6) -> Figure:
     """Each run of the map at its end, on the map's shared axes: images as circles and captions
     as crosses, dark where right at R@1 and light where wrong (greys: colours mean
     configurations), the `labels` largest labels named where their images lie, and an arrow,
     in the run's configuration colour, from step 0 to the end for the `arrows` samples that
     moved furthest."""
-    frames = {n: moved(m.points[n]) for n in m.runs}
+    frames = {n: m.points[n] for n in m.runs}
     every = pd.concat(frames.values())
     xs, ys = every[["umap_x", "x0"]].to_numpy().ravel(), every[["umap_y", "y0"]].to_numpy().ravel()
     width = map_width(m)
@@ -752,7 +747,7 @@ def map_figure(sweep: Sweep, m: AlignedMap, arrows: int = 12, labels: int = 6) -
 def movement_summary(points: pd.DataFrame) -> dict[str, float]:
     """How far a run's samples moved from step 0 to the end against their floor (UMAP's own
     noise): the medians of both and the share that moved further than their floor."""
-    pts = moved(points).dropna(subset=["moved", "floor"])
+    pts = points.dropna(subset=["moved", "floor"])
     return {"moved": float(pts["moved"].median()), "floor": float(pts["floor"].median()),
             "beyond": float((pts["moved"] > pts["floor"]).mean()) if len(pts) else np.nan}
 

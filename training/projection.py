@@ -174,9 +174,9 @@ def fit_map(plan: MapPlan, seed: int = 0, n_neighbors: int = 15, min_dist: float
     rng = np.random.default_rng(seed)
     coords: dict[int, np.ndarray] = {}
     anchor_state = slices[anchor_slice]
-    knn = cosine_neighbours(anchor_state.vectors, neighbours)
-    coords[anchor_slice] = _umap(anchor_state.vectors, knn, "spectral" if len(anchor_state.vectors) > 20 else "random",
-                                 seed, neighbours, min_dist)
+    anchor_knn = cosine_neighbours(anchor_state.vectors, neighbours)
+    first = "spectral" if len(anchor_state.vectors) > 20 else "random"
+    coords[anchor_slice] = _umap(anchor_state.vectors, anchor_knn, first, seed, neighbours, min_dist)
     anchor = dict(zip(zip(anchor_state.keys["sample_id"], anchor_state.keys["modality"]), coords[anchor_slice]))
     for i, state in enumerate(slices):
         if i != anchor_slice:
@@ -185,9 +185,8 @@ def fit_map(plan: MapPlan, seed: int = 0, n_neighbors: int = 15, min_dist: float
                               min_dist)
     # The floor: the anchor's own state fitted again from its coordinates (another seed). How
     # far each sample moves then is UMAP's noise, against which any other movement is read.
-    knn = cosine_neighbours(anchor_state.vectors, neighbours)
-    refit = _umap(anchor_state.vectors, knn, _anchored_init(anchor_state, knn[0], anchor, rng), seed + 1,
-                  neighbours, min_dist)
+    start = _anchored_init(anchor_state, anchor_knn[0], anchor, rng)
+    refit = _umap(anchor_state.vectors, anchor_knn, start, seed + 1, neighbours, min_dist)
     floor = dict(zip(anchor, np.linalg.norm(refit - coords[anchor_slice], axis=1)))
     out: dict[Path, pd.DataFrame] = {}
     for (path, step), i in placed.items():

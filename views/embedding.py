@@ -190,8 +190,7 @@ def selection_export(ids: list[str], members: list[tuple[str, int | None, pd.Dat
     frames = []
     for key, seed, points in members:
         rows = points.set_index("sample_id").reindex(pd.Index(ids, name="sample_id")).dropna(subset=["modality"])
-        rows = rows.reset_index().assign(run=key, seed=seed,
-                                         moved=lambda f: np.hypot(f["umap_x"] - f["x0"], f["umap_y"] - f["y0"]))
+        rows = rows.reset_index().assign(run=key, seed=seed)
         frames.append(rows)
     if not frames:
         return pd.DataFrame(columns=EXPORT_COLUMNS)
@@ -312,8 +311,7 @@ def map_domain(src: tuple, map_name: str) -> tuple[float, float, float, float]:
 def top_movers(path: str, stamp: str, map_name: str, n: int) -> tuple[str, ...]:
     """The `n` samples that moved most on the map from the run's step 0 to its end."""
     points = load_map_points(path, stamp, map_name)
-    moved = maps.movement(points, points, ("x0", "y0"))
-    return tuple(moved.nlargest(n, "moved")["sample_id"]) if n else ()
+    return tuple(points.dropna(subset=["moved"]).nlargest(n, "moved")["sample_id"]) if n else ()
 
 
 def most_moved(points: pd.DataFrame, ids: list[str], n: int) -> list[str]:
@@ -321,7 +319,7 @@ def most_moved(points: pd.DataFrame, ids: list[str], n: int) -> list[str]:
     if len(ids) <= n:
         return ids
     rows = points.iloc[positions(points, ids)]
-    moved = np.hypot(rows["umap_x"] - rows["x0"], rows["umap_y"] - rows["y0"]).fillna(-1.0).to_numpy()
+    moved = rows["moved"].fillna(-1.0).to_numpy()
     return rows["sample_id"].to_numpy()[np.argsort(-moved, kind="stable")[:n]].tolist()
 
 
@@ -381,7 +379,6 @@ def with_overlays(spec: dict, points: pd.DataFrame, selected: list[str], arrow_i
     """A map_spec() with the selection's lines under its points and its rings and the arrows over
     them (overlay_layers() on this selection's rows), while the points' layer comes from the cache."""
     arrows = points.iloc[positions(points, arrow_ids)].dropna(subset=["x0", "y0"])
-    arrows = arrows.assign(moved=np.hypot(arrows["umap_x"] - arrows["x0"], arrows["umap_y"] - arrows["y0"]))
     frames = {"arrows": arrows[["x0", "y0", "umap_x", "umap_y", "caption", "modality", "moved"]],
               "rings": points.iloc[positions(points, selected[:MAX_RINGS])][["umap_x", "umap_y"]],
               "lines": selection_lines(points, selected) if selected else points.iloc[:0]}
@@ -457,8 +454,7 @@ def selection_table(ids: list[str], members: list[tuple[str, int | None, pd.Data
         return np.where(where >= 0, values[where], np.nan)
 
     own = next((p for k, _, p in members if k == run.key), first)
-    rows["moved"] = column(own, np.hypot(own["umap_x"].to_numpy(np.float64) - own["x0"].to_numpy(np.float64),
-                                         own["umap_y"].to_numpy(np.float64) - own["y0"].to_numpy(np.float64)))
+    rows["moved"] = column(own, own["moved"].to_numpy(np.float64))
     for key, _, points in members:
         rows[f"rank · {key}"] = column(points, points["rank"].to_numpy(np.float64))
     return rows
