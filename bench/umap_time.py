@@ -21,16 +21,29 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import record  # noqa: E402
 from training import run_store  # noqa: E402
-from training.projection import fit_run  # noqa: E402
+from training.projection import N_EPOCHS, cosine_neighbours, umap_fit  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/umap_time.py"
 METHODS = {"precomputed neighbours": False, "UMAP's own search": True}  # name -> own_search
 
 
+def fit_run(path: Path, own_search: bool = False, seed: int = 0):
+    """x/y of a run's last validation embeddings, fitted as training/projection.py fits a map's
+    reference (the exact cosine neighbours handed in), or with UMAP's own neighbour search."""
+    vectors = run_store.read_last_vectors(path)[1]
+    k = min(15, len(vectors) - 1)
+    if own_search:
+        import umap
+
+        return umap.UMAP(n_neighbors=k, min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1,
+                         n_epochs=N_EPOCHS, init="spectral").fit_transform(vectors)
+    return umap_fit(vectors, cosine_neighbours(vectors, k), "spectral", seed, k, 0.1)
+
+
 def cold_seconds(path: Path, own_search: bool) -> float:
     """A first fit in a fresh process, imports included."""
     code = (f"import sys, time; t = time.time(); sys.path.insert(0, {str(ROOT)!r}); "
-            f"from training.projection import fit_run; fit_run({str(path)!r}, own_search={own_search}); "
+            f"from bench.umap_time import fit_run; fit_run({str(path)!r}, own_search={own_search}); "
             f"print(time.time() - t)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -54,7 +67,7 @@ def main() -> int:
         warm, xy = [], None
         for _ in range(3):
             t0 = time.time()
-            _, xy, _ = fit_run(path, own_search=own)
+            xy = fit_run(path, own_search=own)
             warm.append(time.time() - t0)
         warm.sort()
         trust = trustworthiness(vectors, xy, n_neighbors=10, metric="cosine")

@@ -120,7 +120,7 @@ def _relation(a: State, b: State) -> dict[int, int]:
     return {i: index[k] for i, k in enumerate(zip(a.keys["sample_id"], a.keys["modality"])) if k in index}
 
 
-def _umap(vectors: np.ndarray, knn, init, seed: int, n_neighbors: int, min_dist: float) -> np.ndarray:
+def umap_fit(vectors: np.ndarray, knn, init, seed: int, n_neighbors: int, min_dist: float) -> np.ndarray:
     import umap  # slow to import (numba): only here, only when there is something to fit
 
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine", random_state=seed, n_jobs=1,
@@ -176,17 +176,17 @@ def fit_map(plan: MapPlan, seed: int = 0, n_neighbors: int = 15, min_dist: float
     anchor_state = slices[anchor_slice]
     anchor_knn = cosine_neighbours(anchor_state.vectors, neighbours)
     first = "spectral" if len(anchor_state.vectors) > 20 else "random"
-    coords[anchor_slice] = _umap(anchor_state.vectors, anchor_knn, first, seed, neighbours, min_dist)
+    coords[anchor_slice] = umap_fit(anchor_state.vectors, anchor_knn, first, seed, neighbours, min_dist)
     anchor = dict(zip(zip(anchor_state.keys["sample_id"], anchor_state.keys["modality"]), coords[anchor_slice]))
     for i, state in enumerate(slices):
         if i != anchor_slice:
             knn = cosine_neighbours(state.vectors, neighbours)
-            coords[i] = _umap(state.vectors, knn, _anchored_init(state, knn[0], anchor, rng), seed, neighbours,
+            coords[i] = umap_fit(state.vectors, knn, _anchored_init(state, knn[0], anchor, rng), seed, neighbours,
                               min_dist)
     # The floor: the anchor's own state fitted again from its coordinates (another seed). How
     # far each sample moves then is UMAP's noise, against which any other movement is read.
     start = _anchored_init(anchor_state, anchor_knn[0], anchor, rng)
-    refit = _umap(anchor_state.vectors, anchor_knn, start, seed + 1, neighbours, min_dist)
+    refit = umap_fit(anchor_state.vectors, anchor_knn, start, seed + 1, neighbours, min_dist)
     floor = dict(zip(anchor, np.linalg.norm(refit - coords[anchor_slice], axis=1)))
     out: dict[Path, pd.DataFrame] = {}
     for (path, step), i in placed.items():
