@@ -23,11 +23,13 @@ alt.data_transformers.disable_max_rows()
 # Greys: colour means a configuration (PALETTE) in every chart, so the outcome and the modality
 # (which the shapes also tell apart) take none of its hues.
 FIXED_COLORS = {"outcome": (OUTCOMES, ["#2b2b2b", "#b3b3b3"]), "modality": (MODALITIES, ["#9a9a9a", "#2b2b2b"])}
-# Tableau's ten colours, then ten darker ones of other hues (Vega's category20b): every one reads
-# as a line on white, which the light halves of Tableau's twenty do not.
+# Tableau's first nine colours, then eleven of other hues and lightness, chosen so that no two
+# of the twenty are closer than 30 in CIELAB (ΔE*76; tests/test_charts.py checks it): a sweep's
+# configurations are told apart by colour alone in a legend, which Tableau's light halves and
+# Vega's category20b (navy beside steel blue, two browns) did not allow.
 PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
-           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39",
-           "#ad494a", "#a55194"]
+           "#00bfff", "#1a1a7a", "#bf03b8", "#000000", "#808000", "#6e0000", "#005f3a", "#8c3bff", "#00e000",
+           "#600040", "#e00080"]
 
 
 def group_colors(names: list[str]) -> dict[str, str]:
