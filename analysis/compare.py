@@ -152,11 +152,12 @@ def compare_groups(samples_a: Mapping[str, pd.DataFrame], samples_b: Mapping[str
     """Configuration B against configuration A, each given as run name -> samples frame of one
     seed, all on the same queries; returns (table, note).
 
-    One row per metric: a and b (the mean over seeds), difference, low and high (the two-level
-    interval: seeds and images both resampled, analysis.stats.group_difference), image_low and
+    One row per metric: a and b (the mean over seeds), difference, low and high (the interval
+    over seeds and images: Welch's t over seeds and the paired bootstrap over images in
+    quadrature, analysis.stats.group_difference), image_low and
     image_high (seeds held fixed), seed_sd (how far one run's figure moves from seed to seed)
     beside image_se (the image-bootstrap standard error of one run's figure): whichever is
-    larger dominates the uncertainty. verdict follows the two-level interval.
+    larger dominates the uncertainty. verdict follows that interval.
 
     With fewer than two seeds on a side there is no seed variation to measure: the table is
     then compare_two of the first run of each, and `note` says so (None otherwise)."""

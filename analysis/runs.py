@@ -162,7 +162,7 @@ def group_table(runs: list[dict], groups: dict[str, str] | None = None,
     (t = 4.3 for three); the second keeps the image-to-image variation, which averaging seeds
     on the same images does not remove: seeds that agree exactly are not a certain figure.
     Both come from eval.parquet alone, so the grouped table opens as fast as the per-run one;
-    the Compare view's two-level bootstrap resamples seeds and images jointly."""
+    the Compare view's differences combine the same two parts."""
     groups = groups or group_names([(r["run"], r["config"]) for r in runs])
     members: dict[str, list[dict]] = {}
     for r in runs:

@@ -13,8 +13,9 @@ retrieval rates sit near 0 or 1, where the bootstrap distribution is skewed and 
 percentile interval's coverage drops; BCa corrects bias and skewness (second-order
 accurate) at the price of a jackknife. Two runs are compared paired, per query, with a
 sign-flip permutation test (scipy.stats.permutation_test) and McNemar's exact test
-(scipy.stats.binomtest); configurations with several seeds with a two-level bootstrap
-over seeds and images; runs evaluated on different query sets (a leaky split's validation
+(scipy.stats.binomtest); configurations with several seeds by the rule of a configuration's
+own interval (analysis.runs.group_table): a Welch t-interval over the seeds' figures and the
+paired bootstrap over images, combined in quadrature; runs evaluated on different query sets (a leaky split's validation
 images against an honest split's) unpaired, with each set's images resampled on their own.
 Seeds are fixed, so every figure is reproducible.
 """
@@ -60,7 +61,7 @@ class McNemar:
 @dataclass(frozen=True)
 class GroupDifference:
     diff: float  # mean over b's runs minus mean over a's runs
-    low: float  # seeds and images both resampled
+    low: float  # seeds (Welch t) and images (paired bootstrap), in quadrature
     high: float
     image_low: float  # images resampled, seeds held fixed
     image_high: float
@@ -392,17 +393,16 @@ def group_difference(a_runs, b_runs, groups=None, confidence: float = CONFIDENCE
                      seed: int = SEED) -> GroupDifference:
     """Configuration b minus configuration a, each given as [runs (seeds), queries] outcomes on the same queries.
 
-    A two-level bootstrap of a crossed design (seeds x images, every run scored on every
-    query): the pigeonhole bootstrap (Owen 2007, Ann. Appl. Stat. 1:386). Seeds are resampled
-    within each configuration and images once per resample, shared by every run so the
-    pairing by image is kept; scipy.stats.bootstrap does it with three unpaired samples: a's
-    seed indices, b's and the image indices. Percentile interval: BCa's jackknife over a
-    handful of seeds is too unstable to correct anything. Two biases of opposite sign: with
-    R seeds the bootstrap sees (R-1)/R of the seed variance (2/3 for three seeds); and
-    resampling both factors counts the seed-by-image interaction (which queries a seed
-    happens to get right) about three times over (Owen 2007), so where that dominates, as
-    with 0/1 outcomes, the interval errs wide. The image-only interval holds the seeds fixed,
-    for comparison; seed_sd and image_se say which variation dominates."""
+    The difference of the seed means, every run scored on the same queries (a crossed design,
+    seeds x images). Its interval has the two parts a configuration's own interval has
+    (analysis.runs.group_table), combined in quadrature: the seeds' part is the Welch
+    t-interval of the runs' figures (t with Welch-Satterthwaite's degrees of freedom, 4.3 for
+    three seeds a side where they spread alike); the images' part is the paired bootstrap over
+    images with the seeds held fixed (percentile; image_low, image_high), which keeps the pairing
+    by image. A two-level percentile bootstrap (seeds resampled too; Owen 2007) was used before
+    and gave differences narrower than either side's own interval: with R seeds it sees (R-1)/R
+    of the seed variance and uses normal, not t, quantiles, which for three seeds is half the
+    width it should be. seed_sd and image_se say which variation dominates."""
     a_runs, b_runs = _runs(a_runs), _runs(b_runs)
     if a_runs.shape[1] != b_runs.shape[1]:
         raise ValueError(f"the configurations cover {a_runs.shape[1]} and {b_runs.shape[1]} queries: not the same set")
@@ -412,19 +412,30 @@ def group_difference(a_runs, b_runs, groups=None, confidence: float = CONFIDENCE
     statistic = _two_level_statistic(a_sums, b_sums, counts)
     seeds_a, seeds_b, images = np.arange(len(a_runs)), np.arange(len(b_runs)), np.arange(n_units)
     per_draw = n_units * (len(a_runs) + len(b_runs))
-    both = _bootstrap((seeds_a, seeds_b, images), statistic, per_draw, confidence, n_resamples, seed, "percentile")
     image_only = _bootstrap((images,), lambda idx, axis=-1: statistic(seeds_a, seeds_b, idx), per_draw,
                             confidence, n_resamples, seed, "percentile")
     # One bootstrap for every run's figure at once (a vector-valued statistic): its standard errors.
     all_sums = np.concatenate([a_sums, b_sums])
     per_run = _bootstrap((images,), lambda idx, axis=-1: _figures(all_sums, counts, idx), per_draw, confidence,
                          n_resamples, seed, "percentile")
-    return GroupDifference(
-        diff=float(statistic(seeds_a, seeds_b, images)),
-        low=float(both.confidence_interval.low), high=float(both.confidence_interval.high),
-        image_low=float(image_only.confidence_interval.low), image_high=float(image_only.confidence_interval.high),
-        seed_sd=_pooled_sd(_figures(a_sums, counts, images), _figures(b_sums, counts, images)),
-        image_se=float(np.sqrt(np.mean(per_run.standard_error ** 2))))
+    diff = float(statistic(seeds_a, seeds_b, images))
+    image_low, image_high = float(image_only.confidence_interval.low), float(image_only.confidence_interval.high)
+    a_figures, b_figures = _figures(a_sums, counts, images), _figures(b_sums, counts, images)
+    half = float(np.hypot(welch_half_width(a_figures, b_figures, confidence), (image_high - image_low) / 2))
+    return GroupDifference(diff=diff, low=diff - half, high=diff + half, image_low=image_low, image_high=image_high,
+                           seed_sd=_pooled_sd(a_figures, b_figures),
+                           image_se=float(np.sqrt(np.mean(per_run.standard_error ** 2))))
+
+
+def welch_half_width(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> float:
+    """The half-width of Welch's t-interval of mean(b) - mean(a) (Welch 1947): t at the
+    Welch-Satterthwaite degrees of freedom times sqrt(var(a)/R_a + var(b)/R_b); 0 where neither
+    side varies."""
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return float(stats.t.ppf(0.5 + confidence / 2, df) * np.sqrt(va + vb))
 
 
 def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:

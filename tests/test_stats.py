@@ -347,3 +347,22 @@ def test_unpaired_degenerate_and_bad_inputs():
         stats.unpaired_difference(np.ones(4), np.ones(5), groups_b=[0, 1])
     with pytest.raises(ValueError, match="one value per query"):
         stats.unpaired_difference(np.ones((2, 2)), np.ones(5))
+
+
+def test_welch_half_width_is_scipys_welch_interval():
+    a, b = np.array([0.10, 0.14, 0.09]), np.array([0.18, 0.12, 0.21, 0.16])
+    ci = scipy.stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert stats.welch_half_width(a, b) == pytest.approx((ci.high - ci.low) / 2)
+    assert stats.welch_half_width(np.ones(3), np.ones(3)) == 0.0
+
+
+def test_a_difference_is_never_narrower_than_its_seeds_allow():
+    rng = np.random.default_rng(10)
+    groups = _captions(rng, 150)
+    chance = _hard_and_easy_images(rng, 150, 0.4)[groups]
+    a = _configuration(rng, chance, 3, seed_sd=0.1)
+    b = _configuration(rng, chance, 3, seed_sd=0.1, shift=0.05)
+    r = stats.group_difference(a, b, groups, n_resamples=FAST)
+    seeds = stats.welch_half_width(a.mean(1), b.mean(1))
+    assert (r.high - r.low) / 2 >= seeds > 0  # the seeds' t-interval alone, three seeds a side
+    assert (r.high - r.low) / 2 == pytest.approx(np.hypot(seeds, (r.image_high - r.image_low) / 2))

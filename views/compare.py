@@ -123,8 +123,9 @@ PAIRED_CAPTION = (
     f"captions as independent, which overstates the evidence for text→image). The verdict names a direction only "
     f"where the interval excludes 0; otherwise it says \u201cno detectable difference\u201d.")
 POOLED_CAPTION = (
-    "A and B: the mean over each configuration's seeds. 95% interval: seeds and validation images both resampled "
-    "(a two-level bootstrap); images only: the seeds held fixed. Seed SD: how far one run's figure moves from seed to "
+    "A and B: the mean over each configuration's seeds. 95% interval: Welch's t-interval over the seeds' figures "
+    "and the paired bootstrap over validation images, combined in quadrature (a configuration's own interval has "
+    "the same two parts); images only: the seeds held fixed. Seed SD: how far one run's figure moves from seed to "
     "seed; image SE: how far it moves with the validation images drawn (a bootstrap standard error). Where the SD is "
     "the larger, more seeds narrow the interval more than more images would. The verdict follows the 95% interval.")
 
@@ -142,7 +143,7 @@ def paired_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def pooled_display(table: pd.DataFrame) -> pd.DataFrame:
-    """compare_groups' table as read on screen: the two-level interval with the seed SD and the
+    """compare_groups' table as read on screen: the interval over seeds and images with the seed SD and the
     image SE beside it."""
     return pd.DataFrame({
         "A (mean)": figure_column(table, "a"), "B (mean)": figure_column(table, "b"),

@@ -68,7 +68,7 @@ def runs_dataframe(table: pd.DataFrame, runs: list[run_store.Run], rows: dict[st
         "with it (none for a run from before intervals, or one still training)"
         + ("; for a configuration of several seeds, the mean over seeds with an interval that counts both how far "
            "a figure moves from seed to seed (the t-interval of the seed means) and the seeds' own intervals over "
-           "images (the Compare view's two-level bootstrap resamples both)" if pooled else "") + ". "
+           "images (the Compare view's differences count both the same way)" if pooled else "") + ". "
         "Highlighted: the best, and every run whose paired 95% interval against it includes 0 (query by "
         "query on the same validation images" + ("; a configuration's outcome per query is the mean over its "
                                                   "seeds, which holds them fixed" if pooled else "") + ").")
