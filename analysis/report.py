@@ -2,7 +2,8 @@
 configurations, the sweep's comparisons with their intervals, figures formatted for its
 sentences, and charts and figures shown as PNG.
 
-The notebook states what these return; its sentences live in its cells, not here. Every claim
+The sentences that state what these return live in analysis/narrative.py, so that the
+notebook's cells stay a few lines each. Every claim
 that one configuration is better than another comes from analysis/compare.py and
 analysis/stats.py (an interval, and a verdict that names a direction only where it excludes
 0), on the test split where both sides have one. Torch-free like the rest of analysis/; it
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import io
 import json
 import math
@@ -256,17 +258,11 @@ def changes(a: dict, b: dict) -> str:
 
 def header(sweep: Sweep) -> str:
     """The lines that open the write-up: where its runs come from and which ones it looks at."""
-    revisions = sorted({str(r.config.get("provenance", {}).get("git_revision", "unknown"))
-                        for r in sweep.runs.values()})
     listed = ", ".join(f"{g} ×{len(ns)}" if len(ns) > 1 else g for g, ns in sweep.groups.items())
     lines = [f"warning: {w}" for w in sweep.damaged] + [
-        f"runs folder : {sweep.root.resolve()}",
         f"sweep       : {sweep.name}: {len(sweep.runs)} usable runs in {len(sweep.groups)} configurations "
-        "(×N: N seeds)",
+        "(×N: N seeds; where they were read and the code's revisions: Appendix B)",
         *textwrap.wrap(listed, 100, initial_indent=" " * 14, subsequent_indent=" " * 14, break_on_hyphens=False),
-        f"git revision: {', '.join(revisions)}"
-        + (" (train.py keeps a finished run whose config is unchanged, so runs of one sweep may come from "
-           "several revisions)" if len(revisions) > 1 else ""),
         f"reference   : {sweep.reference}; the run shown in detail: {sweep.detail}"]
     if sweep.subset:
         lines.append(f"label-subset configurations (forgetting): {', '.join(sweep.subset)}")
@@ -351,26 +347,50 @@ def datasets(sweep: Sweep) -> list[str]:
                                *(sweep.config(g).get("data", "") for g in sweep.groups)]))
 
 
+IDENTICAL = "with an identical image in the same split"
+
+
+def twin_sets(manifest: pd.DataFrame, split: str) -> list[pd.DataFrame]:
+    """The sets of images of `split` whose files are byte-identical to each other, each as its rows
+    of the manifest (image_id, caption, label...), largest sets first: the images retrieval on
+    that split cannot tell apart (a caption of one ties its twin, which counts against it).
+    report.json's duplicates also count twins in other splits, which retrieval never confuses."""
+    images = manifest[manifest["split"] == split].drop_duplicates("image_id")
+    digest = images["image_path"].map(lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest())
+    return sorted((rows for _, rows in images.groupby(digest) if len(rows) > 1), key=len, reverse=True)
+
+
+def identical_in_split(manifest: pd.DataFrame) -> pd.Series:
+    """split -> its images with a byte-identical twin in the same split (twin_sets)."""
+    return pd.Series({split: sum(map(len, twin_sets(manifest, split))) for split in manifest["split"].unique()},
+                     dtype=int)
+
+
 def leakage(names: list[str]) -> pd.DataFrame:
     """Per prepared dataset and held-out split: how preparation split it, its images, those with
     a training image of the same concept (preparation's own check, with a grouping of its own),
-    and those in a set of byte-identical image files (report.json's duplicates)."""
+    and those with a byte-identical twin in the same split (identical_in_split)."""
     rows = []
     for data in names:
         prepared = _prepared(data)
-        identical = (prepared.get("duplicates") or {}).get("images_in_identical_sets") or {}
+        try:
+            twins = identical_in_split(load_manifest(data))
+        except (FileNotFoundError, ValueError):  # not prepared here: preparation's check alone
+            twins = pd.Series(dtype=int)
         for split, leak in (prepared.get("leaks") or {}).items():
             rows.append({"dataset": Path(str(data)).name, "split by": prepared.get("split_by", "?"), "split": split,
                          "images": leak["images"],
                          "with a training image of the same concept": leak["with_a_training_image_of_the_same_concept"],
-                         "in a set of identical images": identical.get(split, 0)})
+                         IDENTICAL: int(twins.get(split, 0))})
     return pd.DataFrame(rows, columns=["dataset", "split by", "split", "images",
-                                       "with a training image of the same concept", "in a set of identical images"])
+                                       "with a training image of the same concept", IDENTICAL])
 
 
 def manifest_rows(manifest: pd.DataFrame, count: int = 3) -> pd.DataFrame:
-    """The manifest's first rows as data preparation wrote them, image paths relative to the working folder."""
-    rows = manifest.head(count).copy()
+    """The manifest's first rows as data preparation wrote them (the columns a reader needs; the
+    rest are preparation's own), image paths relative to the working folder."""
+    rows = manifest.head(count)[[c for c in ("image_id", "image_path", "caption", "split", "label", "concept")
+                                 if c in manifest.columns]].copy()
     rows["image_path"] = [str(Path(p).relative_to(Path.cwd())) if Path(p).is_relative_to(Path.cwd()) else p
                           for p in rows["image_path"]]
     return rows.set_index("image_id")
@@ -439,8 +459,9 @@ def lit_term(config: dict) -> str:
     return "".join("L" if not config.get(k) else "U" for k in ("unlock_image", "unlock_text"))
 
 
-def settings_table(sweep: Sweep) -> pd.DataFrame:
-    """Per configuration: its seeds, towers, learning rates, temperature, batch, epochs and data."""
+def settings_table(sweep: Sweep) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per configuration: its seeds, towers, learning rates, temperature, batch, epochs and data;
+    and the settings every configuration shares (setting -> value), which the table leaves out."""
     rows = []
     for g, names in sweep.groups.items():
         c = sweep.config(g)
@@ -448,8 +469,8 @@ def settings_table(sweep: Sweep) -> pd.DataFrame:
         fitted = bool(c.get("closed_form"))  # no optimiser, batches or epochs: a fit in one solve
         rows.append({"configuration": g, "seeds": len(names),
                      "method": f"closed form ({c['closed_form']})" if fitted else "contrastive",
-                     "towers": f"{lit_term(c)}: image {tower(c.get('unlock_image', 0))}, "
-                               f"text {tower(c.get('unlock_text', 0))}",
+                     "towers": lit_term(c) + "".join(f", {side} {tower(c.get(f'unlock_{side}', 0))}"
+                                                     for side in ("image", "text") if c.get(f"unlock_{side}")),
                      "dim": c.get("embed_dim"),
                      "heads lr": "-" if fitted else setting(c.get("lr")),
                      "tower lr": setting(c.get("tower_lr")) if unlocked else "-",
@@ -462,28 +483,30 @@ def settings_table(sweep: Sweep) -> pd.DataFrame:
                         f"{', '.join(c.get('include_labels') or c.get('exclude_labels'))}"
                         if c.get("include_labels") or c.get("exclude_labels") else "")
                      + (f", from {_source_group(sweep, c)}" if c.get("init_from") else "")})
-    table = pd.DataFrame(rows).set_index("configuration")
-    return table.drop(columns=[c for c in ("tower lr",) if (table[c] == "-").all()])
+    table = pd.DataFrame(rows).set_index("configuration").map(lambda v: "–" if _missing(v) else str(v))
+    table = table.drop(columns=[c for c in ("tower lr",) if (table[c] == "-").all()])
+    common = {c: table[c].iloc[0] for c in table.columns if table[c].nunique() == 1 and len(table) > 1}
+    return table.drop(columns=list(common)), common
 
 
 def comparisons_table(sweep: Sweep) -> pd.DataFrame:
     """The sweep's comparisons, one row per run against its reference: what changes between them
     (read from their configs, not the sweep file) and the sweep file's note."""
-    rows = [{"comparison": c["name"], "reference": c["reference"], "against": g,
+    rows = [{"comparison": c["name"], "reference": c["reference"], "configuration": g,
              "what changes": changes(sweep.config(c["reference"]), sweep.config(g)), "note": c.get("note", "")}
             for c in sweep.comparisons for g in c["runs"] if g in sweep.groups]
-    return pd.DataFrame(rows, columns=["comparison", "reference", "against", "what changes", "note"]
-                        ).set_index(["comparison", "against"])
+    return pd.DataFrame(rows, columns=["comparison", "reference", "configuration", "what changes", "note"]
+                        ).set_index(["comparison", "configuration"])
 
 
 STAGES = {"features": "frozen features", "training": "training", "evaluation": "evaluation",
           "intervals": "intervals", "closed_form": "closed-form fit", "wise_ft": "WiSE-FT", "umap": "maps"}
 
 
-def costs(sweep: Sweep) -> pd.DataFrame:
+def costs(sweep: Sweep, at_least: float = 0.0) -> pd.DataFrame:
     """Per configuration: seconds per seed of each recorded stage (the mean over its seeds; "–"
     where the stage did not run) and the wall time of one seed, start to end, as text cells
-    with one decimal."""
+    with one decimal; a stage under `at_least` seconds in every configuration is left out."""
     rows = {}
     for g, names in sweep.groups.items():
         stages = pd.DataFrame([sweep.runs[n].status.get("timings") or {} for n in names]).mean()
@@ -492,7 +515,7 @@ def costs(sweep: Sweep) -> pd.DataFrame:
         rows[g] = {"seeds": len(names), **{name: stages.get(key, np.nan) for key, name in STAGES.items()},
                    "wall per seed": float(np.nanmean(wall)) if np.isfinite(wall).any() else np.nan}
     table = pd.DataFrame(rows).T
-    table = table.drop(columns=[c for c in STAGES.values() if table[c].isna().all()])
+    table = table.drop(columns=[c for c in STAGES.values() if not (table[c] >= at_least).any()])
     seconds = table.drop(columns="seeds").map(lambda v: "–" if _missing(v) else f"{v:.1f}")
     return pd.concat([table[["seeds"]].astype(int), seconds.rename(columns=lambda c: f"{c} (s)")], axis=1)
 
@@ -508,12 +531,15 @@ def seconds(sweep: Sweep, group: str, stage: str = "training") -> float:
 
 
 def provenance(sweep: Sweep) -> pd.DataFrame:
-    """The hardware and software every run recorded (config.json's provenance), one row per
-    value; a value that differs between runs lists the distinct ones."""
+    """Where the runs were read, and the hardware and software every run recorded (config.json's
+    provenance), one row per value; a value that differs between runs lists the distinct ones."""
     prov = pd.DataFrame([{**{k: v for k, v in r.config.get("provenance", {}).items() if k != "versions"},
                           **r.config.get("provenance", {}).get("versions", {})} for r in sweep.runs.values()])
-    return pd.DataFrame({"value": [", ".join(sorted(map(str, prov[c].dropna().unique()))) for c in prov.columns]},
-                        index=prov.columns)
+    values = {"runs folder": str(sweep.root.resolve()),
+              **{c: ", ".join(sorted(map(str, prov[c].dropna().unique()))) for c in prov.columns}}
+    if "," in values.get("git_revision", ""):
+        values["git_revision"] += " (train.py keeps a finished run whose config is unchanged)"
+    return pd.DataFrame({"value": values.values()}, index=list(values))
 
 
 # ------------------------------------------------------------------------ curves
@@ -609,22 +635,22 @@ def similarity_figure(embeddings: pd.DataFrame, thumbs: dict[str, bytes], image_
     captions = matrices[0].drop_duplicates("caption_of").set_index("caption_of")["caption"]
     n = len(image_ids)
     low, high = min(np.nanmin(g.to_numpy()) for g in grids), max(np.nanmax(g.to_numpy()) for g in grids)
-    fig = Figure(figsize=(3.3 * len(steps) + 1.6, 0.42 * n + 2.6))
+    fig = Figure(figsize=(4.2 * len(steps) + 1.8, 0.5 * n + 3.0))
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
     for k, (ax, grid, step) in enumerate(zip(axes, grids, steps, strict=True)):
         image = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=low, vmax=high)
         for i in range(n):  # inset, so that neighbouring true pairs' outlines do not join into a staircase
             ax.add_patch(Rectangle((i - 0.4, i - 0.4), 0.8, 0.8, fill=False, edgecolor="white", linewidth=1.6))
-        ax.set_xticks(range(n), [textwrap.shorten(str(captions.get(i, i)), 26, placeholder="…") for i in image_ids],
-                      rotation=55, ha="right", fontsize=7)
+        ax.set_xticks(range(n), [textwrap.shorten(str(captions.get(i, i)), 32, placeholder="…") for i in image_ids],
+                      rotation=50, ha="right", fontsize=10)
         ax.set_yticks(range(n), [""] * n)
-        ax.set_title(f"step {step}" + (" (before training)" if step == 0 else " (after training)"), fontsize=9)
+        ax.set_title(f"step {step}" + (" (before training)" if step == 0 else " (after training)"), fontsize=11)
         if k == 0:  # the thumbnails are the row labels of the first panel; the others share its rows
             for i, image_id in enumerate(image_ids):
                 if image_id in thumbs:
                     picture = _picture(thumbs[image_id])
-                    box = OffsetImage(picture, zoom=26 / max(picture.shape[:2]))
-                    ax.add_artist(AnnotationBbox(box, (-0.5, i), xybox=(-16, 0), xycoords="data",
+                    box = OffsetImage(picture, zoom=38 / max(picture.shape[:2]))
+                    ax.add_artist(AnnotationBbox(box, (-0.5, i), xybox=(-22, 0), xycoords="data",
                                                  boxcoords="offset points", frameon=False, annotation_clip=False))
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="cosine")
     return fig, matrices
@@ -739,7 +765,7 @@ def map_figure(sweep: Sweep, m: AlignedMap, arrows: int = 12, labels: int = 6) -
     handles.append(Line2D([], [], color=NEUTRAL[0], marker=">", markersize=5, lw=1.4))
     names.append(f"step 0 → end, the {arrows} samples that moved furthest (the configuration's colour)")
     fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"Aligned map “{m.name}”: positions comparable across its runs", fontsize=10)
+    fig.suptitle(f"The aligned map of the “{m.name}” comparison: positions comparable across its runs", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
@@ -822,8 +848,9 @@ def gap_probe_figure(sweep: Sweep, run: str) -> tuple[Figure, pd.DataFrame]:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share right (val)")
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle("Gap-shift probe (0: the stored vectors; 1: both centroids moved most of the way together; "
-                 "−1: apart by as much again)", fontsize=9)
+    fig.suptitle("Gap-shift probe: images moved by −s·Δ/2 and texts by +s·Δ/2 (Δ: image centroid − text "
+                 "centroid), then renormalised; s = 0 the stored vectors, s = 1 centroids met, s = −1 twice as far",
+                 fontsize=9)
     fig.tight_layout()
     return fig, probe
 
@@ -955,7 +982,7 @@ def baselines(sweep: Sweep, split: str, metrics: list[str] = FIGURE_METRICS) -> 
 def _side(sweep: Sweep, group: str, split: str) -> dict[str, pd.DataFrame]:
     """run -> its samples on `split`, for analysis.compare. A deterministic configuration (a
     closed-form fit: one run, no seed) is its own replicate: seeds would give the same run, so
-    two copies of it let the two-level interval count the other side's seeds, and none on its own."""
+    two copies of it let the interval count the other side's seeds, and none on its own."""
     side = {n: on_split(_samples(sweep.runs[n].path), split) for n in sweep.groups[group]}
     if len(side) == 1 and sweep.config(group).get("closed_form"):
         (n, frame), = side.items()
@@ -967,7 +994,7 @@ def compare(sweep: Sweep, a: str, b: str, split: str, metrics: list[str] = EFFEC
     """Configuration `b` against configuration `a`, per metric: rows of EFFECT_COLUMNS.
 
     On `split` where both have it, otherwise on val. Same images: analysis.compare.compare_groups,
-    the two-level interval over seeds and images (with one seed on a side, the paired interval of
+    the interval over seeds and images (analysis.stats.group_difference; with one seed on a side, the paired interval of
     single runs, images only). Different images (another split of the data): the unpaired
     interval (analysis.stats.unpaired_difference) of the per-image outcomes averaged over each
     configuration's seeds, so the seeds are held fixed and only images vary."""
@@ -976,7 +1003,7 @@ def compare(sweep: Sweep, a: str, b: str, split: str, metrics: list[str] = EFFEC
     base = {"reference": a, "run": b, "changes": changes(sweep.config(a), sweep.config(b)), "split": where}
     try:
         table, note = compare_groups(side_a, side_b)
-        interval = "single runs, images resampled" if note else "seeds and images resampled"
+        interval = "single runs, images resampled" if note else "seeds by Welch's t, images by a paired bootstrap"
         return [{**base, "interval": interval, "metric": m, **table.loc[m, [c for c in EFFECT_COLUMNS if c in
                                                                             table.columns]].to_dict()}
                 for m in metrics if m in table.index]
@@ -1072,41 +1099,20 @@ def forest_figure(effects: pd.DataFrame, colors: dict[str, str], metrics: list[s
             ax.plot(r["difference"], y, "o", color=color, markerfacecolor=color if filled else "white", markersize=7)
         ax.axvline(0, color="#888", linestyle="--", linewidth=1)
         ax.set_title(f"{label(metric)}: run − reference", fontsize=9)
+        ax.set_xlabel(f"difference in {label(metric)}", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     first = effects.drop_duplicates(["comparison", "run"]).set_index(["comparison", "run"])
     usual = first["split"].mode().iloc[0]
-    names = [f"{c}: {r}" + ("" if first.loc[(c, r), "split"] == usual else f" ({first.loc[(c, r), 'split']}"
+    main = first["reference"].mode().iloc[0]  # the reference most rows have; others are named on the row
+    names = [f"{c}: {r}" + ("" if first.loc[(c, r), "reference"] == main else f" − {first.loc[(c, r), 'reference']}")
+             + ("" if first.loc[(c, r), "split"] == usual else f" ({first.loc[(c, r), 'split']}"
                             + (", unpaired)" if "unpaired" in first.loc[(c, r), "interval"] else ")"))
              for c, r in keys]
     axes[0].set_yticks(range(len(keys)), names, fontsize=8)
     axes[0].invert_yaxis()
-    fig.suptitle(f"Effects with 95% intervals, on {usual} unless named (filled: the interval excludes 0)", fontsize=10)
+    fig.suptitle(f"Effects (run − {main} unless named) with 95% intervals, on {usual} unless named (filled: the "
+                 "interval excludes 0)", fontsize=10)
     fig.tight_layout()
-    return fig
-
-
-def figures_figure(table: pd.DataFrame, colors: dict[str, str], metrics: list[str], lines: dict[str, dict]) -> Figure:
-    """Per configuration (rows of a figures table) each metric's mean and 95% interval, one panel
-    per metric, in the configuration's colour; `lines`: name -> metric -> a reference value drawn
-    as a vertical line (chance, step 0)."""
-    fig = Figure(figsize=(3.8 * len(metrics) + 2.0, 0.32 * len(table) + 1.5))
-    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-    for ax, metric in zip(axes, metrics, strict=True):
-        for y, (g, r) in enumerate(table.iterrows()):
-            color = colors.get(g, "#333")
-            ax.plot([r[f"{metric} low"], r[f"{metric} high"]], [y, y], color=color, linewidth=2)
-            ax.plot(r[metric], y, "o", color=color, markersize=6)
-        for (name, values), style in zip(lines.items(), [":", "--", "-."], strict=False):
-            if not _missing(values.get(metric)):
-                ax.axvline(values[metric], color="#666", linestyle=style, linewidth=1, label=name)
-        ax.set_title(label(metric), fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(table)), list(table.index), fontsize=8)
-    axes[0].invert_yaxis()
-    fig.tight_layout()
-    if lines:
-        handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(names))
     return fig
 
 
@@ -1114,9 +1120,18 @@ def figures_figure(table: pd.DataFrame, colors: dict[str, str], metrics: list[st
 
 
 # How a configuration's figure gets its interval (analysis.runs.group_table): the t-interval of the seed
-# means widened by the runs' own bootstrap half-width over images; one seed: its bootstrap over images.
+# means and the runs' mean bootstrap half-width over images, combined in quadrature; one seed: its bootstrap.
 CONFIGURATION_INTERVAL = "95% interval over seeds and images"
 RUN_INTERVAL = "95% bootstrap interval over images (one run)"
+
+
+def interval_label(sweep: Sweep, groups) -> str:
+    """What a table's intervals count: seeds and images, and images alone for a configuration of
+    one run (a closed-form fit is deterministic: it has no seeds to count)."""
+    single = [g for g in groups if len(sweep.groups.get(g, ())) == 1]
+    if len(single) == len(list(groups)):
+        return "95% bootstrap interval over images (one run each)"
+    return CONFIGURATION_INTERVAL + (f"; {', '.join(single)}: one run, images only" if single else "")
 
 
 def _interval_cell(values, groups=None) -> tuple[float, float, float]:
@@ -1150,7 +1165,7 @@ def per_image(sweep: Sweep, run: str, split: str) -> pd.DataFrame:
     last = samples[samples["step"] == samples["step"].max()]
     images = last[last["modality"] == "image"].sort_values("sample_id")
     out = images[["sample_id", "image_id", "label"]].assign(zero_shot=images["zero_shot_correct"].astype(float))
-    concept_of = _concepts(sweep.runs[run].config.get("data", ""))
+    concept_of = concepts_of(sweep.runs[run].config.get("data", ""))
     out["concept"] = concept_outcomes(samples, "image", concept_of)["concept"].to_numpy() if concept_of else np.nan
     return out.reset_index(drop=True)
 
@@ -1183,7 +1198,7 @@ def balanced_weights(labels: pd.Series) -> np.ndarray:
 
 
 @functools.cache
-def _concepts(data: str) -> dict[str, str] | None:
+def concepts_of(data: str) -> dict[str, str] | None:
     """image_id -> concept of a prepared dataset; None where its manifest names none."""
     try:
         manifest = load_manifest(data)
@@ -1200,7 +1215,7 @@ def concept_table(sweep: Sweep, groups: list[str], split: str) -> pd.DataFrame:
     the exact level's verdict (ties count against the query)."""
     per_run = {}
     for g in groups:
-        concept_of = _concepts(sweep.config(g).get("data", ""))
+        concept_of = concepts_of(sweep.config(g).get("data", ""))
         if concept_of is None or not has_split(sweep, g, split):
             continue
         for n in sweep.groups[g]:
@@ -1242,6 +1257,29 @@ def concept_outcomes(samples: pd.DataFrame, modality: str, concept_of: dict[str,
                          "concept": (exact | same).astype(float)})
 
 
+def concept_effects(sweep: Sweep, split: str) -> pd.DataFrame:
+    """Per comparison of runs on the same images: run − reference in image → text R@1 at the
+    exact level and at the concept level, paired on the same `split` images (the interval over
+    seeds and images, as every effect), as text cells with a verdict."""
+    rows = {}
+    for c in sweep.comparisons:
+        concept_of = concepts_of(sweep.config(c["reference"]).get("data", ""))
+        if concept_of is None or not has_split(sweep, c["reference"], split):
+            continue
+        for run in c["runs"]:
+            if _other_data(sweep, c["reference"], run) or not has_split(sweep, run, split):
+                continue
+            sides = [[concept_outcomes(on_split(_samples(sweep.runs[n].path), split), "image", concept_of)
+                      .set_index("image_id") for n in sweep.groups[g]] for g in (c["reference"], run)]
+            order = sides[0][0].index
+            cells_ = {}
+            for level in ("exact", "concept"):
+                a, b = (np.stack([o.loc[order, level].to_numpy(float) for o in side]) for side in sides)
+                cells_[f"image→text R@1, {level}"] = _effect_cell(*_paired(a, b, order.to_numpy()), "i2t_R@1")
+            rows[(c["name"], run)] = cells_
+    return pd.DataFrame(rows).T.rename_axis(["comparison", "run"]) if rows else pd.DataFrame()
+
+
 def opposite_moves(effects: pd.DataFrame, a: str = "i2t_R@1", b: str = "zero_shot_accuracy") -> tuple[list, list]:
     """The runs of effects() whose detectable effects on metrics `a` and `b` point opposite ways,
     and those with a detectable effect on `b` and none on `a`."""
@@ -1261,7 +1299,7 @@ def answers(space, label_: str) -> pd.Series:
 
 
 def _paired(a_runs: np.ndarray, b_runs: np.ndarray, groups) -> tuple[float, float, float]:
-    """b − a on the same queries: the two-level interval over seeds and images where both sides
+    """b − a on the same queries: the interval over seeds and images where both sides
     have two seeds or more (analysis.stats.group_difference), else the paired interval over
     images of the seed means."""
     if len(a_runs) >= 2 and len(b_runs) >= 2:
@@ -1292,11 +1330,14 @@ class Majority:
         """What a row says, in words that follow from its intervals."""
         s, major = self.signs.loc[group], self.label
         if s["balanced accuracy"] > 0:
-            return "balanced accuracy rises too: better classification, not only more answers of the majority"
+            return "balanced accuracy rises detectably too: a better classifier"
         if self.shifted(group):
-            return (f"the gain is on the {major} images alone, with no detectable change in balanced accuracy"
-                    + (f", and {major} is answered detectably more often" if s[f"answers {major} (val)"] > 0 else "")
-                    + ": answers shifted towards the majority, not a better classifier")
+            return (f"better on the {major} images only, balanced accuracy n.d."
+                    + (f", {major} answered detectably more often: a shift of answers towards the majority"
+                       if s[f"answers {major} (val)"] > 0 else ": no evidence of a better classifier"))
+        parts = [f"accuracy on {major} images", "accuracy on the other images", "balanced accuracy"]
+        if all(s[c] == 0 for c in parts):
+            return "no part of the gain is detectable on its own (the effect on accuracy is near its bound)"
         return "the gain is not confined to the largest label"
 
     def readings(self) -> dict[str, list[str]]:
@@ -1513,8 +1554,20 @@ def forgetting_chart(sweep: Sweep, f: Forgetting) -> alt.Chart:
 # Prompt templates for the emoji's Unicode groups, in the manner of CLIP's ImageNet ensemble.
 TEMPLATES = ["an emoji of the category {}", "{}", "an emoji from the group {}", "a {} emoji", "an icon of {}",
              "a picture in the category {}"]
-QUERIES = ["a red fruit", "something you wear on your head", "a very sad face", "a vehicle that flies",
-           "an animal that lives in the sea", "a sport played with a ball"]
+# Free-text queries that no caption holds, each with the captions a reader would accept as its
+# answer (a regular expression, case-insensitive, over the caption): hits are counted by this rule
+# and marked in the figure, not judged by eye. A query no validation image answers counts as such.
+QUERIES = {
+    "a red fruit": r"\b(?:cherries|strawberry|red apple|tomato)\b",
+    "something you wear on your head": r"\b(?:hat|cap|crown|helmet|tiara|turban|headscarf)\b",
+    "a very sad face": r"\b(?:sad|crying|disappointed|frowning|anguished|pensive|weary)\b",
+    "a vehicle that flies": r"\b(?:airplane|helicopter|rocket|flying saucer|satellite|parachute)\b",
+    "an animal that lives in the sea": r"\b(?:dolphin|whale|fish|octopus|shark|seal|crab|lobster|shrimp|squid"
+                                       r"|jellyfish|coral|oyster|blowfish)\b(?! cake)",
+    "a sport played with a ball": r"\b(?:soccer ball|baseball|softball|basketball|volleyball|american football"
+                                  r"|rugby football|tennis|bowling|cricket game|ping pong|lacrosse|golfing"
+                                  r"|flag in hole|handball|water polo|pool 8 ball|bouncing ball|field hockey)\b",
+}
 
 
 def encode_texts(run: run_store.Run, texts: list[str]) -> np.ndarray:
@@ -1539,10 +1592,12 @@ class TextProbe:
     queries: dict[str, np.ndarray]  # query -> [dim]
     prompts: dict[str, np.ndarray]  # template -> [labels, dim]
     template: str  # the run's own template (its stored zero-shot outcomes used it)
+    accepts: dict[str, str]  # query -> the regular expression of the captions that answer it
 
 
-def text_probe(run: run_store.Run, queries: list[str] = QUERIES, templates: list[str] = TEMPLATES) -> TextProbe:
-    """Embeds `queries` and every template's prompts in one call of the run's text tower."""
+def text_probe(run: run_store.Run, queries: dict[str, str] = QUERIES, templates: list[str] = TEMPLATES) -> TextProbe:
+    """Embeds `queries` (query -> the captions it accepts, as QUERIES) and every template's
+    prompts in one call of the run's text tower."""
     template = run.config.get("prompt_template") or "{}"
     templates = list(dict.fromkeys([template, *templates]))
     labels = label_list(load_manifest(run.config.get("data", ""))["label"])
@@ -1552,28 +1607,54 @@ def text_probe(run: run_store.Run, queries: list[str] = QUERIES, templates: list
     prompts = vectors[len(queries):].reshape(len(templates), len(labels), -1)
     return TextProbe(rows=rows[keep].reset_index(drop=True), images=images[keep], labels=labels,
                      queries=dict(zip(queries, vectors[:len(queries)], strict=True)),
-                     prompts=dict(zip(templates, prompts, strict=True)), template=template)
+                     prompts=dict(zip(templates, prompts, strict=True)), template=template, accepts=dict(queries))
+
+
+def accepted(probe: TextProbe, query: str) -> np.ndarray:
+    """[images] bool: the validation images whose caption answers `query` by its rule."""
+    return probe.rows["caption"].str.contains(probe.accepts[query], case=False, regex=True).to_numpy()
+
+
+def query_hits(probe: TextProbe, k: int = 5) -> pd.DataFrame:
+    """Per free-text query: the validation images its rule accepts, how many of the `k` nearest
+    are accepted, the rank of the first accepted one, and that rank's expectation in a random order."""
+    rows = {}
+    for query, vector in probe.queries.items():
+        ok = accepted(probe, query)
+        order = np.argsort(-(probe.images @ vector), kind="stable")
+        hits = np.flatnonzero(ok[order])
+        rows[query] = {"accepted images": int(ok.sum()), f"accepted in the {k} nearest": int(ok[order[:k]].sum()),
+                       "rank of the first accepted": int(hits[0]) + 1 if len(hits) else np.nan,
+                       # the expected rank of the first of m marked items in a random order of n: (n + 1) / (m + 1)
+                       "the same in a random order": (len(ok) + 1) / (ok.sum() + 1) if ok.any() else np.nan}
+    table = pd.DataFrame(rows).T.rename_axis("query")
+    counts = ["accepted images", f"accepted in the {k} nearest", "rank of the first accepted"]
+    return table.astype({c: "Int64" for c in counts}).astype({"the same in a random order": float}).round(1)
 
 
 def query_figure(probe: TextProbe, thumbs: dict[str, bytes], k: int = 5) -> Figure:
     """Each free-text query with its `k` nearest validation images and their cosines."""
-    fig = Figure(figsize=(1.6 * k + 1.8, 1.7 * len(probe.queries)))
+    fig = Figure(figsize=(1.8 * k + 2.2, 2.0 * len(probe.queries)))
     axes = fig.subplots(len(probe.queries), k, squeeze=False)
     for row_axes, (query, vector) in zip(axes, probe.queries.items(), strict=True):
         scores = probe.images @ vector
-        for ax, i in zip(row_axes, np.argsort(-scores)[:k], strict=True):
+        ok = accepted(probe, query)
+        for ax, i in zip(row_axes, np.argsort(-scores, kind="stable")[:k], strict=True):
             ax.set_xticks([])
             ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            for s in ax.spines.values():  # a dark frame: the query's rule accepts this image
+                s.set_visible(bool(ok[i]))
+                s.set(color=NEUTRAL[0], linewidth=2.5)
             image_id = probe.rows["image_id"].iloc[i]
             if image_id in thumbs:
                 ax.imshow(_picture(thumbs[image_id]))
-            ax.set_xlabel(f"{textwrap.shorten(probe.rows['caption'].iloc[i], 20, placeholder='…')}\n{scores[i]:.2f}",
-                          fontsize=7)
-        row_axes[0].set_ylabel("\n".join(textwrap.wrap(f"“{query}”", 18)), fontsize=8, rotation=0, ha="right",
+            caption = textwrap.wrap(probe.rows["caption"].iloc[i], 18, max_lines=2, placeholder="…")
+            ax.set_xlabel("\n".join([("✔ " if ok[i] else "") + caption[0], *caption[1:], f"{scores[i]:.2f}"]),
+                          fontsize=8)
+        row_axes[0].set_ylabel("\n".join(textwrap.wrap(f"“{query}”", 18)), fontsize=9, rotation=0, ha="right",
                                va="center")
-    fig.suptitle(f"Free-text queries: the {k} nearest validation images (their caption, cosine)", fontsize=10)
+    fig.suptitle(f"Free-text queries: the {k} nearest validation images (caption, cosine; ✔ and a frame: "
+                 "the query's rule accepts it)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -1630,6 +1711,50 @@ def prompt_table(probe: TextProbe) -> pd.DataFrame:
     return table.assign(**{"accuracy − the run's template's": pd.Series(verdicts)})
 
 
+def prompt_holdout(probe: TextProbe, concept_of: dict[str, str] | None, seed: int = 0) -> dict:
+    """A prompt chosen the way a user would choose one, and measured where it was not chosen: the
+    validation concepts (images where there are none) are split in two halves at random; the
+    template, or the ensemble, with the highest zero-shot accuracy on the first half is chosen,
+    and its paired difference from the run's own template is measured on the second (a bootstrap
+    over images, concept siblings resampled together). Returns chosen (its name), the halves'
+    image counts, and difference, low, high and verdict on the second half."""
+    ids = probe.rows["image_id"]
+    groups = ids.map(concept_of).fillna(ids) if concept_of else ids
+    names = groups.unique()
+    first = set(names[np.random.default_rng(seed).permutation(len(names))[:len(names) // 2]])
+    choose = groups.isin(first).to_numpy()
+    outcomes = {t: zero_shot_outcomes(probe, t)["correct"].to_numpy() for t in [*probe.prompts, None]}
+    chosen = max(outcomes, key=lambda t: outcomes[t][choose].mean())  # the first of equals: the run's own
+    paired = stats.paired_difference(outcomes[probe.template][~choose], outcomes[chosen][~choose],
+                                     groups[~choose].to_numpy(), n_resamples=RESAMPLES)
+    return {"chosen": "the ensemble of all" if chosen is None else f"“{chosen}”",
+            "own": chosen == probe.template, "choose_images": int(choose.sum()), "measure_images": int((~choose).sum()),
+            "difference": paired.diff, "low": paired.low, "high": paired.high,
+            "verdict": stats.verdict(paired.diff, paired.low, paired.high, "zero_shot_accuracy")}
+
+
+def answer_agreement(sweep: Sweep, a: str, b: str, split: str) -> dict[str, float]:
+    """How alike configurations `a` and `b` answer on `split`: the share of images whose nearest
+    caption is the same in a's and b's runs of one seed (mean over the seeds both have), and, for
+    scale, the same share between two seeds of `a` (mean over its pairs of seeds)."""
+    def firsts(run: str) -> pd.Series:
+        last = on_split(_samples(sweep.runs[run].path), split)
+        images = last[(last["modality"] == "image") & (last["step"] == last["step"].max())]
+        return images.set_index("sample_id")["topk_ids"].str[0]
+
+    def same(x: str, y: str) -> float:
+        fx, fy = firsts(x), firsts(y)
+        return float((fx == fy.reindex(fx.index)).mean())
+
+    by_seed = {name: {sweep.runs[n].config.get("seed"): n for n in sweep.groups[name]} for name in (a, b)}
+    shared = [s for s in by_seed[a] if s in by_seed[b]]
+    a_runs = list(by_seed[a].values())
+    return {"same_seed": float(np.mean([same(by_seed[a][s], by_seed[b][s]) for s in shared])) if shared else np.nan,
+            "seeds": len(shared),
+            "across_seeds": float(np.mean([same(x, y) for i, x in enumerate(a_runs) for y in a_runs[i + 1:]]))
+            if len(a_runs) > 1 else np.nan}
+
+
 def confusion_figure(outcomes: pd.DataFrame, title: str) -> Figure:
     """The confusion matrix of zero-shot predictions: rows the true label, columns the predicted,
     each row as shares of its images (the counts in the cells)."""
@@ -1641,10 +1766,10 @@ def confusion_figure(outcomes: pd.DataFrame, title: str) -> Figure:
     image = ax.imshow(shares.to_numpy(), cmap="Greys", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(counts_.to_numpy()):
         if n:
-            ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=9,
                     color="white" if shares.iloc[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), [f"{n} ({counts_.loc[n].sum()})" for n in labels], fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(len(labels)), [f"{n} ({counts_.loc[n].sum()})" for n in labels], fontsize=9)
     ax.set(xlabel="predicted label", ylabel="true label (images)", title=title)
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the row's images")
     fig.tight_layout()
@@ -1668,18 +1793,51 @@ LITERATURE = {
 }
 
 
-def literature_table(sweep: Sweep, effects: pd.DataFrame, metric: str = "i2t_R@1") -> pd.DataFrame:
-    """Per comparison: what the literature found about its factor, and what these runs measured
-    of `metric` for each of its configurations, in a word (better, worse, n.d.: the effects
-    table beside which this is read holds each difference with its interval)."""
+# The factors whose literature claim has a direction: more of the factor should raise the figures
+# (a larger batch, more data, an unlocked text tower, more passes over small data short of
+# overfitting, a test set that shares concepts with training).
+MORE_IS_BETTER = ["batch_size", "data_fraction", "unlock_text", "epochs", "data"]
+
+
+def _expected_sign(sweep: Sweep, comparison: dict, run: str) -> int | None:
+    """+1 or -1: the direction the literature expects run − reference to take; None where its claim
+    has no direction (or the factor is not one whose values order)."""
+    factor = next((f for f in comparison.get("factor") or [] if f in MORE_IS_BETTER), None)
+    if factor is None:
+        return None
+    a, b = sweep.config(comparison["reference"]).get(factor), sweep.config(run).get(factor)
+    if factor == "data":  # the split comparison: the leaky split is expected to score higher
+        return 1 if "leaky" in str(b) and "leaky" not in str(a) else None
+    try:
+        return int(np.sign(float(b or 0) - float(a or 0))) or None
+    except (TypeError, ValueError):
+        return None
+
+
+def literature_table(sweep: Sweep, effects: pd.DataFrame, metrics: tuple[str, ...] = ("i2t_R@1", "t2i_R@1")
+                     ) -> pd.DataFrame:
+    """Per comparison: what the literature found about its factor, what these runs measured of
+    `metrics` for each of its configurations in a word (better, worse, n.d.: the effects table
+    beside which this is read holds each difference with its interval), and whether that agrees:
+    "agrees" where every metric moved detectably the expected way, "contrary" where one moved
+    detectably against it, "not detectable" otherwise, "–" where the claim has no direction."""
     rows = {}
     for c in sweep.comparisons:
-        found = effects[(effects["comparison"] == c["name"]) & (effects["metric"] == metric)]
+        found = effects[(effects["comparison"] == c["name"]) & (effects["metric"].isin(metrics))]
         if found.empty:
             continue
         claim = next((LITERATURE[f] for f in c.get("factor") or [] if f in LITERATURE), "–")
-        rows[c["name"]] = {"the literature": claim, f"these runs ({label(metric)})": ", ".join(
-            f"{r['run']} {short_verdict(r).rsplit(' ', 1)[-1]}" for _, r in found.iterrows())}
+        words, checks = [], []
+        for run, rs in found.groupby("run", sort=False):
+            rs = rs.set_index("metric").reindex([m for m in metrics if m in set(rs["metric"])])
+            words.append(f"{run}: " + ", ".join(short_verdict(r.to_dict() | {"metric": m}).rsplit(" ", 1)[-1]
+                                                 for m, r in rs.iterrows()))
+            expected = _expected_sign(sweep, c, run)
+            signs = detectable(rs.reset_index())
+            checks.append("–" if expected is None else "contrary" if (signs == -expected).any()
+                          else "agrees" if (signs == expected).all() else "not detectable")
+        rows[c["name"]] = {"the literature": claim, f"these runs ({', '.join(label(m) for m in metrics)})":
+                           "; ".join(words), "agrees?": ", ".join(checks)}
     return pd.DataFrame(rows).T
 
 

@@ -265,7 +265,7 @@ def test_effects_name_a_direction_only_where_the_interval_excludes_zero(tmp_path
                                      "factor": ["lr"]}])
     effects = report.effects(sweep, "test").set_index(["run", "metric"])  # no test split here: val instead
     better, worse = effects.loc[("better", "i2t_R@1")], effects.loc[("worse", "i2t_R@1")]
-    assert better["split"] == "val" and better["interval"] == "seeds and images resampled"
+    assert better["split"] == "val" and better["interval"] == "seeds by Welch's t, images by a paired bootstrap"
     assert better["difference"] == pytest.approx(31.5 / 40 - 12 / 40) and better["low"] > 0
     assert better["verdict"].startswith("higher (better), +0.488 [")
     assert worse["interval"] == "single runs, images resampled"  # one seed: seed variation cannot be measured

@@ -38,10 +38,12 @@ def test_notebook_executes_on_tiny_runs(tiny_runs, monkeypatch):
                             resources={"metadata": {"path": str(ROOT)}})
     client.execute()  # raises CellExecutionError on the first cell that fails
 
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert f"runs folder : {tiny_runs.resolve()}" in text
-    assert "sweep       : tiny" in text
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "sweep       : tiny" in text
+    assert str(tiny_runs.resolve()) in text  # Appendix B says where the runs were read
+    assert not [o for o in outputs if o.get("output_type") == "error" or o.get("name") == "stderr"], \
+        "the notebook printed an error or a warning"
     pngs = sum("image/png" in o.get("data", {}) for o in outputs)
     assert pngs >= 5, f"expected the figures to render as PNG, got {pngs}"
 
