@@ -325,7 +325,7 @@ REPORT = {  # measurement -> (results.json name, target, what it is)
                             "8,000 points at step 0 and the end, its drift table and gap probe (first visit)"),
     "tab_samples": ("dashboard.tab_samples_s", None, "switch to Samples, 4,000 images x 12 runs"),
     "tab_similarity_matrix": ("dashboard.tab_similarity_s", None, "switch to Similarity matrix (first visit)"),
-    "tab_compare": ("dashboard.tab_compare_s", None, "switch to Compare: two configurations of 3 seeds, two-level "
+    "tab_compare": ("dashboard.tab_compare_s", None, "switch to Compare: two configurations of 3 seeds, the "
                     "intervals of 9 metrics over seeds and images, and the images that changed (first visit)"),
     "tab_runs": ("dashboard.tab_runs_s", None, "switch back to Runs"),
 }
