@@ -18,8 +18,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from analysis.geometry import Space, drift, gap_shift, map_movement, modality_gap
+from analysis.geometry import Space, drift, gap_shift, map_movement, modality_gap, space_from_frame
 from analysis.runs import umap_points
+from training import run_store
 
 FULL_UP_TO = 4_000  # images + captions measured in full (the default sweep's 1,678 are); a drift table of that
 # many takes about half a second on two cores
@@ -130,6 +131,16 @@ def gap_table(start: Space, end: Space) -> pd.DataFrame:
     """The modality gap and each modality's cone (mean cosine of distinct pairs) at step 0 and at
     the end, over every validation sample (a mean: cheap at any size)."""
     return pd.DataFrame([{"state": name, **modality_gap(space)} for name, space in (("step 0", start), ("end", end))])
+
+
+def run_spaces(path) -> tuple[Space, Space]:
+    """A run's validation embeddings at step 0 and at its last step as Spaces, with the zero-shot
+    prompts where the run stored them (ValueError: no embeddings)."""
+    frame = run_store.read_embeddings(path, prompts=True)
+    if frame.empty:
+        raise ValueError("no embeddings: they are written when a run finishes")
+    return space_from_frame(frame, step=int(frame["step"].min())), space_from_frame(frame)
+
 
 
 def gap_probe(start: Space, end: Space) -> tuple[pd.DataFrame, bool]:

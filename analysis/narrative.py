@@ -170,7 +170,7 @@ def image_retrieval(sweep: Sweep, run: str, images: pd.DataFrame, captions: pd.D
             f"{len(captions)}.")
     concept_of = report.concepts_of(sweep.runs[run].config.get("data", ""))
     if concept_of:
-        c = report.concept_outcomes(report.on_split(report._samples(sweep.runs[run].path), "val"), "image", concept_of)
+        c = report.concept_outcomes(report.split_samples(sweep.runs[run], "val"), "image", concept_of)
         text += (f" For {pct((c['concept'] - c['exact']).mean())} of the images the first caption is another "
                  "variant of the right concept (section 6 counts these).")
     return text
@@ -210,13 +210,13 @@ def towers(sweep: Sweep, split: str) -> str | None:
     if comparison is None:
         return None
     ref = comparison["reference"]
-    lines = []
+    lines, across = [], np.nan
     for run in comparison["runs"]:
         a = report.answer_agreement(sweep, ref, run, split)
+        across = a["across_seeds"]  # the reference's own seeds: the same for every run
         if np.isfinite(a["same_seed"]):
             lines.append(f"{run} answers {pct(a['same_seed'])} of the {split} images with the caption {ref} of "
                          "the same seed answers")
-    across = report.answer_agreement(sweep, ref, ref, split)["across_seeds"]
     if not lines:
         return None
     return (f"**Why the towers' rows are alike**: {'; '.join(lines)}; two seeds of {ref} agree on "
@@ -324,8 +324,8 @@ def forgetting(sweep: Sweep, f, split: str) -> str:
         return "No WiSE-FT ratios to choose from (or a stage that did not move), so no mix is chosen."
     rows = f.table.index
     start, end, chosen = rows[0], rows[-1], next(r for r in rows if r.startswith(alpha))
-    chance = [report._figures(sweep, n, "val", "first") for n in sweep.groups[f.group]]
-    chance = [c.loc["chance_R@1", "value"] for c in chance if "chance_R@1" in c.index]
+    chance = [report.run_table(sweep, n, "val", "first") for n in sweep.groups[f.group]]
+    chance = [float(c["chance_R@1"].iloc[0]) for c in chance if "chance_R@1" in c]
     lines = [f"Stage 2 starts on its own validation images at {f.cell(start, 'own val')}"
              + (f", against a chance rate of {num(float(np.mean(chance)))}" if chance else "") + ".",
              f"**Forgetting** on `{f.held_out}`, start to end: {report.stats.verdict(*f.change(end), f.metric)}. "
@@ -349,9 +349,9 @@ def ties(sweep: Sweep, split: str, manifest: pd.DataFrame | None) -> str | None:
     ref = sweep.reference
     if not report.has_split(sweep, ref, split):
         return None
-    runs = [report._figures(sweep, n, split, "last") for n in sweep.groups[ref]]
-    tied = [float(f.loc["t2i_tied_queries", "value"]) for f in runs if "t2i_tied_queries" in f.index]
-    captions = [float(f.loc["n_captions", "value"]) for f in runs if "n_captions" in f.index]
+    runs = [report.run_table(sweep, n, split) for n in sweep.groups[ref]]
+    tied = [float(f["t2i_tied_queries"].iloc[0]) for f in runs if "t2i_tied_queries" in f]
+    captions = [float(f["n_captions"].iloc[0]) for f in runs if "n_captions" in f]
     if not tied or not captions:
         return None
     spread = f"{min(tied):.0f}" if min(tied) == max(tied) else f"{min(tied):.0f} to {max(tied):.0f}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import io
 import json
 import math
@@ -54,8 +53,7 @@ from analysis.compare import (
     query_outcomes,
     validation,
 )
-from analysis.geometry import space_from_frame
-from analysis.maps import gap_probe, gap_table, map_points, run_drift, runs_drift, shares_space
+from analysis.maps import gap_probe, gap_table, map_points, run_drift, run_spaces, runs_drift, shares_space
 from analysis.names import OUTCOMES, RECALL_AT_K, label
 from analysis.runs import (
     NO_LABEL,
@@ -70,7 +68,7 @@ from analysis.runs import (
     smooth,
     stack,
 )
-from data.manifest import REPORT, dataset_dir, load_manifest
+from data.manifest import REPORT, dataset_dir, file_digest, load_manifest
 from training import run_store
 from training.config import DEFAULT_SWEEP, differing_keys
 
@@ -356,8 +354,15 @@ def twin_sets(manifest: pd.DataFrame, split: str) -> list[pd.DataFrame]:
     that split cannot tell apart (a caption of one ties its twin, which counts against it).
     report.json's duplicates also count twins in other splits, which retrieval never confuses."""
     images = manifest[manifest["split"] == split].drop_duplicates("image_id")
-    digest = images["image_path"].map(lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest())
+    digest = images["image_path"].map(_file_digest)
     return sorted((rows for _, rows in images.groupby(digest) if len(rows) > 1), key=len, reverse=True)
+
+
+@functools.cache
+def _file_digest(path: str) -> str:
+    """data.manifest.file_digest, read once per file: the write-up asks about one split's twins
+    from several sections."""
+    return file_digest(path)
 
 
 def identical_in_split(manifest: pd.DataFrame) -> pd.Series:
@@ -693,11 +698,11 @@ class AlignedMap:
 
 
 @functools.cache
+@functools.cache
 def spaces(path: Path):
-    """A run's validation embeddings at step 0 and at its last step, as analysis.geometry Spaces
-    with the zero-shot prompts (what analysis.maps measures)."""
-    frame = run_store.read_embeddings(path, prompts=True)
-    return space_from_frame(frame, step=int(frame["step"].min())), space_from_frame(frame)
+    """analysis.maps.run_spaces, read once per run: the map, the gap and the zero-shot sections
+    all ask for the same runs' spaces."""
+    return run_spaces(path)
 
 
 def _map_points(run: run_store.Run, name: str) -> pd.DataFrame:
@@ -1261,7 +1266,14 @@ def concept_effects(sweep: Sweep, split: str) -> pd.DataFrame:
     """Per comparison of runs on the same images: run − reference in image → text R@1 at the
     exact level and at the concept level, paired on the same `split` images (the interval over
     seeds and images, as every effect), as text cells with a verdict."""
-    rows = {}
+    rows, outcomes = {}, {}
+
+    def side(group: str, concept_of: dict[str, str]) -> list[pd.DataFrame]:  # a reference serves many rows
+        if group not in outcomes:
+            outcomes[group] = [concept_outcomes(on_split(_samples(sweep.runs[n].path), split), "image", concept_of)
+                               .set_index("image_id") for n in sweep.groups[group]]
+        return outcomes[group]
+
     for c in sweep.comparisons:
         concept_of = concepts_of(sweep.config(c["reference"]).get("data", ""))
         if concept_of is None or not has_split(sweep, c["reference"], split):
@@ -1269,8 +1281,7 @@ def concept_effects(sweep: Sweep, split: str) -> pd.DataFrame:
         for run in c["runs"]:
             if _other_data(sweep, c["reference"], run) or not has_split(sweep, run, split):
                 continue
-            sides = [[concept_outcomes(on_split(_samples(sweep.runs[n].path), split), "image", concept_of)
-                      .set_index("image_id") for n in sweep.groups[g]] for g in (c["reference"], run)]
+            sides = [side(c["reference"], concept_of), side(run, concept_of)]
             order = sides[0][0].index
             cells_ = {}
             for level in ("exact", "concept"):
@@ -1737,14 +1748,14 @@ def answer_agreement(sweep: Sweep, a: str, b: str, split: str) -> dict[str, floa
     """How alike configurations `a` and `b` answer on `split`: the share of images whose nearest
     caption is the same in a's and b's runs of one seed (mean over the seeds both have), and, for
     scale, the same share between two seeds of `a` (mean over its pairs of seeds)."""
-    def firsts(run: str) -> pd.Series:
-        last = on_split(_samples(sweep.runs[run].path), split)
+    firsts = {}
+    for n in {*sweep.groups[a], *sweep.groups[b]}:
+        last = on_split(_samples(sweep.runs[n].path), split)
         images = last[(last["modality"] == "image") & (last["step"] == last["step"].max())]
-        return images.set_index("sample_id")["topk_ids"].str[0]
+        firsts[n] = images.set_index("sample_id")["topk_ids"].str[0]
 
     def same(x: str, y: str) -> float:
-        fx, fy = firsts(x), firsts(y)
-        return float((fx == fy.reindex(fx.index)).mean())
+        return float((firsts[x] == firsts[y].reindex(firsts[x].index)).mean())
 
     by_seed = {name: {sweep.runs[n].config.get("seed"): n for n in sweep.groups[name]} for name in (a, b)}
     shared = [s for s in by_seed[a] if s in by_seed[b]]
@@ -1902,10 +1913,10 @@ def step0_answers(run: run_store.Run) -> dict | None:
     """Zero-shot at step 0 from the stored validation embeddings and prompts: the accuracy, the
     label answered most, the share of images given it and that label's own share of the images,
     and the image cone (mean cosine of two images). None without stored prompts."""
-    frame = run_store.read_embeddings(run.path, prompts=True)
-    if frame.empty:
+    try:
+        space = spaces(run.path)[0]
+    except ValueError:  # no embeddings
         return None
-    space = space_from_frame(frame, step=int(frame["step"].min()))
     if len(space.prompt_labels) == 0:
         return None
     answers = np.asarray(space.prompt_labels)[np.argmax(space.image_emb @ space.prompt_emb.T, axis=1)]

@@ -379,14 +379,10 @@ def _figures(sums: np.ndarray, counts: np.ndarray, images: np.ndarray) -> np.nda
     return sums[:, images].sum(-1) / counts[images].sum(-1)
 
 
-def _two_level_statistic(a_sums: np.ndarray, b_sums: np.ndarray, counts: np.ndarray) -> Callable:
-    """statistic(a seeds, b seeds, images, axis=-1): mean figure of the drawn b runs minus that
-    of the drawn a runs, every run's figure computed on the same drawn images."""
-    def mean_of_drawn(sums, seeds, images):
-        per_run = np.moveaxis(_figures(sums, counts, images), 0, -1)
-        return np.take_along_axis(per_run, np.broadcast_to(seeds, per_run.shape), axis=-1).mean(-1)
-
-    return lambda ia, ib, images, axis=-1: mean_of_drawn(b_sums, ib, images) - mean_of_drawn(a_sums, ia, images)
+def _difference_statistic(a_sums: np.ndarray, b_sums: np.ndarray, counts: np.ndarray) -> Callable:
+    """statistic(images, axis=-1): the mean figure of b's runs minus that of a's runs, every
+    run's figure computed on the same drawn images."""
+    return lambda images, axis=-1: _figures(b_sums, counts, images).mean(0) - _figures(a_sums, counts, images).mean(0)
 
 
 def group_difference(a_runs, b_runs, groups=None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
@@ -409,16 +405,15 @@ def group_difference(a_runs, b_runs, groups=None, confidence: float = CONFIDENCE
     unit, n_units = _units(a_runs[0], groups)
     counts = np.bincount(unit, minlength=n_units)
     a_sums, b_sums = _unit_sums(a_runs, unit, n_units), _unit_sums(b_runs, unit, n_units)
-    statistic = _two_level_statistic(a_sums, b_sums, counts)
-    seeds_a, seeds_b, images = np.arange(len(a_runs)), np.arange(len(b_runs)), np.arange(n_units)
+    statistic = _difference_statistic(a_sums, b_sums, counts)
+    images = np.arange(n_units)
     per_draw = n_units * (len(a_runs) + len(b_runs))
-    image_only = _bootstrap((images,), lambda idx, axis=-1: statistic(seeds_a, seeds_b, idx), per_draw,
-                            confidence, n_resamples, seed, "percentile")
+    image_only = _bootstrap((images,), statistic, per_draw, confidence, n_resamples, seed, "percentile")
     # One bootstrap for every run's figure at once (a vector-valued statistic): its standard errors.
     all_sums = np.concatenate([a_sums, b_sums])
     per_run = _bootstrap((images,), lambda idx, axis=-1: _figures(all_sums, counts, idx), per_draw, confidence,
                          n_resamples, seed, "percentile")
-    diff = float(statistic(seeds_a, seeds_b, images))
+    diff = float(statistic(images))
     image_low, image_high = float(image_only.confidence_interval.low), float(image_only.confidence_interval.high)
     a_figures, b_figures = _figures(a_sums, counts, images), _figures(b_sums, counts, images)
     half = float(np.hypot(welch_half_width(a_figures, b_figures, confidence), (image_high - image_low) / 2))

@@ -56,6 +56,11 @@ def load_manifest(name_or_path: str | Path, data_dir: Path = DATA_DIR) -> pd.Dat
 DUPLICATE_EXAMPLES = 5  # per kind in report.json: enough to recognise the pattern
 
 
+def file_digest(path: Path | str) -> str:
+    """The SHA-256 of a file's bytes: two image files with one digest are byte-identical."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def duplicates(frame: pd.DataFrame, folder: Path) -> dict:
     """Captions shared word for word by several images, and images whose files are
     byte-identical: retrieval cannot tell such items apart, so their ties decide ranks
@@ -65,7 +70,7 @@ def duplicates(frame: pd.DataFrame, folder: Path) -> dict:
     images = frame.drop_duplicates("image_id")
     same_bytes: dict[str, list[str]] = {}
     for image_id, path in zip(images["image_id"], images["image_path"]):
-        same_bytes.setdefault(hashlib.sha256((folder / path).read_bytes()).hexdigest(), []).append(image_id)
+        same_bytes.setdefault(file_digest(folder / path), []).append(image_id)
     copies = sorted(sorted(ids) for ids in same_bytes.values() if len(ids) > 1)
     images_of = images.set_index("image_id")["split"]
     return {

@@ -216,12 +216,19 @@ def _configuration(rng, chance, n_seeds, seed_sd, shift=0.0):
     return (rng.random((n_seeds, len(chance))) < np.clip(chance + offsets, 0, 1)).astype(float)
 
 
-def test_two_level_interval_counts_seed_variation_when_there_is_some():
-    rng = np.random.default_rng(8)
+def _two_configurations(seed: int, n_seeds: int, seed_sd: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Configurations a and b ([seeds, captions] each, b's chance 0.05 higher) on the same 150
+    images' captions, and each caption's image."""
+    rng = np.random.default_rng(seed)
     groups = _captions(rng, 150)
     chance = _hard_and_easy_images(rng, 150, 0.4)[groups]
-    a = _configuration(rng, chance, 4, seed_sd=0.08)
-    b = _configuration(rng, chance, 4, seed_sd=0.08, shift=0.05)
+    a = _configuration(rng, chance, n_seeds, seed_sd=seed_sd)
+    b = _configuration(rng, chance, n_seeds, seed_sd=seed_sd, shift=0.05)
+    return a, b, groups
+
+
+def test_the_interval_counts_seed_variation_when_there_is_some():
+    a, b, groups = _two_configurations(8, 4, seed_sd=0.08)
     r = stats.group_difference(a, b, groups, n_resamples=FAST)
     assert r.diff == pytest.approx(b.mean() - a.mean())
     assert r.seed_sd > r.image_se
@@ -229,7 +236,7 @@ def test_two_level_interval_counts_seed_variation_when_there_is_some():
     assert r.low < r.diff < r.high
 
 
-def test_two_level_interval_is_the_image_interval_when_seeds_change_nothing():
+def test_the_interval_is_the_image_interval_when_seeds_change_nothing():
     rng = np.random.default_rng(9)
     groups = _captions(rng, 150)
     chance = _hard_and_easy_images(rng, 150, 0.4)[groups]
@@ -357,11 +364,7 @@ def test_welch_half_width_is_scipys_welch_interval():
 
 
 def test_a_difference_is_never_narrower_than_its_seeds_allow():
-    rng = np.random.default_rng(10)
-    groups = _captions(rng, 150)
-    chance = _hard_and_easy_images(rng, 150, 0.4)[groups]
-    a = _configuration(rng, chance, 3, seed_sd=0.1)
-    b = _configuration(rng, chance, 3, seed_sd=0.1, shift=0.05)
+    a, b, groups = _two_configurations(10, 3, seed_sd=0.1)
     r = stats.group_difference(a, b, groups, n_resamples=FAST)
     seeds = stats.welch_half_width(a.mean(1), b.mean(1))
     assert (r.high - r.low) / 2 >= seeds > 0  # the seeds' t-interval alone, three seeds a side

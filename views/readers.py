@@ -13,8 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from analysis.compare import SAMPLE_COLUMNS, query_outcomes, validation
-from analysis.geometry import Space, space_from_frame
-from analysis.maps import map_points
+from analysis.geometry import Space
+from analysis.maps import map_points, run_spaces
 from analysis.runs import comparison_table, data_uri, image_outcomes, last_eval, stack
 from training import run_store
 
@@ -153,10 +153,7 @@ def load_topk(path: str, stamp: str) -> pd.DataFrame:
 def load_spaces(path: str, stamp: str) -> tuple[Space, Space]:
     """The run's validation embeddings at step 0 and at its last step as analysis.geometry
     Spaces, with the zero-shot prompts where the run stored them (ValueError: no embeddings)."""
-    frame = run_store.read_embeddings(path, prompts=True)
-    if frame.empty:
-        raise ValueError("no embeddings: they are written when a run finishes")
-    return space_from_frame(frame, step=int(frame["step"].min())), space_from_frame(frame)
+    return run_spaces(path)
 
 
 def sweep_comparisons(root: Path, sweep: str) -> list[dict]:
