@@ -224,11 +224,21 @@ def towers(sweep: Sweep, split: str) -> str | None:
             "this comparison cannot show what LiT measures.")
 
 
-def temperature(sweep: Sweep, comparison: dict) -> str:
-    ref = comparison["reference"]
+def temperature_groups(sweep: Sweep) -> list[str]:
+    """The configurations of the comparisons whose factor is the temperature (learned or fixed,
+    and at which value), references first."""
+    found = [c for c in sweep.comparisons if {"learn_temperature", "init_temperature"} & set(c.get("factor") or [])]
+    return list(dict.fromkeys(g for c in found for g in (c["reference"], *c["runs"])))
+
+
+def temperature(sweep: Sweep, groups: list[str]) -> str:
+    learning = [g for g in groups if sweep.config(g).get("learn_temperature", True)]
+    if not learning:
+        return "No configuration of these comparisons learns its temperature."
+    ref = learning[0]
     end = report.figures(sweep, [ref], "val", metrics=["temperature"])
     learned = float(end.iloc[0]["temperature"])
-    fixed = sorted(float(sweep.config(g).get("init_temperature") or 0.07) for g in comparison["runs"]
+    fixed = sorted(float(sweep.config(g).get("init_temperature") or 0.07) for g in groups
                    if not sweep.config(g).get("learn_temperature", True))
     bracket = (f"; the fixed values ({', '.join(f'{t:g}' for t in fixed)}) "
                + ("bracket it" if fixed and fixed[0] <= learned <= fixed[-1] else "do not bracket it")) if fixed else ""

@@ -1795,6 +1795,7 @@ LITERATURE = {
     "batch_size": "more negatives per step help (Radford et al. 2021; saturating near a batch of tens of thousands, "
                   "Zhai et al. 2023)",
     "learn_temperature": "learning the temperature spares a search for it (Radford et al. 2021)",
+    "init_temperature": "a fixed temperature is a value to search for; CLIP learns it instead (Radford et al. 2021)",
     "data_fraction": "performance grows smoothly with data (Cherti et al. 2023)",
     "unlock_text": "a locked image tower with a trained text tower transfers best (Zhai et al. 2022)",
     "unlock_image": "a locked image tower with a trained text tower transfers best (Zhai et al. 2022)",
