@@ -34,7 +34,8 @@ PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b
 
 def group_colors(names: list[str]) -> dict[str, str]:
     """name -> colour, fixed by position in `names` (a sweep's configurations in the order they
-    started), so that one configuration has one colour in every chart it is drawn in."""
+    started, or the dashboard's sorted selection), so that one configuration has one colour in
+    every chart it is drawn in."""
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(dict.fromkeys(names))}
 
 
@@ -45,20 +46,20 @@ def _color(field: str, title: str, colors: dict[str, str] | None, **legend) -> a
 
 
 def curves_chart(frame: pd.DataFrame, metric: str, x: str = "step", log: bool = False,
-                 height: int = 360, raw: bool = True) -> alt.Chart:
+                 height: int = 360, raw: bool = True, colors: dict[str, str] | None = None) -> alt.Chart:
     """One metric over training for several runs: faint raw values (unless not `raw`), the
     smoothed line, and a point wherever the model was evaluated (`evaluated` column).
 
     Drawing cost in the browser grows with points times per-point expressions, so only the
     columns drawn travel, the lines carry no per-point ARIA text, and the line's tooltip names
     its run only (a line's tooltip shows one fixed point of the line, not the one under the cursor);
-    values are in the tooltips of the evaluation points."""
+    values are in the tooltips of the evaluation points. `colors`: run -> colour (group_colors)."""
     data = curve_rows(frame, x, log)
     y_title = label(metric) + (" (log scale)" if log else "")
     scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
     base = alt.Chart().encode(  # the layer holds the data: Altair then has no layers' data to compare
         x=alt.X(f"{x}:Q", title=X_TITLES[x]),
-        color=alt.Color("run:N", title="run", legend=alt.Legend(symbolOpacity=1)))
+        color=_color("run", "run", colors, symbolOpacity=1))
     faint = base.mark_line(opacity=0.25, strokeWidth=1, aria=False).encode(
         y=alt.Y("value:Q", scale=scale, title=y_title))
     line = base.mark_line(strokeWidth=2, aria=False).encode(
@@ -107,7 +108,7 @@ def retrieval_bars(frame: pd.DataFrame, height: int = 320) -> alt.Chart:
     bars = base.mark_bar().encode(
         y=alt.Y("final:Q", title="recall (share of queries right)"),
         # The fixed palette: Vega's default ten colours repeat from the eleventh run on.
-        color=_color("run", "run", group_colors(list(frame["run"]))),
+        color=_color("run", "run", group_colors(sorted(frame["run"].unique()))),  # as the Curves view's
         tooltip=["run:N", "measure:N", alt.Tooltip("final:Q", format=".3f", title="final"),
                  alt.Tooltip("baseline:Q", format=".3f", title="step 0"), "step:Q"])
     # A zero-height bar, not a tick: ticks ignore xOffset and would span every run's bar.

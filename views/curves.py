@@ -103,7 +103,8 @@ def curve_spec(src: tuple, choice: str, weight: float, x: str, log: bool, raw: b
     drawn, _, _ = curve_points(src, choice, weight)
     rows = curve_rows(drawn, x, log)
     name = dataset_name(rows)
-    return curve_layout(choice.split("|")[-1], x, log, raw) | {"data": {"name": name}, "datasets": {name: rows}}
+    colors = tuple(charts.group_colors(sorted(drawn["run"].unique())).items())
+    return curve_layout(choice.split("|")[-1], x, log, raw, colors) | {"data": {"name": name}, "datasets": {name: rows}}
 
 
 @cached(max_entries=128)
@@ -113,24 +114,26 @@ def band_spec(src: tuple, choice: str, weight: float, x: str, log: bool, seeds: 
     drawn, _, _ = curve_points(src, choice, weight)
     rows = band_rows(drawn, dict(groups), seeds, log)
     name = dataset_name(rows)
-    return band_layout(choice.split("|")[-1], x, log, seeds) | {"data": {"name": name}, "datasets": {name: rows}}
+    colors = tuple(charts.group_colors(sorted(set(dict(groups).values()))).items())  # the Runs view's, by name
+    return band_layout(choice.split("|")[-1], x, log, seeds, colors) | {"data": {"name": name},
+                                                                       "datasets": {name: rows}}
 
 
 @cached(max_entries=256)
-def band_layout(metric: str, x: str, log: bool, seeds: bool) -> dict:
-    """charts.seed_band_chart's spec without its rows (see curve_layout)."""
+def band_layout(metric: str, x: str, log: bool, seeds: bool, colors: tuple) -> dict:
+    """charts.seed_band_chart's spec without its rows (see curve_layout); `colors`: (name, colour) pairs."""
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in BAND_COLUMNS.items()})
-    spec = vega_lite(charts.seed_band_chart(empty, metric, x, log, seeds))
+    spec = vega_lite(charts.seed_band_chart(empty, metric, x, log, seeds, colors=dict(colors)))
     del spec["data"], spec["datasets"]
     return spec
 
 
 @cached(max_entries=256)
-def curve_layout(metric: str, x: str, log: bool, raw: bool) -> dict:
+def curve_layout(metric: str, x: str, log: bool, raw: bool, colors: tuple) -> dict:
     """The curves chart's Vega-Lite spec without its rows (building and validating it with
-    Altair costs more than smoothing a dozen runs)."""
+    Altair costs more than smoothing a dozen runs); `colors`: (run, colour) pairs."""
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in CURVE_COLUMNS.items()})
-    spec = vega_lite(charts.curves_chart(empty, metric, x, log, raw=raw))
+    spec = vega_lite(charts.curves_chart(empty, metric, x, log, raw=raw, colors=dict(colors)))
     del spec["data"], spec["datasets"]
     return spec
 
