@@ -13,8 +13,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from analysis.names import COLOR_BY, MODALITIES, OUTCOMES, RETRIEVAL, X_TITLES, label
 from analysis.runs import curve_rows
+from core.names import COLOR_BY, MODALITIES, OUTCOMES, RETRIEVAL, X_TITLES, label
 
 # Callers trim frames to what is drawn (no embedding vectors), so Altair's 5,000-row guard
 # would only get in the way of a 4,000-image UMAP.

@@ -7,7 +7,7 @@ per-sample wins and losses, similarity matrices.
     CLIP_RUNS_DIR=/tmp/runs streamlit run dashboard.py    # the same; --runs-dir wins over it
 
 The runs folder named at start-up is the only root: runs are picked from what
-training/run_store.py lists under it, never from a typed path. Only the open tab runs, and
+core/run_store.py lists under it, never from a typed path. Only the open tab runs, and
 it is kept in the URL (?view=Curves), as are the runs A and B that the Compare and Samples
 views share (?run_a=...&run_b=...). Frames are cached per run file and keyed on
 run_store.file_stamp, so a refresh shows what a live run has written since; so are the
@@ -30,8 +30,8 @@ if __name__ != "__main__":
     # have no runtime yet is noise.
     logging.getLogger("streamlit.runtime.caching.cache_data_api").setLevel(logging.ERROR)
 
-from training import run_store
-from training.config import differing_keys
+from core import run_store
+from core.config import differing_keys
 from views import compare, curves, embedding, export, forgetting, matrix, query, samples
 from views import runs as runs_view
 from views.common import md

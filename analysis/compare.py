@@ -1,14 +1,14 @@
 """Two runs, or two configurations with several seeds, compared query by query: is a
 difference an effect or noise? Pure functions of samples.parquet frames (run_store.read_samples),
 for the dashboard's Runs and Compare views and the write-up alike; the statistics are
-analysis/stats.py's.
+core/stats.py's.
 
     from analysis.compare import compare_two
     table = compare_two(read_samples(run_a.path), read_samples(run_b.path))
     table.loc["i2t_R@1", "verdict"]   # "higher (better), +0.040 [0.020, 0.060]"
 
 A query is an image (image→text: the rank of its first right caption) or a caption
-(text→image: the rank of its image); both are resampled by image (analysis/stats.py). Runs
+(text→image: the rank of its image); both are resampled by image (core/stats.py). Runs
 evaluated on different images or captions are refused (ValueError): a paired comparison of
 different sets would mix the runs' difference with the sets'.
 """
@@ -21,9 +21,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from analysis import stats
-from analysis.names import COMPARED_METRICS, better
-from analysis.stats import _same_queries  # compare_runs' own check, run before any interval
+from core import stats
+from core.names import COMPARED_METRICS, better
+from core.stats import _same_queries  # compare_runs' own check, run before any interval
 
 KS = (1, 5, 10)  # the CLIP paper's R@k
 # Resamples per interval: as many as training/evaluate.py gives the intervals it stores, so that
@@ -101,7 +101,7 @@ def compare_two(samples_a: pd.DataFrame, samples_b: pd.DataFrame, n_resamples: i
     """One row per metric (COMPARED_METRICS) of run B against run A, on the same queries:
     a and b (each run's figure), difference (b - a), low and high (the paired 95% interval),
     p_value (sign-flip permutation test, queries resampled by image), mcnemar_p (McNemar's
-    exact test, R@1 rows only; NaN elsewhere) and verdict (analysis.stats.verdict: a direction
+    exact test, R@1 rows only; NaN elsewhere) and verdict (core.stats.verdict: a direction
     only where the interval excludes 0). A metric that one run lacks (zero-shot accuracy
     without labels) is NaN with the verdict "not measured"."""
     a, b = query_outcomes(samples_a), query_outcomes(samples_b)
@@ -154,7 +154,7 @@ def compare_groups(samples_a: Mapping[str, pd.DataFrame], samples_b: Mapping[str
 
     One row per metric: a and b (the mean over seeds), difference, low and high (the interval
     over seeds and images: Welch's t over seeds and the paired bootstrap over images in
-    quadrature, analysis.stats.group_difference), image_low and
+    quadrature, core.stats.group_difference), image_low and
     image_high (seeds held fixed), seed_sd (how far one run's figure moves from seed to seed)
     beside image_se (the image-bootstrap standard error of one run's figure): whichever is
     larger dominates the uncertainty. verdict follows that interval.
@@ -198,7 +198,7 @@ def best_of(outcomes: Mapping[str, list[pd.DataFrame]], metric: str,
 
     `outcomes`: row name (a run, or a group) -> query_outcomes of each of its runs (a group's
     per-query outcome is the mean over its seeds, so seeds are held fixed). marks: name ->
-    whether it is the best or indistinguishable from it (analysis.stats.indistinguishable_from_best:
+    whether it is the best or indistinguishable from it (core.stats.indistinguishable_from_best:
     its paired 95% interval against the best includes 0). Only rows on one query set can be
     paired: those on the set most rows share; the others (label subsets, runs without
     per-sample results, a group whose seeds disagree on the set) are left_out and unmarked."""

@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.geometry import Space, drift, gap_shift, map_movement, modality_gap, space_from_frame
 from analysis.runs import umap_points
-from training import run_store
+from core import run_store
 
 FULL_UP_TO = 4_000  # images + captions measured in full (the default sweep's 1,678 are); a drift table of that
 # many takes about half a second on two cores

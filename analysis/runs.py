@@ -2,7 +2,7 @@
 curves, similarity matrices and UMAP points, for the dashboard, the write-up and train.py's
 summary alike.
 
-Pure functions of the frames that training/run_store.py's readers return; nothing here
+Pure functions of the frames that core/run_store.py's readers return; nothing here
 reads files or imports streamlit or torch.
 
     from analysis.runs import last_eval, stack
@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from analysis.names import OUTCOMES, RETRIEVAL, RUNS_METRICS, SUMMARY_METRICS, TABLE_METRICS, label
-from analysis.stats import CONFIDENCE
-from analysis.stats import _decimals as decimals  # verdict()'s rule: the table reads like its sentences
-from training.config import differing_keys
+from core.config import differing_keys
+from core.names import OUTCOMES, RETRIEVAL, RUNS_METRICS, SUMMARY_METRICS, TABLE_METRICS, label
+from core.stats import CONFIDENCE
+from core.stats import _decimals as decimals  # verdict()'s rule: the table reads like its sentences
 
 NO_LABEL = {"", "None", "nan"}  # how a missing label reads once written as text
 
@@ -127,7 +127,7 @@ def group_names(runs: list[tuple[str, dict]]) -> dict[str, str]:
 
 def _without_seed_suffix(config: dict) -> dict:
     """The config with an init_from that follows the run's seed ("stage1.s2" for seed 2, as
-    training/config.py's replicate names it) read as the configuration it names ("stage1")."""
+    core/config.py's replicate names it) read as the configuration it names ("stage1")."""
     source, suffix = config.get("init_from"), f".s{config.get('seed')}"
     if isinstance(source, str) and source.endswith(suffix):
         return dict(config, init_from=source[: -len(suffix)])

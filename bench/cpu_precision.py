@@ -17,14 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from bench.results import record
+from training.models import efficientnet_lite0_tower, minilm_tower
+from training.step import resolve_precision, training_attention
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from bench.results import record  # noqa: E402
-from training.models import efficientnet_lite0_tower, minilm_tower  # noqa: E402
-from training.step import resolve_precision, training_attention  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/cpu_precision.py"
 

@@ -17,13 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.browser import launch, serve, wait_settled
 
-from tests.browser import launch, serve, wait_settled  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WRAPPER = """import sys, time
-sys.path.insert(0, {root!r})
 t0 = time.perf_counter()
 import dashboard
 t1 = time.perf_counter()

@@ -56,18 +56,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from bench.results import record
+from core import atomic, run_store
+from core.config import RunConfig
+from tests.browser import CHART, SETTLED_JS, launch, open_view, serve, wait_settled
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from bench.results import record  # noqa: E402
-from data import atomic  # noqa: E402
-from tests.browser import CHART, SETTLED_JS, launch, open_view, serve, wait_settled  # noqa: E402
-from training import run_store  # noqa: E402
-from training.config import RunConfig  # noqa: E402
 
 N_CONFIGS, N_SEEDS, N_IMAGES, DIM, N_LABELS, TOP_K = 4, 3, 4000, 256, 40, 5
 N_RUNS = N_CONFIGS * N_SEEDS

@@ -19,11 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 N_IMAGES, CAPTIONS_PER_IMAGE, DIM, CHUNK = 5_000, 5, 512, 1024
 COMMAND = ".venv/bin/python bench/eval_memory.py"

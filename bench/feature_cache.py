@@ -18,20 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from bench.cpu_precision import median_seconds
+from bench.results import record
+from core.config import RunConfig
+from data.manifest import load_manifest
+from training.features import TowerInputs
+from training.losses import clip_loss
+from training.models import build_model
+from training.pairs import Pairs
+from training.step import resolve_precision, training_attention
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from bench.cpu_precision import median_seconds  # noqa: E402
-from bench.results import record  # noqa: E402
-from data.manifest import load_manifest  # noqa: E402
-from training.config import RunConfig  # noqa: E402
-from training.features import TowerInputs  # noqa: E402
-from training.losses import clip_loss  # noqa: E402
-from training.models import build_model  # noqa: E402
-from training.pairs import Pairs  # noqa: E402
-from training.step import resolve_precision, training_attention  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/feature_cache.py"
 

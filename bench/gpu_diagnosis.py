@@ -10,14 +10,12 @@ of CPU against 173 ms of CUDA time over four steps.
 """
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import bench.gpu_step as g  # noqa: E402
-from training.models import tokenizer_for_tests  # noqa: E402
+import bench.gpu_step as g
+from training.models import tokenizer_for_tests
 
 dev = torch.device("cuda"); tok = tokenizer_for_tests(); B = 256
 rng = np.random.default_rng(0)

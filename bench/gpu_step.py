@@ -44,11 +44,10 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 COMMAND = "python bench/gpu_step.py --out DIR (on the GPU), then --record DIR/gpu_bench.json"
 CUDAGRAPH_PAD = 16  # pad_multiple of the "+cudagraphs" cases: COCO's widths fall in three buckets
@@ -125,7 +124,7 @@ def batches_of_lengths(lengths: np.ndarray, batch: int, grouped: bool, seed: int
 
 def project_model(model_name: str, compile_: bool, device, image_size: int = 224, seed: int = 0,
                   compile_mode: str = "default", pad_multiple: int = 1):
-    from training.config import RunConfig
+    from core.config import RunConfig
     from training.models import build_model
 
     cfg = RunConfig(model=model_name, image_size=image_size, unlock_image=-1, unlock_text=-1, max_text_len=77, lr=5e-4,
@@ -380,8 +379,8 @@ def prepared_dataset(folder: Path, n: int, workers: int) -> Path:
 def end_to_end(args, device, results: dict) -> None:
     import pandas as pd
 
+    from core import run_store
     from data.manifest import load_manifest
-    from training import run_store
     from training.models import tokenize
 
     print("benchmark 2: train.py end to end", flush=True)

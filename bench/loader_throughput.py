@@ -13,18 +13,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.results import record
+from data.manifest import load_manifest
+from data.prepare import prepare
+from training.models import Preprocess
+from training.pairs import load_pixels
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.results import record  # noqa: E402
-from data.manifest import load_manifest  # noqa: E402
-from data.prepare import prepare  # noqa: E402
-from training.models import Preprocess  # noqa: E402
-from training.pairs import load_pixels  # noqa: E402
 
 IMAGENET = Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # the offline default's input
 

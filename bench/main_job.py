@@ -22,12 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from analysis.runs import last_eval
+from bench.results import machine, record
+from core import run_store
 
-from analysis.runs import last_eval  # noqa: E402
-from bench.results import machine, record  # noqa: E402
-from training import run_store  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference_seconds(bf16: bool) -> float:

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from data import atomic
+from core import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"

@@ -21,17 +21,16 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import bench.gpu_step as gpu_step
+import training.models as models
+from bench.results import record
+from training.features import TowerBatch
+from training.losses import accumulated_clip_backward
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-
-import bench.gpu_step as gpu_step  # noqa: E402
-import training.models as models  # noqa: E402
-from bench.results import record  # noqa: E402
-from training.features import TowerBatch  # noqa: E402
-from training.losses import accumulated_clip_backward  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/step_ops.py"
 BATCH, TOKENS = 4, 14

@@ -16,12 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.results import record
+from core import run_store
+from training.projection import N_EPOCHS, cosine_neighbours, umap_fit
 
-from bench.results import record  # noqa: E402
-from training import run_store  # noqa: E402
-from training.projection import N_EPOCHS, cosine_neighbours, umap_fit  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 COMMAND = ".venv/bin/python bench/umap_time.py"
 METHODS = {"precomputed neighbours": False, "UMAP's own search": True}  # name -> own_search
@@ -42,7 +41,7 @@ def fit_run(path: Path, own_search: bool = False, seed: int = 0):
 
 def cold_seconds(path: Path, own_search: bool) -> float:
     """A first fit in a fresh process, imports included."""
-    code = (f"import sys, time; t = time.time(); sys.path.insert(0, {str(ROOT)!r}); "
+    code = (f"import sys, time; t = time.time(); "
             f"from bench.umap_time import fit_run; fit_run({str(path)!r}, own_search={own_search}); "
             f"print(time.time() - t)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data import atomic
+from core import atomic
 
 DATA_DIR = Path(__file__).resolve().parent
 MANIFEST = "manifest.parquet"

@@ -22,11 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.manifest import DATA_DIR, duplicate_lines, write_manifest  # noqa: E402
-from data.sources.skips import summary_lines  # noqa: E402
+from data.manifest import DATA_DIR, duplicate_lines, write_manifest
+from data.sources.skips import summary_lines
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from training import run_store
+from core import run_store
 
 GOOD = ["tiny/locked", "tiny/unlocked", "tiny/nan-loss", "tiny/live"]
 DAMAGED = ["broken/truncated", "broken/zero-byte", "broken/no-config", "broken/missing-column"]

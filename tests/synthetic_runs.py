@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from analysis.compare import query_outcomes
-from training import run_store
+from core import run_store
 
 CAPTIONS_PER_IMAGE = 2
 STEP = 10

@@ -1,4 +1,4 @@
-"""The torch-free analysis layer (analysis/names.py, analysis/runs.py) on small hand-made
+"""The torch-free analysis layer (core/names.py, analysis/runs.py) on small hand-made
 frames: the last evaluation, label lists, train.py's summary table, and the frame helpers that
 the dashboard and the write-up draw from."""
 
@@ -14,8 +14,6 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from analysis import report
-from analysis.names import OUTCOMES
 from analysis.runs import (
     comparison_table,
     cosine_difference,
@@ -32,7 +30,9 @@ from analysis.runs import (
     summary_table,
     umap_points,
 )
-from training import run_store
+from core import run_store
+from core.names import OUTCOMES
+from writeup import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,13 +220,13 @@ def test_comparison_table_shows_list_valued_config_keys():
 
 
 def test_analysis_and_charts_import_neither_torch_nor_streamlit():
-    code = ("import sys, analysis.names, analysis.runs, analysis.compare, charts;"
+    code = ("import sys, core.names, analysis.runs, analysis.compare, charts;"
             "assert not {'torch', 'streamlit'} & set(sys.modules), sorted({'torch', 'streamlit'} & set(sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-# ------------------------------------------------------ analysis/report.py (the write-up's)
+# ------------------------------------------------------ writeup/report.py (the write-up's)
 
 
 def test_report_numbers_keep_their_precision_and_show_nan_as_nan():
@@ -320,7 +320,7 @@ def test_opposite_moves_and_label_shares():
 
 
 def test_source_shows_training_code_without_importing_it():
-    code = ("import sys; from analysis import report; s = report.source('training/step.py', 'Stepper.__call__'); "
+    code = ("import sys; from writeup import report; s = report.source('training/step.py', 'Stepper.__call__'); "
             "assert s.startswith('def __call__(self, batch'), s[:40]; "
             "assert 'torch' not in sys.modules, 'report.source imported torch'")
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
@@ -328,7 +328,7 @@ def test_source_shows_training_code_without_importing_it():
 
 
 def test_report_imports_no_torch():
-    code = "import sys, analysis.report; assert 'torch' not in sys.modules, 'analysis.report imported torch'"
+    code = "import sys, writeup.report; assert 'torch' not in sys.modules, 'writeup.report imported torch'"
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 

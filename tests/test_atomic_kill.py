@@ -11,26 +11,24 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import ROOT
 
-from training import run_store
+from core import run_store
 
 KILLS = 20
 
 # Rewrites metrics, eval and status over and over through RunWriter, as training does at every
 # flush; the files grow to a few MB so that a kill often lands inside a write.
-WRITER = f"""
+WRITER = """
 import sys
-sys.path.insert(0, {str(ROOT)!r})
-from training import run_store
+from core import run_store
 writer = run_store.RunWriter(sys.argv[1])
-writer.write_config({{"name": "victim"}})
+writer.write_config({"name": "victim"})
 step = 0
 while True:
     for _ in range(2000):
         step += 1
-        writer.log_metrics(step, step / 100, step * 0.01, {{"loss": 1.0 / step, "lr": 1e-3, "grad_norm": 2.0}})
-    writer.log_eval(step, step / 100, "val", {{"i2t_R@1": 0.5, "t2i_R@1": 0.4}})
+        writer.log_metrics(step, step / 100, step * 0.01, {"loss": 1.0 / step, "lr": 1e-3, "grad_norm": 2.0})
+    writer.log_eval(step, step / 100, "val", {"i2t_R@1": 0.5, "t2i_R@1": 0.4})
     writer.flush()
     writer.heartbeat(step)
     print("flushed", flush=True)

@@ -12,9 +12,9 @@ import pytest
 from conftest import TINY_SWEEP
 from PIL import Image
 
+from core import run_store
 from data.manifest import load_manifest
 from data.prepare import prepare
-from training import run_store
 from training.models import Preprocess
 from training.pairs import load_pixels
 from training.train import main as train

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import RunConfig
 from training import metrics
 from training.closed_form import METHODS, choose_ridge, embed, fit_heads, load_heads
-from training.config import RunConfig
 from training.models import build_model, make_head
 
 DI, DT, DIM = 24, 16, 8  # image and text widths, shared space: small, with room for a rank-DIM fit

@@ -4,8 +4,8 @@ features as PyTorch's, and PyTorch when the runtime cannot serve."""
 import pytest
 import torch
 
+from core.config import RunConfig
 from training import cpu_inference
-from training.config import RunConfig
 from training.models import build_model
 
 

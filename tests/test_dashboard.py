@@ -21,12 +21,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import charts
-from analysis.names import COLOR_BY, OUTCOMES
 from analysis.runs import last_eval
-from data import atomic
+from core import atomic, run_store
+from core.names import COLOR_BY, OUTCOMES
 from tests.damaged_runs import DAMAGED, GOOD, make_damaged_runs
 from tests.synthetic_runs import make_seeded_runs
-from training import run_store
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard.py")

@@ -11,16 +11,15 @@ import sys
 import pytest
 from conftest import ROOT, TINY_SWEEP
 
-from training import run_store
+from core import run_store
 from training.train import main
 
 # The launcher runs this instead of train.py to SIGKILL the main process, when KILL_AFTER is
 # set, once it has logged that step's metrics.
-DRIVER = f"""
+DRIVER = """
 import os, signal, sys
-sys.path.insert(0, {str(ROOT)!r})
 import training.train as train
-from training import run_store
+from core import run_store
 kill_after = int(os.environ.get("KILL_AFTER", "0"))
 if kill_after:
     real = run_store.RunWriter.log_metrics
@@ -91,7 +90,7 @@ def _initial_weights(run, final):
     """The step-0 values of the trained tensors, rebuilt from the run's config and seed."""
     from accelerate.utils import set_seed
 
-    from training.config import RunConfig
+    from core.config import RunConfig
     from training.models import build_model
 
     config = run_store.load_run(run).config

@@ -24,9 +24,8 @@ import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
 
-from data import atomic
+from core import atomic, run_store
 from tests.test_dashboard import APP, ROOT, app, assert_clean, chart_data, plain, texts, widget
-from training import run_store
 from views.embedding import drawn, export_bytes, ids_in_box, selection_export
 
 RUNS = ("unlocked", "locked", "fixed-temp")  # the map's reference first, as its comparison names it

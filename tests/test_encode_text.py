@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import run_store
+from core import run_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import time
 import torch
 from conftest import ROOT, TINY_SWEEP
 
-from training import run_store
+from core import run_store
 from training.train import main
 
 

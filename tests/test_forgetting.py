@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from analysis.runs import last_eval
+from core import run_store
+from core.config import SWEEPS_DIR, ConfigError, RunConfig
 from data.manifest import load_manifest
-from training import run_store
-from training.config import SWEEPS_DIR, ConfigError, RunConfig
 from training.pairs import Pairs
 from training.train import main
 from training.weight_interpolation import interpolate

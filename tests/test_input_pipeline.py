@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from core.config import RunConfig
 from training import metrics
-from training.config import RunConfig
 from training.models import IMAGENET_MEAN, IMAGENET_STD, Preprocess, tokenizer_for_tests
 from training.pairs import Collate, LengthGroupedBatches, PairDataset, Pairs, load_pixels, normalize, pixels_uint8
 
@@ -136,7 +136,7 @@ def test_train_py_decodes_and_tokenizes_in_loader_workers_with_length_groups(syn
     """Both towers trainable (nothing cached): pixels and tokens come from 2 loader workers,
     batches are length-grouped through Accelerate's prepared loader, and the run finishes
     with one metrics row per step."""
-    from training import run_store
+    from core import run_store
     from training.train import main
 
     code = main(["--no-umap", "--data", str(synthetic_data), "--model", "tiny-clip",

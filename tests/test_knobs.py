@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from core.config import COMPILE_MODES, ConfigError, RunConfig
 from data.manifest import load_manifest
 from training import features
-from training.config import COMPILE_MODES, ConfigError, RunConfig
 from training.features import TowerInputs
 from training.losses import clip_loss
 from training.models import MAX_LOGIT_SCALE, build_model
@@ -209,7 +209,7 @@ def test_cuda_graph_mode_trains_through_train_py(synthetic_data, tmp_path, monke
     inductor compiles the towers (CUDA graphs are a GPU matter), the loop marks every step's
     start for them, and the run finishes with a finite loss. About 75 s on two cores with a
     cold inductor cache, 10 s with a warm one."""
-    from training import run_store
+    from core import run_store
     from training.train import main
 
     marks = []

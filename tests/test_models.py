@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.config import RunConfig
+from core.config import RunConfig
 from training.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -200,7 +200,7 @@ def test_hub_model_in_the_local_cache_loads_offline(tmp_path):
     _save_tiny_clip(repo / "snapshots" / rev)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(rev)
-    code = ("from training.config import RunConfig; from training.models import build_model, check_available; "
+    code = ("from core.config import RunConfig; from training.models import build_model, check_available; "
             "check_available('someone/tiny-clip'); m = build_model(RunConfig(model='someone/tiny-clip')); "
             "print(m.name, m.preprocess.image_size)")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}

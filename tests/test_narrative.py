@@ -1,5 +1,5 @@
-"""The write-up's newer measurements (analysis/report.py) and the sentences that state them
-(analysis/narrative.py), on hand-made inputs whose answers are known."""
+"""The write-up's newer measurements (writeup/report.py) and the sentences that state them
+(writeup/narrative.py), on hand-made inputs whose answers are known."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import narrative, report
 from tests.test_analysis import seeded_sweep
+from writeup import narrative, report
 
 
 def test_identical_images_are_counted_within_their_split(tmp_path):

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import run_store
-from training.config import DEFAULT_SWEEP, load_sweep
+from core import run_store
+from core.config import DEFAULT_SWEEP, load_sweep
 from training.projection import fit_map, needs_fit, plan_maps, project_maps
 
 

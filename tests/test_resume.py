@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import ROOT, TINY_SWEEP
 
-from training import checkpoints, run_store
-from training.config import ConfigError
+from core import run_store
+from core.config import ConfigError
+from training import checkpoints
 from training.train import main
 
 # Unlocked towers in two micro-batches: 10 steps an epoch, 20 in all. Checkpoints at 4, 8, 12,
@@ -25,9 +26,8 @@ TOTAL = 20
 
 DRIVER = f"""
 import os, signal, sys
-sys.path.insert(0, {str(ROOT)!r})
 import training.train as train
-from training import run_store
+from core import run_store
 real = run_store.RunWriter.heartbeat
 def heartbeat(self, step):
     real(self, step)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.runs import last_eval
-from training import run_store
+from core import run_store
 
 
 def _write_run(root, sweep="s", name="r", state="FINISHED"):
@@ -145,7 +145,7 @@ def test_resolve_run_refuses_escapes(tmp_path):
 def test_readers_do_not_import_torch():
     import subprocess
     import sys
-    code = "import training.run_store, training.config, sys; print('torch' in sys.modules)"
+    code = "import core.run_store, core.config, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -347,7 +347,7 @@ def test_a_coco_folder_trains_through_accelerate_and_shows_in_the_dashboard(tmp_
          "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "cache")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    from training import run_store
+    from core import run_store
 
     run_ = run_store.load_run(run_store.run_dir(runs, "default", "heads-only.s0"))
     assert run_.state == "FINISHED" and run_.config["model"] == "offline-default"

@@ -1,4 +1,4 @@
-"""analysis/stats.py on simulated per-query outcomes whose truth is known.
+"""core/stats.py on simulated per-query outcomes whose truth is known.
 
 The simulations use 100 images and 499 resamples (not the 9,999 of a report) to keep the
 file fast on two cores; 499 resamples move a 95% BCa endpoint by Monte Carlo noise only,
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from analysis import stats
+from core import stats
 
 FAST = 499  # resamples per interval in the simulations
 

@@ -8,8 +8,8 @@ import pytest
 from conftest import TINY_SWEEP
 
 from analysis.runs import last_eval
-from training import run_store
-from training.config import ConfigError, load_sweep
+from core import run_store
+from core.config import ConfigError, load_sweep
 from training.train import main
 
 
@@ -251,7 +251,7 @@ def test_closed_form_baseline_is_a_run_of_its_own(synthetic_data, tmp_path):
 def test_default_sweep_compares_one_factor_at_a_time_over_three_seeds(tmp_path):
     """Every comparison of the default sweep changes its named factor alone, over the same
     seeds; changing a second thing (epochs, schedule, data, seeds) is refused when read."""
-    from training.config import DEFAULT_SWEEP
+    from core.config import DEFAULT_SWEEP
 
     sweep = load_sweep(DEFAULT_SWEEP)
     names = {c.name for c in sweep.comparisons}
@@ -285,7 +285,7 @@ def test_an_openmoji_prepared_with_an_older_split_is_refused_with_the_fix(tmp_pa
 
 def test_only_the_second_stage_still_starts_from_the_same_seed_of_the_first():
     """--only stage2-people (stage 1 already finished) must not fall back to the unseeded name."""
-    from training.config import DEFAULT_SWEEP
+    from core.config import DEFAULT_SWEEP
     sweep = load_sweep(DEFAULT_SWEEP, only=["stage2-people"])
     assert [(c.name, c.init_from) for c in sweep.runs] == [
         (f"stage2-people.s{s}", f"stage1-no-people.s{s}") for s in (0, 1, 2)]

@@ -25,8 +25,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import load as safe_torch_load
 
-from data import atomic
-from training import run_store
+from core import atomic, run_store
 
 
 class CheckpointError(Exception):

@@ -16,9 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: the repository root on the path, as train.py does
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -31,8 +28,8 @@ def encode(run: Path, texts: list[str]) -> list[list[float]]:
     """The run's embeddings of `texts`, as lists of floats."""
     import torch
 
-    from training import run_store
-    from training.config import RunConfig
+    from core import run_store
+    from core.config import RunConfig
     from training.models import build_model
     from training.weight_interpolation import FROZEN_FINGERPRINT, WeightsMismatch, frozen_fingerprint, load_state
 

@@ -2,7 +2,7 @@
 modality gap and pair cosines, plus the per-sample tables the readers show.
 
 `figure_intervals` gives every retrieval figure and the zero-shot accuracy a 95% bootstrap
-interval over the split's images (each resampled with all its captions: analysis/stats.py).
+interval over the split's images (each resampled with all its captions: core/stats.py).
 The trainer asks for them where a figure is reported (step 0, val's, test's and extra sets' final evaluation,
 WiSE-FT's mixes), not at the evaluations in between, which only draw curves."""
 
@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.stats import recall_at_k_intervals
+from core import run_store
+from core.stats import recall_at_k_intervals
 from data.manifest import load_manifest
-from training import metrics, run_store
+from training import metrics
 from training.features import TowerInputs
 from training.models import ClipModel
 from training.pairs import Pairs, SplitView, to_device

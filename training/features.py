@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from data import atomic
+from core import atomic
+from core.config import RunConfig
 from data.manifest import load_manifest
 from training import cpu_inference
-from training.config import RunConfig
 from training.models import ClipModel, build_model, weights_fingerprint
 from training.pairs import Pairs, load_pixels, normalize, to_device
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import run_store
+from core.config import ConfigError, RunConfig, Sweep, changed_keys, one_factor_differences
 from data.manifest import load_manifest
-from training import checkpoints, run_store
-from training.config import ConfigError, RunConfig, Sweep, changed_keys, one_factor_differences
+from training import checkpoints
 from training.evaluate import select
 from training.pairs import Pairs
 

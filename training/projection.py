@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import run_store
+from core import run_store
 
 N_EPOCHS = 200  # UMAP's own choice for large sets; its 500 for small ones took 35% longer here, same layout
 

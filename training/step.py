@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from training.config import RunConfig
+from core.config import RunConfig
 from training.features import TowerBatch
 from training.losses import accumulated_clip_backward, local
 

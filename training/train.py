@@ -23,21 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import ProjectConfiguration
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from accelerate import Accelerator, DataLoaderConfiguration  # noqa: E402
-from accelerate.utils import ProjectConfiguration  # noqa: E402
-
-from analysis.runs import summary_table  # noqa: E402
-from data.manifest import MANIFEST, REPORT, DatasetNotFound, dataset_dir, load_manifest  # noqa: E402
-from training import run_store  # noqa: E402
-from training.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_sweep, parse_set  # noqa: E402
-from training.features import CACHE_DIR, warm_cache  # noqa: E402
-from training.models import ModelUnavailable, check_available  # noqa: E402
-from training.planning import (  # noqa: E402
+from analysis.runs import summary_table
+from core import run_store
+from core.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_sweep, parse_set
+from data.manifest import MANIFEST, REPORT, DatasetNotFound, dataset_dir, load_manifest
+from training.features import CACHE_DIR, warm_cache
+from training.models import ModelUnavailable, check_available
+from training.planning import (
     check_selections,
     comparisons_frame,
     order_for_init_from,
@@ -46,9 +43,9 @@ from training.planning import (  # noqa: E402
     resumed_sweep,
     runs_frame,
 )
-from training.projection import needs_fit, plan_maps, project_maps  # noqa: E402
-from training.step import resolve_precision  # noqa: E402
-from training.trainer import Timer, Trainer  # noqa: E402
+from training.projection import needs_fit, plan_maps, project_maps
+from training.step import resolve_precision
+from training.trainer import Timer, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 # Datasets train.py may prepare on first use: the offline default, and its leaky split of old.

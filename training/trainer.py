@@ -23,10 +23,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from core import run_store
+from core.config import RunConfig
 from data.manifest import load_manifest
-from training import checkpoints, run_store
+from training import checkpoints
 from training.closed_form import choose_ridge, fit_heads, load_heads
-from training.config import RunConfig
 from training.distributed import gather_with_grad
 from training.evaluate import (
     EvalSet,

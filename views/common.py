@@ -8,7 +8,7 @@ import re
 import streamlit as st
 
 from analysis.runs import group_names
-from training import run_store
+from core import run_store
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#+\-!|~$:])")  # Markdown's marks, and : of :emoji: codes
 

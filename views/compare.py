@@ -13,9 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis.compare import RESAMPLES, changed_outcomes, compare_groups, compare_two
-from analysis.names import label
 from analysis.runs import decimals
-from training import run_store
+from core import run_store
+from core.names import label
 from views.common import by_key, finished, md, members, run_groups
 from views.readers import cached, load_compared, stamp, thumbnail_uris
 

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 import charts
-from analysis.names import X_TITLES, label
 from analysis.runs import BAND_COLUMNS, band_rows, curve_rows, smooth, thin, with_wall_time
-from training import run_store
+from core import run_store
+from core.names import X_TITLES, label
 from views.common import group_seeds, md, run_groups
 from views.readers import all_evals, all_metrics, cached, sources
 from views.vega import dataset_name, draw, vega_lite

@@ -20,9 +20,9 @@ import streamlit as st
 
 import charts
 from analysis import maps
-from analysis.names import COLOR_BY
 from analysis.runs import label_list, last_eval
-from training import run_store
+from core import run_store
+from core.names import COLOR_BY
 from views import drift
 from views.common import by_key, finished, md
 from views.readers import (

@@ -10,7 +10,7 @@ import streamlit as st
 
 import charts
 from analysis.runs import retrieval_frame, stack
-from training import run_store
+from core import run_store
 from views.readers import all_evals, all_metrics, comparison, load_images, sources, stamp
 
 

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 import charts
-from analysis.names import label
 from analysis.runs import forgetting_frame
-from training import run_store
+from core import run_store
+from core.names import label
 from views.readers import all_evals, all_wise_ft, cached, sources
 from views.vega import draw, vega_lite
 

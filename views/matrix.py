@@ -7,7 +7,7 @@ import streamlit as st
 
 import charts
 from analysis.runs import cosine_difference, cosine_matrix, label_list
-from training import run_store
+from core import run_store
 from views.common import by_key, finished
 from views.readers import cached, load_captions, load_vectors, sources, stamp, thumbnails
 from views.vega import draw, vega_lite

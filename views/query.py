@@ -16,7 +16,7 @@ import streamlit as st
 
 import charts
 from analysis.runs import last_eval
-from training import run_store
+from core import run_store
 from views.common import by_key, finished, md
 from views.readers import cached, load_eval, load_spaces, stamp, thumbnail_uris
 from views.vega import vega_lite
@@ -198,7 +198,7 @@ def load_text_encoder(path: str, stamp: str):
     and weights stamp for the process: a failure too, so that an offline hub model is not tried
     again on every keystroke. The recipe is training/encode_text.encode's."""
     try:
-        from training.config import RunConfig
+        from core.config import RunConfig
         from training.models import build_model
         from training.weight_interpolation import FROZEN_FINGERPRINT, frozen_fingerprint, load_state
 

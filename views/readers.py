@@ -16,7 +16,7 @@ from analysis.compare import SAMPLE_COLUMNS, query_outcomes, validation
 from analysis.geometry import Space
 from analysis.maps import map_points, run_spaces
 from analysis.runs import comparison_table, data_uri, image_outcomes, last_eval, stack
-from training import run_store
+from core import run_store
 
 
 def cached(max_entries: int):

@@ -11,9 +11,9 @@ import streamlit as st
 
 import charts
 from analysis.compare import best_of
-from analysis.names import COMPARED_METRICS, RUNS_METRICS
 from analysis.runs import final_figures, group_table, interval_cells, retrieval_frame, style_best
-from training import run_store
+from core import run_store
+from core.names import COMPARED_METRICS, RUNS_METRICS
 from views.common import group_seeds, md, members, run_groups
 from views.readers import all_evals, cached, load_outcomes, sources, stamp
 from views.vega import draw, vega_lite

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.runs import label_list
-from training import run_store
+from core import run_store
 from views.common import by_key, finished, md
 from views.readers import cached, load_images, load_ranks, load_samples, stamp, thumbnail_uris
 

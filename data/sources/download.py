@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from data import atomic
+from core import atomic
 
 CONNECT_TIMEOUT_S = 5.0  # fail fast offline: no retries against a host that is not there
 READ_TIMEOUT_S = 60.0

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data import atomic
+from core import atomic
 
 ATTRIBUTION = ("Emoji images: OpenMoji (https://openmoji.org), the open-source emoji and icon "
                "project, CC BY-SA 4.0.")

@@ -21,7 +21,7 @@ Training writes through `RunWriter`; the dashboard and the notebook read through
 `list_runs`, `load_run` and the `read_*` helpers. Only pandas and pyarrow are imported
 here so that readers never pay for torch.
 
-Every file is written atomically and durably (data/atomic.py), so a reader (or a crash)
+Every file is written atomically and durably (core/atomic.py), so a reader (or a crash)
 never sees half a file. Readers treat a run with a missing or unreadable file as damaged
 and report it. The columns of each file are the schemas below: README's "Run store"
 section lists them for users.
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data import atomic
+from core import atomic
 
 STATES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING run whose process is gone

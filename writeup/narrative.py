@@ -1,11 +1,12 @@
-"""The write-up's sentences (writeup.ipynb), formatted from analysis/report.py's tables.
+"""The write-up's sentences (writeup.ipynb), formatted from writeup/report.py's tables.
 
 report computes and draws; this module says what it found, in the words the notebook prints,
 so that the notebook's cells stay a line or two each and every figure in its prose comes from
 the runs. Each function returns Markdown (a sentence, a list, a paragraph) for report.say; where
 the runs lack what a sentence needs, it says so instead of guessing. Torch-free, like report.
 
-    from analysis import narrative, report
+    from writeup import narrative
+    from writeup import report
     sweep = report.load_sweep("runs")
     report.say(narrative.baselines(sweep, "test"))
 """
@@ -15,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import report
-from analysis.names import label
-from analysis.report import Sweep, interval_text, num, pct
+from core.names import label
+from writeup import report
+from writeup.report import Sweep, interval_text, num, pct
 
 
 def _join(lines: list[str]) -> str:

@@ -39,7 +39,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+SWEEPS_DIR = Path(__file__).resolve().parents[1] / "training" / "sweeps"  # the sweep files are training's
 DEFAULT_SWEEP = SWEEPS_DIR / "default.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -2,15 +2,15 @@
 configurations, the sweep's comparisons with their intervals, figures formatted for its
 sentences, and charts and figures shown as PNG.
 
-The sentences that state what these return live in analysis/narrative.py, so that the
+The sentences that state what these return live in writeup/narrative.py, so that the
 notebook's cells stay a few lines each. Every claim
 that one configuration is better than another comes from analysis/compare.py and
-analysis/stats.py (an interval, and a verdict that names a direction only where it excludes
+core/stats.py (an interval, and a verdict that names a direction only where it excludes
 0), on the test split where both sides have one. Torch-free like the rest of analysis/; it
 also imports IPython, matplotlib and vl-convert to show what it computes, which is why the
 dashboard does not import it.
 
-    from analysis import report
+    from writeup import report
     sweep = report.load_sweep("runs")
     report.effects(sweep)          # one row per comparison, run and metric, with its interval
 """
@@ -43,7 +43,6 @@ from PIL import Image as PILImage
 from scipy import stats as scipy_stats
 
 import charts
-from analysis import stats
 from analysis.compare import (
     RESAMPLES,
     SAMPLE_COLUMNS,
@@ -54,7 +53,6 @@ from analysis.compare import (
     validation,
 )
 from analysis.maps import gap_probe, gap_table, map_points, run_drift, run_spaces, runs_drift, shares_space
-from analysis.names import OUTCOMES, RECALL_AT_K, label
 from analysis.runs import (
     NO_LABEL,
     band_rows,
@@ -68,9 +66,10 @@ from analysis.runs import (
     smooth,
     stack,
 )
+from core import run_store, stats
+from core.config import DEFAULT_SWEEP, differing_keys
+from core.names import OUTCOMES, RECALL_AT_K, label
 from data.manifest import REPORT, dataset_dir, file_digest, load_manifest
-from training import run_store
-from training.config import DEFAULT_SWEEP, differing_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 # What each built-in model is; any other name is a Hugging Face CLIP checkpoint.
@@ -941,7 +940,7 @@ def figures(sweep: Sweep, groups: list[str], split: str, which: str = "last",
     return table.dropna(how="all")
 
 
-# The names of the figures this module derives, beside analysis.names' of the stored ones.
+# The names of the figures this module derives, beside core.names' of the stored ones.
 DERIVED = {"balanced_accuracy": "balanced zero-shot accuracy",
            **{f"{p}_R@1 {level}": f"{label(f'{p}_R@1')}, {level}"
               for p in ("i2t", "t2i") for level in ("exact", "concept")}}
@@ -999,9 +998,9 @@ def compare(sweep: Sweep, a: str, b: str, split: str, metrics: list[str] = EFFEC
     """Configuration `b` against configuration `a`, per metric: rows of EFFECT_COLUMNS.
 
     On `split` where both have it, otherwise on val. Same images: analysis.compare.compare_groups,
-    the interval over seeds and images (analysis.stats.group_difference; with one seed on a side, the paired interval of
+    the interval over seeds and images (core.stats.group_difference; with one seed on a side, the paired interval of
     single runs, images only). Different images (another split of the data): the unpaired
-    interval (analysis.stats.unpaired_difference) of the per-image outcomes averaged over each
+    interval (core.stats.unpaired_difference) of the per-image outcomes averaged over each
     configuration's seeds, so the seeds are held fixed and only images vary."""
     where = split if has_split(sweep, a, split) and has_split(sweep, b, split) else "val"
     side_a, side_b = _side(sweep, a, where), _side(sweep, b, where)
@@ -1311,7 +1310,7 @@ def answers(space, label_: str) -> pd.Series:
 
 def _paired(a_runs: np.ndarray, b_runs: np.ndarray, groups) -> tuple[float, float, float]:
     """b − a on the same queries: the interval over seeds and images where both sides
-    have two seeds or more (analysis.stats.group_difference), else the paired interval over
+    have two seeds or more (core.stats.group_difference), else the paired interval over
     images of the seed means."""
     if len(a_runs) >= 2 and len(b_runs) >= 2:
         g = stats.group_difference(a_runs, b_runs, groups, n_resamples=RESAMPLES)

@@ -1,0 +1,1 @@
+"""The test suite: CPU, tiny inputs (README). A package, so that tests share fixtures by import."""
