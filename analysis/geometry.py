@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-KS = (1, 5, 10)  # the CLIP paper's R@k
+from core.names import KS
+
 CHUNK = 1024  # query rows per similarity block: 1,024 x 30,000 float32 is 120 MB
 IMAGE, TEXT, PROMPT = "image", "text", "prompt"  # embeddings.parquet's modalities
 

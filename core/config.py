@@ -444,3 +444,25 @@ def differing_keys(configs: list[dict]) -> list[str]:
     """Config keys whose value is not the same in every run (what a comparison should show)."""
     keys = [k for k in FIELDS if k not in LABELS]
     return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+
+
+def config_diff(a: dict, b: dict) -> dict[str, tuple]:
+    """The training settings whose values differ between two configs: key -> (in a, in b)."""
+    return {k: (a.get(k), b.get(k)) for k in differing_keys([a, b]) if k != "seed"}
+
+
+def setting(value) -> str:
+    """A config value as a table shows it: 2e-05, not the 0.0 of a fixed precision."""
+    return f"{value:g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def changes(a: dict, b: dict) -> str:
+    """What turns config `a` into config `b`, as "lr 0.001 → 0.0003, ..." (an unset value: "default")."""
+    return ", ".join(f"{k} {'default' if x is None else setting(x)} → {'default' if y is None else setting(y)}"
+                     for k, (x, y) in config_diff(a, b).items())
+
+
+def closest_to_all(configs: dict[str, dict]) -> str:
+    """The configuration whose config differs least from all the others' (the first one on a
+    tie): the reference of a sweep that names no comparisons."""
+    return min(configs, key=lambda n: sum(len(config_diff(configs[n], c)) for c in configs.values()))

@@ -3,7 +3,8 @@ and train.py's summary: what a run's eval.parquet calls a figure is written here
 
 from __future__ import annotations
 
-RECALL_AT_K = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"]  # the CLIP paper's k
+KS = (1, 5, 10)  # the CLIP paper's R@k
+RECALL_AT_K = [f"{direction}_R@{k}" for direction in ("i2t", "t2i") for k in KS]
 RETRIEVAL = ["i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5"]  # the bars of the final retrieval chart
 # The comparison table's metrics; train.py's end-of-sweep summary prints them without the ranks.
 TABLE_METRICS = [*RECALL_AT_K, "i2t_median_rank", "t2i_median_rank", "zero_shot_accuracy", "modality_gap"]

@@ -1,6 +1,9 @@
 """The run store: the one module that knows how runs are laid out on disk.
 
     runs/<sweep>/sweep.json              the last invocation: wall time, sweep-level stage times
+    runs/<sweep>/results/<table>.parquet the results step's tables (analysis/results.py): every
+                                         configuration's figures and every comparison, computed once
+    runs/<sweep>/results/inputs.json     the file stamps of the runs they were computed from
     runs/<sweep>/<run>/config.json       resolved configuration + provenance
                        status.json       RUNNING / FINISHED / FAILED / KILLED, pid, heartbeat
                        metrics.parquet   long format: step, epoch, wall_time, name, value
@@ -50,6 +53,7 @@ INTERRUPTED = "INTERRUPTED"  # shown for a RUNNING run whose process is gone
 HEARTBEAT_STALE_S = 300.0  # a live run beats every few seconds; five minutes of silence means gone
 
 SWEEP_SUMMARY = "sweep.json"
+RESULTS, RESULTS_INPUTS = "results", "inputs.json"
 CONFIG, STATUS = "config.json", "status.json"
 METRICS, EVAL = "metrics.parquet", "eval.parquet"
 EMBEDDINGS, SAMPLES = "embeddings.parquet", "samples.parquet"
@@ -319,6 +323,31 @@ def read_sweep_summary(runs_dir: Path | str, sweep: str) -> dict:
     return _read_json(Path(runs_dir) / sweep / SWEEP_SUMMARY, [])
 
 
+def write_results(runs_dir: Path | str, sweep: str, tables: dict[str, pd.DataFrame], inputs: dict) -> None:
+    """The results step's tables of a sweep, each `<name>.parquet`, and the stamps of the run
+    files they were computed from (`inputs`), written last: a reader that finds the stamps
+    finds every table of that computation."""
+    folder = Path(runs_dir) / sweep / RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULTS_INPUTS).unlink(missing_ok=True)
+    for name, frame in tables.items():
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+        atomic.write_bytes(folder / f"{name}.parquet", buffer.getvalue().to_pybytes())
+    atomic.write_json(folder / RESULTS_INPUTS, inputs)
+
+
+def read_results(runs_dir: Path | str, sweep: str, names: list[str]) -> tuple[dict[str, pd.DataFrame], dict] | None:
+    """(tables by name, the inputs they were computed from), or None where the results step has
+    not written them all, or one is unreadable (the reader then computes them again)."""
+    folder = Path(runs_dir) / sweep / RESULTS
+    try:
+        inputs = json.loads((folder / RESULTS_INPUTS).read_text())
+        return {name: pq.read_table(folder / f"{name}.parquet").to_pandas() for name in names}, inputs
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
 def timing(path: Path, stage: str) -> float:
     """A stage's seconds in a run's status (0 when not recorded)."""
     return float((_read_json(Path(path) / STATUS, []).get("timings") or {}).get(stage, 0.0))
@@ -558,11 +587,13 @@ def umap_maps(path: Path | str) -> list[str]:
     return sorted(set(_read_parquet(file, UMAP_SCHEMA, ["map"])["map"]))
 
 
-def file_stamp(path: Path | str) -> tuple:
-    """(mtime, size) of every run file: a cache key that changes when any file is rewritten."""
+def file_stamp(path: Path | str, names: tuple[str, ...] = (CONFIG, STATUS, METRICS, EVAL, EMBEDDINGS, SAMPLES, UMAP)
+               ) -> tuple:
+    """(mtime, size) of every run file (or of `names`): a cache key that changes when any file
+    is rewritten."""
     path = Path(path)
     stamp = []
-    for name in (CONFIG, STATUS, METRICS, EVAL, EMBEDDINGS, SAMPLES, UMAP):
+    for name in names:
         try:
             st = (path / name).stat()
             stamp.append((name, st.st_mtime_ns, st.st_size))

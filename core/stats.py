@@ -22,16 +22,23 @@ Seeds are fixed, so every figure is reproducible.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, special, stats
+
+from core.names import better
 
 CONFIDENCE = 0.95  # the design's "95% interval"
-N_RESAMPLES = 9999  # scipy's default: Monte Carlo error of a 2.5% quantile well under 0.001 of a rate
+POWER = 0.80  # a comparison's minimum detectable effect is the difference it would find 80% of the time
+# Resamples per interval, for every figure and comparison (evaluation's, the results step's, the
+# dashboard's live ones): a 2.5% quantile within about 0.003 of a rate, at a fifth of scipy's
+# default's time (9,999 made one comparison of two runs of 4,000 images take a minute).
+N_RESAMPLES = 1999
 SEED = 0  # fixed: the same data gives the same interval in the dashboard, the notebook and the summary
 BATCH_ELEMENTS = 2**22  # ints per resample batch: ~32 MiB whatever the number of images
 
@@ -67,6 +74,8 @@ class GroupDifference:
     image_high: float
     seed_sd: float  # sd of one run's figure across seeds, pooled over both configurations
     image_se: float  # image-bootstrap standard error of one run's figure (root mean square over runs)
+    seed_se: float  # Welch's standard error of the difference of the seed means
+    seed_df: float  # its Welch-Satterthwaite degrees of freedom
 
 
 # ---------------------------------------------------------------------------- one figure
@@ -369,20 +378,21 @@ def _runs(runs) -> np.ndarray:
     return runs
 
 
-def _unit_sums(runs: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
-    """[runs, images]: each run's outcomes summed per image."""
-    return np.stack([np.bincount(unit, weights=run, minlength=n_units) for run in runs])
+def _draw_counts(images: np.ndarray, n_units: int) -> np.ndarray:
+    """[draws, images]: how often each draw of a batch (or the one draw `images`) took each image."""
+    draws = images.reshape(-1, images.shape[-1])
+    flat = (draws + n_units * np.arange(len(draws))[:, None]).ravel()
+    return np.bincount(flat, minlength=len(draws) * n_units).reshape(len(draws), n_units).astype(float)
 
 
 def _figures(sums: np.ndarray, counts: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """[runs, ...]: each run's mean outcome over the queries of the drawn images."""
-    return sums[:, images].sum(-1) / counts[images].sum(-1)
-
-
-def _difference_statistic(a_sums: np.ndarray, b_sums: np.ndarray, counts: np.ndarray) -> Callable:
-    """statistic(images, axis=-1): the mean figure of b's runs minus that of a's runs, every
-    run's figure computed on the same drawn images."""
-    return lambda images, axis=-1: _figures(b_sums, counts, images).mean(0) - _figures(a_sums, counts, images).mean(0)
+    """[metrics, runs, ...]: each run's mean outcome of each metric over the queries of the drawn
+    images (sums: [metrics, runs, images]; counts: [metrics, images]). A batch of draws is first
+    counted per image, so that every figure of every draw is one matrix product rather than a
+    gather of metrics x runs x draws x images."""
+    times = _draw_counts(images, sums.shape[-1])
+    figures = np.einsum("dn,mrn->mrd", times, sums) / (counts @ times.T)[:, None, :]
+    return figures.reshape(*sums.shape[:2], *images.shape[:-1])
 
 
 def group_difference(a_runs, b_runs, groups=None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
@@ -399,38 +409,135 @@ def group_difference(a_runs, b_runs, groups=None, confidence: float = CONFIDENCE
     and gave differences narrower than either side's own interval: with R seeds it sees (R-1)/R
     of the seed variance and uses normal, not t, quantiles, which for three seeds is half the
     width it should be. seed_sd and image_se say which variation dominates."""
-    a_runs, b_runs = _runs(a_runs), _runs(b_runs)
-    if a_runs.shape[1] != b_runs.shape[1]:
-        raise ValueError(f"the configurations cover {a_runs.shape[1]} and {b_runs.shape[1]} queries: not the same set")
-    unit, n_units = _units(a_runs[0], groups)
-    counts = np.bincount(unit, minlength=n_units)
-    a_sums, b_sums = _unit_sums(a_runs, unit, n_units), _unit_sums(b_runs, unit, n_units)
-    statistic = _difference_statistic(a_sums, b_sums, counts)
+    return group_differences([a_runs], [b_runs], [groups], confidence, n_resamples, seed)[0]
+
+
+def group_differences(a_runs: list, b_runs: list, groups: list, confidence: float = CONFIDENCE,
+                      n_resamples: int = N_RESAMPLES, seed: int = SEED) -> list[GroupDifference]:
+    """group_difference of several metrics of the same two configurations at once (a_runs[m],
+    b_runs[m], groups[m]: metric m's [runs, queries] outcomes and the image of each query),
+    from one set of image resamples where the metrics' queries cover the same images: each
+    result is then the one group_difference gives the metric alone (the same draws), at the cost
+    of one bootstrap instead of one per metric."""
+    a_runs, b_runs = [_runs(a) for a in a_runs], [_runs(b) for b in b_runs]
+    for a, b in zip(a_runs, b_runs):
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"the configurations cover {a.shape[1]} and {b.shape[1]} queries: not the same set")
+    labels = [np.unique(np.arange(a.shape[1]) if g is None else np.asarray(g)) for a, g in zip(a_runs, groups)]
+    if len(a_runs) > 1 and any(len(x) != len(labels[0]) or (x != labels[0]).any() for x in labels[1:]):
+        return [group_differences([a], [b], [g], confidence, n_resamples, seed)[0]
+                for a, b, g in zip(a_runs, b_runs, groups)]
+    n_a, n_runs = len(a_runs[0]), len(a_runs[0]) + len(b_runs[0])
+    sums, counts = [], []
+    for a, b, g in zip(a_runs, b_runs, groups):
+        unit, n_units = _units(a[0], g)
+        counts.append(np.bincount(unit, minlength=n_units))
+        sums.append(np.stack([np.bincount(unit, weights=run, minlength=n_units) for run in np.concatenate([a, b])]))
+    sums, counts = np.stack(sums), np.stack(counts).astype(float)
+    n_metrics, n_units = len(sums), sums.shape[-1]
+
+    def statistic(images, axis=-1):  # per metric: b's mean figure minus a's, then every run's figure
+        figures = _figures(sums, counts, images)
+        diff = figures[:, n_a:].mean(1) - figures[:, :n_a].mean(1)
+        return np.concatenate([diff[:, None], figures], axis=1).reshape(n_metrics * (1 + n_runs), *images.shape[:-1])
+
     images = np.arange(n_units)
-    per_draw = n_units * (len(a_runs) + len(b_runs))
-    image_only = _bootstrap((images,), statistic, per_draw, confidence, n_resamples, seed, "percentile")
-    # One bootstrap for every run's figure at once (a vector-valued statistic): its standard errors.
-    all_sums = np.concatenate([a_sums, b_sums])
-    per_run = _bootstrap((images,), lambda idx, axis=-1: _figures(all_sums, counts, idx), per_draw, confidence,
-                         n_resamples, seed, "percentile")
-    diff = float(statistic(images))
-    image_low, image_high = float(image_only.confidence_interval.low), float(image_only.confidence_interval.high)
-    a_figures, b_figures = _figures(a_sums, counts, images), _figures(b_sums, counts, images)
-    half = float(np.hypot(welch_half_width(a_figures, b_figures, confidence), (image_high - image_low) / 2))
-    return GroupDifference(diff=diff, low=diff - half, high=diff + half, image_low=image_low, image_high=image_high,
-                           seed_sd=_pooled_sd(a_figures, b_figures),
-                           image_se=float(np.sqrt(np.mean(per_run.standard_error ** 2))))
+    result = _bootstrap((images,), statistic, n_units * n_runs, confidence, n_resamples, seed, "percentile",
+                        per_resample=n_units * n_runs)
+    whole = statistic(images).reshape(n_metrics, 1 + n_runs)
+    low, high = (np.reshape(x, (n_metrics, 1 + n_runs)) for x in result.confidence_interval)
+    errors = np.reshape(result.standard_error, (n_metrics, 1 + n_runs))
+    out = []
+    for m in range(n_metrics):
+        diff, image_low, image_high = float(whole[m, 0]), float(low[m, 0]), float(high[m, 0])
+        a_figures, b_figures = whole[m, 1:1 + n_a], whole[m, 1 + n_a:]
+        seed_se, seed_df = welch(a_figures, b_figures)
+        half = combined_half_width(seed_se, seed_df, (image_high - image_low) / 2, confidence)
+        out.append(GroupDifference(diff=diff, low=diff - half, high=diff + half, image_low=image_low,
+                                   image_high=image_high, seed_sd=_pooled_sd(a_figures, b_figures),
+                                   image_se=float(np.sqrt(np.mean(errors[m, 1:] ** 2))), seed_se=seed_se,
+                                   seed_df=seed_df))
+    return out
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(standard error, degrees of freedom) of mean(b) - mean(a) by Welch (1947):
+    sqrt(var(a)/R_a + var(b)/R_b) and the Welch-Satterthwaite degrees of freedom; (0, inf) where
+    neither side varies."""
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    if va + vb == 0:
+        return 0.0, math.inf
+    return float(np.sqrt(va + vb)), float((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)))
 
 
 def welch_half_width(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> float:
-    """The half-width of Welch's t-interval of mean(b) - mean(a) (Welch 1947): t at the
-    Welch-Satterthwaite degrees of freedom times sqrt(var(a)/R_a + var(b)/R_b); 0 where neither
-    side varies."""
-    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    if va + vb == 0:
+    """The half-width of Welch's t-interval of mean(b) - mean(a): t at the Welch-Satterthwaite
+    degrees of freedom times Welch's standard error (welch); 0 where neither side varies."""
+    return combined_half_width(*welch(a, b), 0.0, confidence)
+
+
+# ---------------------------------------------------------------------------- p-values, power, many comparisons
+#
+# Every interval of a difference has at most two parts, combined in quadrature: the seeds' (a
+# Welch t-interval: standard error seed_se, seed_df degrees of freedom) and the images' (a
+# bootstrap interval of half-width image_half at CONFIDENCE, read as a normal one). The p-value
+# and the minimum detectable effect below are those of that same interval, so a difference whose
+# 95% interval excludes 0 has p < 0.05, and the other way round.
+
+
+def _quantile(tail: float, df: float) -> float:
+    """The upper `tail` quantile of t with df degrees of freedom (the normal's for infinite df);
+    scipy.special's functions, which stats.t.isf wraps, at a hundredth of its cost per call."""
+    return float(-special.ndtri(tail) if math.isinf(df) else -special.stdtrit(df, tail))
+
+
+def combined_half_width(seed_se: float, seed_df: float, image_half: float, confidence: float = CONFIDENCE) -> float:
+    """The half-width of the two-part interval at `confidence` (image_half is at CONFIDENCE)."""
+    tail = (1 - confidence) / 2
+    image_se = image_half / _quantile((1 - CONFIDENCE) / 2, math.inf)
+    return float(np.hypot(_quantile(tail, seed_df) * seed_se if seed_se else 0.0,
+                          _quantile(tail, math.inf) * image_se))
+
+
+def interval_p_value(diff: float, seed_se: float, seed_df: float, image_half: float) -> float:
+    """The two-sided p-value of "no difference" that inverts the two-part interval: the 1 - p
+    interval has 0 at its edge. p < 1 - CONFIDENCE exactly where the CONFIDENCE interval
+    excludes 0; NaN where there is no spread to test against."""
+    if not np.isfinite(diff) or not (seed_se > 0 or image_half > 0):
+        return math.nan
+    if diff == 0:
+        return 1.0
+    width = lambda p: combined_half_width(seed_se, seed_df, image_half, 1 - p) - abs(diff)
+    if width(1e-15) < 0:  # beyond any interval a float can state
         return 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return float(stats.t.ppf(0.5 + confidence / 2, df) * np.sqrt(va + vb))
+    return float(optimize.brentq(width, 1e-15, 1 - 1e-12, xtol=1e-12))
+
+
+def minimum_detectable_effect(seed_se: float, seed_df: float, image_half: float, power: float = POWER,
+                              confidence: float = CONFIDENCE) -> float:
+    """The smallest true difference that the two-part interval excludes from 0 with probability
+    `power` (Cohen 1988's power analysis, per part): (t_{alpha/2} + t_{1-power}) times each part's
+    standard error, in quadrature, the t at the seeds' degrees of freedom and the normal for
+    images. NaN where there is no spread."""
+    if not (seed_se > 0 or image_half > 0):
+        return math.nan
+    tail, miss = (1 - confidence) / 2, 1 - power
+    image_se = image_half / _quantile((1 - CONFIDENCE) / 2, math.inf)
+    seeds = (_quantile(tail, seed_df) + _quantile(miss, seed_df)) * seed_se if seed_se else 0.0
+    return float(np.hypot(seeds, (_quantile(tail, math.inf) + _quantile(miss, math.inf)) * image_se))
+
+
+def adjust_p_values(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values of one family of comparisons
+    (scipy.stats.false_discovery_control): a verdict read at adjusted p < 0.05 keeps the expected
+    share of false "better"/"worse" among a sweep's many comparisons at 5%. NaN stays NaN and
+    is left out of the family."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    known = np.isfinite(p)
+    if known.any():
+        out[known] = stats.false_discovery_control(p[known], method="bh")
+    return out
 
 
 def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
@@ -446,26 +553,45 @@ def _decimals(metric: str) -> int:
     return 1 if metric.endswith("_rank") else 3  # ranks run to tens; rates live in [0, 1]
 
 
-def verdict(diff: float, low: float, high: float, metric: str, higher_is_better: bool = True) -> str:
-    """"higher (better), +0.040 [0.020, 0.060]": a direction only where the interval excludes 0,
-    otherwise "no detectable difference", always with the difference and its interval."""
+def _direction(higher: bool, metric: str) -> str:
+    """"higher (better)", "lower (worse)", or "higher" alone for a metric with no better direction."""
+    way = better(metric)
+    word = "higher" if higher else "lower"
+    return word if way is None else f"{word} ({'better' if higher == (way == 'max') else 'worse'})"
+
+
+def verdict(diff: float, low: float, high: float, metric: str, mde: float = math.nan) -> str:
+    """"higher (better), +0.040 [0.020, 0.060]": a direction only where the interval excludes 0
+    (which direction is better: core.names.better), otherwise "no detectable difference" with
+    what the comparison could have detected (`mde`, minimum_detectable_effect) where known;
+    always with the difference and its interval."""
     d = _decimals(metric)
     figures = f"{diff:+.{d}f} [{low:.{d}f}, {high:.{d}f}]"
     if low <= 0 <= high:
-        return f"no detectable difference, {figures}"
-    higher = low > 0
-    better = "better" if higher == higher_is_better else "worse"
-    return f"{'higher' if higher else 'lower'} ({better}), {figures}"
+        could = f"; it could detect ±{mde:.{d}f}" if np.isfinite(mde) else ""
+        return f"no detectable difference, {figures}{could}"
+    return f"{_direction(low > 0, metric)}, {figures}"
 
 
-def indistinguishable_from_best(outcomes: Mapping[str, np.ndarray], groups=None, higher_is_better: bool = True,
+def adjusted_verdict(diff: float, p_adjusted: float, metric: str) -> str:
+    """The verdict of one comparison of a family at adjusted p < 1 - CONFIDENCE (adjust_p_values):
+    "higher (better), adjusted p 0.012", or "no detectable difference, adjusted p 0.31"."""
+    if not np.isfinite(p_adjusted):
+        return "not tested"
+    shown = f"adjusted p {p_adjusted:.3f}" if p_adjusted >= 0.001 else "adjusted p < 0.001"
+    if p_adjusted >= 1 - CONFIDENCE:
+        return f"no detectable difference, {shown}"
+    return f"{_direction(diff > 0, metric)}, {shown}"
+
+
+def indistinguishable_from_best(outcomes: Mapping[str, np.ndarray], metric: str, groups=None,
                                 confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
                                 seed: int = SEED) -> dict[str, bool]:
     """run -> whether it shares the "best" highlight of a column: the best run by its mean
     outcome, and every run whose paired interval against it (bootstrap_interval of the
     per-query difference) includes 0. `outcomes` holds per-query outcomes aligned by query."""
     outcomes = {name: np.asarray(values, dtype=float) for name, values in outcomes.items()}
-    best = (max if higher_is_better else min)(outcomes, key=lambda name: outcomes[name].mean())
+    best = (max if better(metric) == "max" else min)(outcomes, key=lambda name: outcomes[name].mean())
 
     def includes_zero(values: np.ndarray) -> bool:
         _, low, high = bootstrap_interval(values - outcomes[best], groups, confidence=confidence,

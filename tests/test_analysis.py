@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
+from analysis.compare import compare, on_split
 from analysis.runs import (
     comparison_table,
     cosine_difference,
@@ -31,6 +32,7 @@ from analysis.runs import (
     umap_points,
 )
 from core import run_store
+from core.config import setting
 from core.names import OUTCOMES
 from writeup import report
 
@@ -235,8 +237,8 @@ def test_report_numbers_keep_their_precision_and_show_nan_as_nan():
     for missing in (None, float("nan"), np.float32("nan"), pd.NA):
         assert report.num(missing) == report.pct(missing) == "NaN"
     assert report.counts(pd.Series({"train": 3126, "val": 818})) == "3,126 train, 818 val"
-    assert report.setting(2e-5) == "2e-05" and report.setting(0.001) == "0.001"  # not the "0.0" of a fixed precision
-    assert report.setting(None) == "-" and report.setting(512) == "512"
+    assert setting(2e-5) == "2e-05" and setting(0.001) == "0.001"  # not the "0.0" of a fixed precision
+    assert setting(None) == "-" and setting(512) == "512"
 
 
 def seeded_sweep(root: Path, comparisons: list[dict]) -> report.Sweep:
@@ -283,10 +285,12 @@ def test_runs_on_other_images_are_compared_unpaired(tmp_path):
     write_run(tmp_path, "s/elsewhere", samples_frame(known_ranks(30), ids=[f"other{i}" for i in range(40)]),
               {"lr": 1e-3, "data": "other"})
     sweep = report.load_sweep(tmp_path)
-    rows = pd.DataFrame(report.compare(sweep, "close", "elsewhere", "val", ["i2t_R@1"]))
-    assert rows.loc[0, "interval"].startswith("unpaired")
-    assert rows.loc[0, "difference"] == pytest.approx(0.0) and rows.loc[0, "low"] < 0 < rows.loc[0, "high"]
-    assert rows.loc[0, "verdict"].startswith("no detectable difference")
+    side = lambda group: {n: on_split(run_store.read_samples(sweep.runs[n].path), "val") for n in sweep.groups[group]}
+    table, interval = compare(side("close"), side("elsewhere"))
+    assert interval.startswith("unpaired")
+    row = table.loc["i2t_R@1"]
+    assert row["difference"] == pytest.approx(0.0) and row["low"] < 0 < row["high"]
+    assert row["verdict"].startswith("no detectable difference") and row["mde"] > row["high"]
 
 
 def test_balanced_weights_make_every_label_count_alike():
@@ -389,20 +393,21 @@ def test_compare_two_refuses_runs_on_other_images_or_captions():
         compare_two(a, other_captions)
 
 
-def test_compare_groups_pools_seeds_and_falls_back_with_one_seed():
-    from analysis.compare import compare_groups
+def test_compare_pools_seeds_and_falls_back_with_one_seed():
+    from analysis.compare import SEEDS_AND_IMAGES, SINGLE_RUNS
 
     rng = np.random.default_rng(5)
     a = {f"a.s{s}": _samples(np.where(rng.random(60) < 0.2, 1, 5)) for s in range(3)}
     b = {f"b.s{s}": _samples(np.where(rng.random(60) < 0.7, 1, 5)) for s in range(3)}
-    table, note = compare_groups(a, b)
+    table, interval = compare(a, b)
     r1 = table.loc["i2t_R@1"]
-    assert note is None and r1["verdict"].startswith("higher (better)")
+    assert interval == SEEDS_AND_IMAGES and r1["verdict"].startswith("higher (better)")
     assert r1["low"] <= r1["image_low"] and r1["image_high"] <= r1["high"]  # seeds add to the image variation
-    assert r1["seed_sd"] > 0 and r1["image_se"] > 0
-    single, note = compare_groups({"a.s0": a["a.s0"]}, b)
-    assert "A has a single seed" in note and "a.s0 and b.s0" in note
-    assert "mcnemar_p" in single.columns  # the paired comparison of two runs
+    assert r1["seed_sd"] > 0 and r1["image_se"] > 0 and r1["p_value"] < 0.05 and r1["mde"] > 0
+    single, interval = compare({"a.s0": a["a.s0"]}, b)
+    assert interval == SINGLE_RUNS and "mcnemar_p" in single.columns  # the paired comparison of two runs
+    fixed, interval = compare({"a.s0": a["a.s0"]}, b, fixed_a=True)  # a deterministic fit: its own replicate
+    assert interval == SEEDS_AND_IMAGES and fixed.loc["i2t_R@1", "a"] == pytest.approx(single.loc["i2t_R@1", "a"])
 
 
 def test_changed_outcomes_lists_what_b_fixed_and_broke():

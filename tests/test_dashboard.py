@@ -329,7 +329,8 @@ def test_compare_view_shows_the_paired_table_and_the_changed_images(seeded, monk
     widget(at.selectbox, "Run B").set_value("s/close").run()
     assert_clean(at)
     paired = at.dataframe[0].value
-    assert list(paired.columns) == ["A", "B", "B − A", "95% interval", "verdict", "p (sign-flip)", "p (McNemar)"]
+    assert list(paired.columns) == ["A", "B", "B − A", "95% interval", "MDE", "verdict", "p (sign-flip)",
+                                    "p (McNemar)"]  # two runs: no comparison of the sweep, so no adjusted p
     assert paired.loc["image→text R@1", "B − A"] == "-0.050"
     assert paired.loc["image→text R@1", "verdict"].startswith("no detectable difference")
     assert paired.loc["zero-shot accuracy", "p (sign-flip)"] == "NaN"  # no labels: not measured

@@ -18,7 +18,7 @@ from core.config import SWEEPS_DIR, ConfigError, RunConfig
 from data.manifest import load_manifest
 from training.pairs import Pairs
 from training.train import main
-from training.weight_interpolation import interpolate
+from training.trained_weights import interpolate
 
 # stage-2 comes first in the file: train.py must still train stage-1 (its source) first.
 TWO_STAGE = """

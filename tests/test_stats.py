@@ -254,6 +254,56 @@ def test_group_difference_needs_several_seeds_on_the_same_queries():
         stats.group_difference(np.zeros((2, 10)), np.zeros((2, 11)))
 
 
+# ---------------------------------------------------------------------------- p-values, power, many comparisons
+
+
+@pytest.mark.parametrize("seed_se, seed_df, image_half", [(0.01, 4.3, 0.02), (0.0, np.inf, 0.03), (0.02, 2.0, 0.0)])
+def test_the_p_value_inverts_the_interval(seed_se, seed_df, image_half):
+    half = stats.combined_half_width(seed_se, seed_df, image_half)
+    for diff in (0.5 * half, 0.999 * half, 1.001 * half, 2 * half):
+        p = stats.interval_p_value(diff, seed_se, seed_df, image_half)
+        assert (p < 0.05) == (diff > half)  # the 95% interval excludes 0 exactly where p < 0.05
+        assert stats.combined_half_width(seed_se, seed_df, image_half, 1 - p) == pytest.approx(diff, rel=1e-6)
+    assert stats.interval_p_value(0.0, seed_se, seed_df, image_half) == 1.0
+
+
+def test_adjusted_p_values_are_scipys_benjamini_hochberg_and_keep_nan():
+    p = np.array([0.001, 0.04, np.nan, 0.03, 0.5, 0.012])
+    got = stats.adjust_p_values(p)
+    known = np.isfinite(p)
+    np.testing.assert_array_equal(got[known], scipy.stats.false_discovery_control(p[known], method="bh"))
+    assert np.isnan(got[2]) and (got[known] >= p[known]).all()
+    assert stats.adjusted_verdict(-0.03, 0.02, "i2t_R@1") == "lower (worse), adjusted p 0.020"
+    assert stats.adjusted_verdict(0.03, 0.2, "i2t_R@1") == "no detectable difference, adjusted p 0.200"
+
+
+def test_the_minimum_detectable_effect_is_found_80_percent_of_the_time():
+    """Simulate the comparisons a sweep makes (three seeds a side on the same 150 images), with
+    the true difference set to the MDE computed from the simulation's own variances; the
+    interval must then exclude 0 in about 80% of them, and in about 5% at no difference."""
+    n_sets, n_seeds, seed_sd = 120, 3, 0.03
+
+    def detected(shift, seed):
+        rng = np.random.default_rng(seed)
+        groups = _captions(rng, 150)
+        chance = _hard_and_easy_images(rng, 150, 0.4)[groups]
+        a = _configuration(rng, chance, n_seeds, seed_sd)
+        b = _configuration(rng, chance, n_seeds, seed_sd, shift)
+        r = stats.group_difference(a, b, groups, n_resamples=199)
+        return not r.low <= 0 <= r.high, r
+
+    nulls = [detected(0.0, 1000 + i) for i in range(n_sets)]
+    # The MDE from the average variances of the null simulations (the seeds' standard error, its
+    # degrees of freedom and the images' half-width), as a sweep computes it from its own runs.
+    seed_se = np.sqrt(np.mean([r.seed_se ** 2 for _, r in nulls]))
+    image_half = np.mean([(r.image_high - r.image_low) / 2 for _, r in nulls])
+    mde = stats.minimum_detectable_effect(seed_se, 2 * n_seeds - 2, image_half)
+    power = np.mean([detected(mde, 2000 + i)[0] for i in range(n_sets)])
+    false_alarms = np.mean([d for d, _ in nulls])
+    assert 0.68 <= power <= 0.92, (mde, power)
+    assert false_alarms <= 0.12
+
+
 # ---------------------------------------------------------------------------- wording and highlights
 
 
@@ -261,9 +311,12 @@ def test_group_difference_needs_several_seeds_on_the_same_queries():
     ((0.04, 0.02, 0.06, "i2t_R@1"), "higher (better), +0.040 [0.020, 0.060]"),
     ((0.01, -0.02, 0.04, "i2t_R@1"), "no detectable difference, +0.010 [-0.020, 0.040]"),
     ((-0.03, -0.05, -0.01, "t2i_R@5"), "lower (worse), -0.030 [-0.050, -0.010]"),
-    ((-3.21, -5.07, -1.33, "t2i_mean_rank", False), "lower (better), -3.2 [-5.1, -1.3]"),
-    ((2.0, 0.5, 3.5, "i2t_median_rank", False), "higher (worse), +2.0 [0.5, 3.5]"),
+    ((-3.21, -5.07, -1.33, "t2i_mean_rank"), "lower (better), -3.2 [-5.1, -1.3]"),
+    ((2.0, 0.5, 3.5, "i2t_median_rank"), "higher (worse), +2.0 [0.5, 3.5]"),
+    ((0.2, 0.1, 0.3, "modality_gap"), "higher, +0.200 [0.100, 0.300]"),
     ((0.0, 0.0, 0.0, "i2t_R@1"), "no detectable difference, +0.000 [0.000, 0.000]"),
+    ((0.01, -0.02, 0.04, "i2t_R@1", 0.0412),
+     "no detectable difference, +0.010 [-0.020, 0.040]; it could detect ±0.041"),
 ])
 def test_verdict_strings(args, want):
     assert stats.verdict(*args) == want
@@ -280,10 +333,10 @@ def test_best_of_a_column_and_the_runs_indistinguishable_from_it():
     worse = best * (rng.random(300) < 0.6)  # loses 40% of its right answers
     runs = {"best": best, "close": close, "worse": worse}
     assert best.mean() > close.mean()  # so the comparison is close against best, not the other way
-    marks = stats.indistinguishable_from_best(runs, n_resamples=FAST)
+    marks = stats.indistinguishable_from_best(runs, "i2t_R@1", n_resamples=FAST)
     assert marks == {"best": True, "close": True, "worse": False}
     ranks = {"best": 1 + 10 * (1 - best), "worse": 1 + 10 * (1 - worse)}
-    assert stats.indistinguishable_from_best(ranks, higher_is_better=False, n_resamples=FAST) == {
+    assert stats.indistinguishable_from_best(ranks, "i2t_mean_rank", n_resamples=FAST) == {
         "best": True, "worse": False}
 
 

@@ -28,20 +28,11 @@ def encode(run: Path, texts: list[str]) -> list[list[float]]:
     """The run's embeddings of `texts`, as lists of floats."""
     import torch
 
-    from core import run_store
-    from core.config import RunConfig
-    from training.models import build_model
-    from training.weight_interpolation import FROZEN_FINGERPRINT, WeightsMismatch, frozen_fingerprint, load_state
+    from training.trained_weights import trained_model
 
-    cfg = RunConfig.from_saved(run_store.load_run(run).config)
-    model = build_model(cfg)
-    state = run_store.read_final_weights(run)
-    if run_store.read_final_weights_metadata(run).get(FROZEN_FINGERPRINT) != frozen_fingerprint(model, set(state)):
-        raise WeightsMismatch(f"{run}: its final weights were trained on other frozen weights than {cfg.model!r} "
-                              "rebuilds here")
-    load_state(model, state)
+    model = trained_model(run)
     with torch.no_grad():
-        return model.eval().encode_text(model.tokenize(texts)).float().tolist()
+        return model.encode_text(model.tokenize(texts)).float().tolist()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-KS = (1, 5, 10)
-
+from core.names import KS
 
 # Metrics are computed in float32 on the CPU even when called inside a bf16/fp16 autocast region
 # (evaluation runs under the run's precision): half-precision cosines would tie ranks.

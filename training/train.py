@@ -28,6 +28,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import ProjectConfiguration
 
+from analysis import results
 from analysis.runs import summary_table
 from core import run_store
 from core.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_sweep, parse_set
@@ -212,21 +213,37 @@ def make_accelerator(sweep: Sweep, args) -> Accelerator:
     return accelerator
 
 
-def report(sweep: Sweep, args, record: dict, wall: float, stages: dict, comparisons=None) -> None:
-    """Print the summary table and keep what this call did in the sweep's sweep.json, with the
-    sweep file's comparisons (`comparisons`: the whole file's, when --only trained a part)."""
-    table = summary(sweep, args.runs_dir)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
+def report(sweep: Sweep, args, record: dict, t0: float, timer: Timer, comparisons=None) -> None:
+    """Keep what this call did in the sweep's sweep.json, with the sweep file's comparisons
+    (`comparisons`: the whole file's, when --only trained a part); run the results step
+    (analysis/results.py) on it; print the summary table and every comparison's verdict."""
+    def record_call():
+        run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
+            wall_time=round(time.time() - t0, 1), stages={k: round(v, 1) for k, v in timer.seconds.items()},
+            trained=record["trained"], skipped=record["skipped"], states=record["states"], argv=record["argv"],
+            finished_at=time.time(),
+            comparisons=[c.to_dict() for c in (sweep.comparisons if comparisons is None else comparisons)]))
+
+    changed = record["trained"] or record["projected"]  # a call that only skipped finished runs keeps the last record
+    if changed:
+        record_call()  # the results step reads the comparisons from it
+    with timer("results"):
+        tables = results.load(args.runs_dir, sweep.name)
+    if changed:
+        record_call()  # again, with the results step's seconds
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
         print(f"\nsweep {sweep.name!r}: {args.runs_dir / sweep.name}; each configuration's validation "
               f"figures (the mean over its seeds) with a 95% interval, and i2t R@1 on test:")
-        print(table.to_string())
-    stages = {k: round(v, 1) for k, v in stages.items()}
-    if record["trained"] or record["projected"]:  # a call that only skipped finished runs keeps the last summary
-        run_store.write_sweep_summary(args.runs_dir, sweep.name, dict(
-            wall_time=round(wall, 1), stages=stages, trained=record["trained"], skipped=record["skipped"],
-            states=record["states"], argv=record["argv"], finished_at=time.time(),
-            comparisons=[c.to_dict() for c in (sweep.comparisons if comparisons is None else comparisons)]))
-    print(f"wall time {wall:.0f} s; sweep-level stages (s): {stages}")
+        print(summary(sweep, args.runs_dir).to_string())
+        headline = tables.headline()
+        if len(headline):
+            split, metric = results.HEADLINE
+            print(f"\nthe comparisons on {split} {metric} (val where a side has no test split): configuration B "
+                  f"against reference A; MDE: the difference each could detect at 80% power; adjusted p: "
+                  f"Benjamini-Hochberg over the sweep's {int(headline['family_size'].max())} comparisons")
+            print(results.verdicts_table(headline).to_string(index=False))
+    print(f"wall time {time.time() - t0:.0f} s; sweep-level stages (s): "
+          f"{ {k: round(v, 1) for k, v in timer.seconds.items()} }")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             projected = project(whole, args.runs_dir, args.no_umap)
         report(sweep, args, dict(trained=[c.name for c, _ in todo], skipped=skipped, states=states,
                                  projected=sorted(projected), argv=sys.argv[1:] if argv is None else argv),
-               time.time() - t0, timer.seconds, whole.comparisons)
+               t0, timer, whole.comparisons)
     return 0 if all(s == "FINISHED" for s in states.values()) else 1
 
 

@@ -42,11 +42,11 @@ from training.features import TowerInputs
 from training.models import build_model
 from training.pairs import Collate, LengthGroupedBatches, PairDataset, Pairs, thumbnail_png
 from training.step import Stepper, make_optimizer, make_scheduler, training_attention
-from training.weight_interpolation import (
+from training.trained_weights import (
     FROZEN_FINGERPRINT,
-    WeightsMismatch,
     frozen_fingerprint,
     interpolate,
+    load_final_weights,
     load_state,
     state_of,
     trained_names,
@@ -364,16 +364,7 @@ def make_loader(view, inputs: TowerInputs, cfg: RunConfig, pin_memory: bool = Fa
 
 def load_init_from(model, cfg: RunConfig, path: Path) -> set[str]:
     """Load the final weights of the run `cfg.init_from` names into the model; the names loaded."""
-    source = run_store.init_from_dir(path, cfg.init_from)
-    state = run_store.read_final_weights(source)
-    meta = run_store.read_final_weights_metadata(source)
-    if meta.get("model") != cfg.model or meta.get(FROZEN_FINGERPRINT) != frozen_fingerprint(model, set(state)):
-        raise WeightsMismatch(
-            f"init_from {cfg.init_from!r}: that run trained model {meta.get('model')!r} and the weights its file "
-            f"does not carry differ from this run's ({cfg.model!r}); init_from needs the same model, head and "
-            f"embed_dim (and, for tiny-clip, the same seed)")
-    load_state(model, state)
-    return set(state)
+    return load_final_weights(model, run_store.init_from_dir(path, cfg.init_from), cfg.model)
 
 
 def weights_metadata(cfg: RunConfig, model, names: set[str]) -> dict[str, str]:

@@ -1,7 +1,12 @@
 """The Compare view: run B against run A, or configuration B against configuration A with
-their seeds pooled, metric by metric with paired 95% intervals, p-values and a verdict that
-names a direction only where the interval excludes 0; then the images whose R@1 outcome
-changed, with a way into the Samples view.
+their seeds pooled, metric by metric with paired 95% intervals, p-values, the difference each
+comparison could detect and a verdict that names a direction only where the interval excludes
+0; then the images whose R@1 outcome changed, with a way into the Samples view.
+
+A pair of configurations that the sweep compares is read from the results step's table
+(analysis/results.py), with its p-value adjusted for the sweep's many comparisons: the numbers
+the write-up shows. Any other pair is computed here by the same rule (analysis.compare.compare)
+and cached.
 
 Runs A and B are the widgets `run_a` and `run_b`, bound to the URL (?run_a=...&run_b=...) and
 shared with the Samples view: it shows the pair compared here."""
@@ -12,14 +17,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.compare import RESAMPLES, changed_outcomes, compare_groups, compare_two
+from analysis.compare import SINGLE_RUNS, changed_outcomes, compare, compare_two, on_split
 from analysis.runs import decimals
 from core import run_store
 from core.names import label
+from core.stats import N_RESAMPLES
 from views.common import by_key, finished, md, members, run_groups
-from views.readers import cached, load_compared, stamp, thumbnail_uris
+from views.readers import cached, load_compared, load_results, stamp, thumbnail_uris
 
 RUNS, CONFIGURATIONS = "two runs", "two configurations (seeds pooled)"
+SPLITS = {"val": "validation (where choices are made)", "test": "test (the reported figures)"}
 
 
 def view(runs: list[run_store.Run]) -> None:
@@ -30,9 +37,12 @@ def view(runs: list[run_store.Run]) -> None:
     index = by_key(done)
     groups = members(run_groups(done))
     pooled = any(len(keys) > 1 for keys in groups.values())
-    what = st.radio("Compare", [RUNS, CONFIGURATIONS], index=1 if pooled else 0, horizontal=True,
-                    key="compare_what", help="Configurations: the runs that differ only in their seed, pooled.")
-    pair = compare_configurations(groups, index) if what == CONFIGURATIONS else compare_runs(index)
+    left, right = st.columns(2)
+    what = left.radio("Compare", [RUNS, CONFIGURATIONS], index=1 if pooled else 0, horizontal=True,
+                      key="compare_what", help="Configurations: the runs that differ only in their seed, pooled.")
+    split = right.radio("On the split", list(SPLITS), format_func=SPLITS.get, horizontal=True, key="compare_split",
+                        help="Choices between runs look at validation; test is read for the reported figures.")
+    pair = compare_configurations(groups, index, split) if what == CONFIGURATIONS else compare_runs(index, split)
     if pair:
         changed_images(index[pair[0]], index[pair[1]])
 
@@ -47,47 +57,73 @@ def pick_pair(options: tuple[list[str], list[str]], labels: tuple[str, str], key
     return a, b
 
 
-def compare_runs(index: dict[str, run_store.Run]) -> tuple[str, str] | None:
+def compare_runs(index: dict[str, run_store.Run], split: str) -> tuple[str, str] | None:
     a, b = pick_pair((list(index), list(index)), ("Run A", "Run B"), ("run_a", "run_b"))
     if a == b:
         st.info("Pick two different runs as A and B.")
         return None
     try:
-        with st.spinner("Paired intervals over the validation images…"):
-            table = paired(files(index[a]), files(index[b]))
+        with st.spinner(f"Paired intervals over the {split} images…"):
+            table = paired(files(index[a]), files(index[b]), split)
     except ValueError as refused:  # evaluated on other images or captions: nothing to pair
         refuse(a, b, refused)
         return None
-    st.subheader(f"Paired comparison: {md(b)} (B) against {md(a)} (A)")
+    st.subheader(f"Paired comparison on {split}: {md(b)} (B) against {md(a)} (A)")
     st.dataframe(paired_display(table))
     st.caption(PAIRED_CAPTION)
     return a, b
 
 
-def compare_configurations(groups: dict[str, list[str]], index: dict[str, run_store.Run]) -> tuple[str, str] | None:
+def compare_configurations(groups: dict[str, list[str]], index: dict[str, run_store.Run],
+                           split: str) -> tuple[str, str] | None:
     seeds = lambda g: f"{g} ({len(groups[g])} seed{'s' if len(groups[g]) > 1 else ''})"
     a, b = pick_pair((list(groups), list(groups)), ("Configuration A", "Configuration B"), ("group_a", "group_b"),
                      seeds)
     if a == b:
         st.info("Pick two different configurations as A and B.")
         return None
-    try:
-        with st.spinner("Two-level intervals over seeds and validation images…"):
-            table, note = pooled(tuple(files(index[k], k) for k in groups[a]),
-                                 tuple(files(index[k], k) for k in groups[b]))
-    except ValueError as refused:
-        refuse(a, b, refused)
-        return None
-    st.subheader(f"Configuration {md(b)} (B) against {md(a)} (A)")
-    if note:
-        st.info(md(note))
+    table, interval = stored(index[groups[a][0]], a, b, split)
+    if table is None:
+        try:
+            with st.spinner(f"Intervals over seeds and {split} images…"):
+                table, interval = pooled(tuple(files(index[k], k) for k in groups[a]),
+                                         tuple(files(index[k], k) for k in groups[b]), split,
+                                         fixed(index, groups[a]), fixed(index, groups[b]))
+        except (ValueError, KeyError) as refused:
+            refuse(a, b, refused)
+            return None
+    st.subheader(f"Configuration {md(b)} (B) against {md(a)} (A), on {split}")
+    if interval == SINGLE_RUNS:
+        st.info(md(f"A configuration of one seed has no seed-to-seed variation to measure: shown, the paired "
+                   f"comparison of one run of each ({groups[a][0]} and {groups[b][0]}), which counts "
+                   f"image-to-image variation only."))
         st.dataframe(paired_display(table))
         st.caption(PAIRED_CAPTION)
     else:
         st.dataframe(pooled_display(table))
         st.caption(POOLED_CAPTION)
+    st.caption(ADJUSTED_CAPTION if "p_adjusted" in table.columns else LIVE_CAPTION)
     st.markdown("**A run of each, to look at image by image**")
     return pick_pair((groups[a], groups[b]), ("Run A", "Run B"), ("run_a", "run_b"))
+
+
+def fixed(index: dict[str, run_store.Run], keys: list[str]) -> bool:
+    """Whether a configuration is a deterministic fit (a closed form), which no seed changes."""
+    return bool(index[keys[0]].config.get("closed_form"))
+
+
+def stored(run: run_store.Run, a: str, b: str, split: str) -> tuple[pd.DataFrame | None, str | None]:
+    """The results step's rows of configuration b against a on `split` (indexed by metric) and
+    how their interval was made, or (None, None) where the sweep does not compare them."""
+    prefix = f"{run.sweep}/"  # the views name a configuration "<sweep>/<group>", the tables "<group>"
+    if not (a.startswith(prefix) and b.startswith(prefix)):
+        return None, None
+    comparisons = load_results(str(run_store.runs_root(run.path)), run.sweep)["comparisons"]
+    rows = comparisons[(comparisons["reference"] == a.removeprefix(prefix))
+                       & (comparisons["configuration"] == b.removeprefix(prefix)) & (comparisons["split"] == split)]
+    if rows.empty:
+        return None, None
+    return rows.drop_duplicates("metric").set_index("metric"), rows["interval"].iloc[0]
 
 
 def refuse(a: str, b: str, refused: ValueError) -> None:
@@ -101,15 +137,16 @@ def files(run: run_store.Run, *key: str) -> tuple:
 
 
 @cached(max_entries=64)
-def paired(a: tuple, b: tuple) -> pd.DataFrame:
-    """analysis.compare.compare_two of runs a and b, each (path, stamp)."""
-    return compare_two(load_compared(*a), load_compared(*b))
+def paired(a: tuple, b: tuple, split: str) -> pd.DataFrame:
+    """analysis.compare.compare_two of runs a and b on `split`, each (path, stamp)."""
+    return compare_two(on_split(load_compared(*a), split), on_split(load_compared(*b), split))
 
 
 @cached(max_entries=64)
-def pooled(a: tuple, b: tuple) -> tuple[pd.DataFrame, str | None]:
-    """analysis.compare.compare_groups; a, b: (key, path, stamp) of each run of a configuration."""
-    return compare_groups({k: load_compared(p, s) for k, p, s in a}, {k: load_compared(p, s) for k, p, s in b})
+def pooled(a: tuple, b: tuple, split: str, fixed_a: bool, fixed_b: bool) -> tuple[pd.DataFrame, str]:
+    """analysis.compare.compare on `split`; a, b: (key, path, stamp) of each run of a configuration."""
+    side = lambda runs: {k: on_split(load_compared(p, s), split) for k, p, s in runs}
+    return compare(side(a), side(b), fixed_a, fixed_b)
 
 
 # ------------------------------------------------------------------------------ tables
@@ -118,7 +155,7 @@ def pooled(a: tuple, b: tuple) -> tuple[pd.DataFrame, str | None]:
 PAIRED_CAPTION = (
     f"Paired: every query (an image, or a caption with the other captions of its image) is scored under A and "
     f"under B, and the 95% interval of the mean difference is a bootstrap over validation images (BCa, "
-    f"{RESAMPLES:,} resamples). p (sign-flip): permutation test of \u201cA and B are interchangeable on each "
+    f"{N_RESAMPLES:,} resamples). p (sign-flip): permutation test of \u201cA and B are interchangeable on each "
     f"image\u201d. p (McNemar): exact test on the queries one run gets right at R@1 and the other wrong (it takes "
     f"captions as independent, which overstates the evidence for text→image). The verdict names a direction only "
     f"where the interval excludes 0; otherwise it says \u201cno detectable difference\u201d.")
@@ -127,7 +164,17 @@ POOLED_CAPTION = (
     "and the paired bootstrap over validation images, combined in quadrature (a configuration's own interval has "
     "the same two parts); images only: the seeds held fixed. Seed SD: how far one run's figure moves from seed to "
     "seed; image SE: how far it moves with the validation images drawn (a bootstrap standard error). Where the SD is "
-    "the larger, more seeds narrow the interval more than more images would. The verdict follows the 95% interval.")
+    "the larger, more seeds narrow the interval more than more images would. p: the test that inverts the 95% "
+    "interval (p < 0.05 exactly where it excludes 0). The verdict follows the 95% interval.")
+MDE_CAPTION = ("MDE (minimum detectable effect): the smallest true difference this comparison finds 80% of the time; a "
+               "\u201cno detectable difference\u201d rules out effects larger than it, not smaller ones.")
+ADJUSTED_CAPTION = (
+    "A comparison of the sweep, read from the results step's table (runs/<sweep>/results/comparisons.parquet): the "
+    "numbers the write-up shows. Adjusted p: Benjamini-Hochberg over every comparison of the sweep on this split and "
+    "metric (a family), so that a sweep of many comparisons does not find effects by chance; the adjusted verdict "
+    "names a direction only where it is below 0.05. " + MDE_CAPTION)
+LIVE_CAPTION = ("Not one of the sweep's comparisons: computed here by the same rule, outside its family, so with no "
+                "adjusted p-value. " + MDE_CAPTION)
 
 
 def paired_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -136,22 +183,33 @@ def paired_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "A": figure_column(table, "a"), "B": figure_column(table, "b"),
         "B − A": figure_column(table, "difference", signed=True),
-        "95% interval": interval_column(table, "low", "high"), "verdict": table["verdict"].to_numpy(),
+        "95% interval": interval_column(table, "low", "high"), "MDE": figure_column(table, "mde"),
+        "verdict": table["verdict"].to_numpy(),
         "p (sign-flip)": [p_value(p) for p in table["p_value"]],
-        "p (McNemar)": [p_value(p, m.endswith("_R@1")) for m, p in table["mcnemar_p"].items()]},
-        index=[label(m) for m in table.index])
+        "p (McNemar)": [p_value(p, m.endswith("_R@1")) for m, p in table["mcnemar_p"].items()],
+        **adjusted_columns(table)}, index=[label(m) for m in table.index])
 
 
 def pooled_display(table: pd.DataFrame) -> pd.DataFrame:
-    """compare_groups' table as read on screen: the interval over seeds and images with the seed SD and the
-    image SE beside it."""
+    """compare's table of two configurations as read on screen: the interval over seeds and
+    images with the seed SD and the image SE beside it."""
     return pd.DataFrame({
         "A (mean)": figure_column(table, "a"), "B (mean)": figure_column(table, "b"),
         "B − A": figure_column(table, "difference", signed=True),
         "95% interval": interval_column(table, "low", "high"),
+        "MDE": figure_column(table, "mde"), "p": [p_value(p) for p in table["p_value"]],
+        **adjusted_columns(table),
         "seed SD": figure_column(table, "seed_sd"), "image SE": figure_column(table, "image_se"),
         "images only": interval_column(table, "image_low", "image_high"),
         "verdict": table["verdict"].to_numpy()}, index=[label(m) for m in table.index])
+
+
+def adjusted_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """The adjusted p-value and verdict of a comparison of the sweep (none for a live one)."""
+    if "p_adjusted" not in table.columns:
+        return {}
+    return {"adjusted p": [p_value(p) for p in table["p_adjusted"]],
+            "adjusted verdict": [v.split(",")[0] for v in table["adjusted_verdict"]]}
 
 
 def p_value(p: float, computed: bool = True) -> str:
@@ -160,7 +218,8 @@ def p_value(p: float, computed: bool = True) -> str:
 
 def figure_column(table: pd.DataFrame, column: str, signed: bool = False) -> list[str]:
     sign = "+" if signed else ""
-    return ["NaN" if np.isnan(v) else f"{v:{sign}.{decimals(m)}f}" for m, v in table[column].items()]
+    values = table[column] if column in table.columns else pd.Series(np.nan, index=table.index)
+    return ["NaN" if np.isnan(v) else f"{v:{sign}.{decimals(m)}f}" for m, v in values.items()]
 
 
 def interval_column(table: pd.DataFrame, low: str, high: str) -> list[str]:

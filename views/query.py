@@ -196,20 +196,11 @@ def embedded(run: run_store.Run, texts: tuple[str, ...]) -> np.ndarray | None:
 def load_text_encoder(path: str, stamp: str):
     """(model, None), or (None, why) where the run's model cannot be rebuilt here. Kept per run
     and weights stamp for the process: a failure too, so that an offline hub model is not tried
-    again on every keystroke. The recipe is training/encode_text.encode's."""
+    again on every keystroke (training.trained_weights.trained_model rebuilds it)."""
     try:
-        from core.config import RunConfig
-        from training.models import build_model
-        from training.weight_interpolation import FROZEN_FINGERPRINT, frozen_fingerprint, load_state
+        from training.trained_weights import trained_model
 
-        cfg = RunConfig.from_saved(run_store.load_run(path).config)
-        model = build_model(cfg)
-        state = run_store.read_final_weights(path)
-        if run_store.read_final_weights_metadata(path).get(FROZEN_FINGERPRINT) != frozen_fingerprint(model, set(state)):
-            return None, (f"its final weights were trained on other frozen weights than {cfg.model!r} rebuilds here "
-                          "(another pretrained tower, or another seed of a random one)")
-        load_state(model, state)
-        return model.eval(), None
+        return trained_model(path), None
     except Exception as e:  # any failure to rebuild (no weights, a hub model offline, a bad config) is shown
         return None, f"{type(e).__name__}: {e}"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from analysis import results
 from analysis.compare import SAMPLE_COLUMNS, query_outcomes, validation
 from analysis.geometry import Space
 from analysis.maps import map_points, run_spaces
@@ -154,6 +155,19 @@ def load_spaces(path: str, stamp: str) -> tuple[Space, Space]:
     """The run's validation embeddings at step 0 and at its last step as analysis.geometry
     Spaces, with the zero-shot prompts where the run stored them (ValueError: no embeddings)."""
     return run_spaces(path)
+
+
+def load_results(root: str, sweep: str) -> dict[str, pd.DataFrame]:
+    """The results step's tables of a sweep (analysis.results.load: computed and written where
+    missing or older than the runs), cached until a run file of the sweep changes."""
+    runs = tuple(sorted(stamp(r) for r in run_store.list_runs(root) if r.sweep == sweep))
+    return _results(root, sweep, runs)
+
+
+@cached(max_entries=8)
+def _results(root: str, sweep: str, stamps: tuple) -> dict[str, pd.DataFrame]:
+    loaded = results.load(root, sweep)
+    return {name: getattr(loaded, name) for name in results.TABLES}
 
 
 def sweep_comparisons(root: Path, sweep: str) -> list[dict]:

@@ -15,7 +15,7 @@ from analysis.runs import final_figures, group_table, interval_cells, retrieval_
 from core import run_store
 from core.names import COMPARED_METRICS, RUNS_METRICS
 from views.common import group_seeds, md, members, run_groups
-from views.readers import all_evals, cached, load_outcomes, sources, stamp
+from views.readers import all_evals, cached, load_outcomes, load_results, sources, stamp
 from views.vega import draw, vega_lite
 
 BADGE_COLORS = {"RUNNING": "blue", "FINISHED": "green", "FAILED": "red", "KILLED": "orange",
@@ -95,7 +95,11 @@ def runs_table(src: tuple, states: tuple, rows: tuple, _runs: list[run_store.Run
 
 
 def best_marks(runs: list[run_store.Run], rows: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
-    """Row name x metric -> highlighted, and the rows left out of the highlight of some column."""
+    """Row name x metric -> highlighted, and the rows left out of the highlight of some column:
+    the results step's marks where the rows are every configuration of one sweep, otherwise
+    computed here by the same rule (analysis.compare.best_of) and cached."""
+    if (marks := stored_marks(runs, rows)) is not None:
+        return marks
     index = {r.key: r for r in runs}
     files = tuple((name, tuple((str(index[k].path), stamp(index[k])) for k in keys))
                   for name, keys in members(rows).items())
@@ -104,6 +108,23 @@ def best_marks(runs: list[run_store.Run], rows: dict[str, str]) -> tuple[pd.Data
         marks[metric], out = column_marks(files, metric)
         left_out += [n for n in out if n not in left_out]
     return pd.DataFrame(marks, index=[name for name, _ in files]), left_out
+
+
+def stored_marks(runs: list[run_store.Run], rows: dict[str, str]) -> tuple[pd.DataFrame, list[str]] | None:
+    """best_marks from the results step's `best` table, or None where the rows are not every
+    configuration of one sweep (a filtered list, runs shown one by one, several sweeps)."""
+    sweeps = {r.sweep for r in runs}
+    if len(sweeps) != 1:
+        return None
+    prefix = f"{(sweep := sweeps.pop())}/"
+    names = list(members(rows))
+    tables = load_results(str(run_store.runs_root(runs[0].path)), sweep)
+    if {n.removeprefix(prefix) for n in names} != set(tables["figures"]["configuration"]) \
+            or not all(n.startswith(prefix) for n in names):
+        return None
+    best = tables["best"].assign(row=prefix + tables["best"]["configuration"])
+    marks = best.pivot(index="row", columns="metric", values="best").reindex(names).fillna(False).astype(bool)
+    return marks[[m for m in COMPARED_METRICS if m in marks.columns]], [n for n in names if n not in set(best["row"])]
 
 
 @cached(max_entries=512)

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +42,8 @@ from PIL import Image as PILImage
 from scipy import stats as scipy_stats
 
 import charts
-from analysis.compare import (
-    RESAMPLES,
-    SAMPLE_COLUMNS,
-    _mean_outcome,
-    compare_groups,
-    of_metric,
-    query_outcomes,
-    validation,
-)
+from analysis import results
+from analysis.compare import SAMPLE_COLUMNS, validation
 from analysis.maps import gap_probe, gap_table, map_points, run_drift, run_spaces, runs_drift, shares_space
 from analysis.runs import (
     NO_LABEL,
@@ -59,7 +51,6 @@ from analysis.runs import (
     cosine_matrix,
     final_figures,
     forgetting_frame,
-    group_names,
     group_table,
     interval_cells,
     label_list,
@@ -67,7 +58,7 @@ from analysis.runs import (
     stack,
 )
 from core import run_store, stats
-from core.config import DEFAULT_SWEEP, differing_keys
+from core.config import DEFAULT_SWEEP, changes, setting
 from core.names import OUTCOMES, RECALL_AT_K, label
 from data.manifest import REPORT, dataset_dir, file_digest, load_manifest
 
@@ -129,11 +120,6 @@ def counts(values: pd.Series) -> str:
 def _missing(x) -> bool:
     """Whether a figure is absent: None, NaN or pandas' NA."""
     return x is None or bool(pd.isna(x))
-
-
-def setting(value) -> str:
-    """A config value as a table shows it: 2e-05, not the 0.0 of a fixed precision."""
-    return f"{value:g}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
 def source(path: str, name: str, docstring: bool = True) -> str:
@@ -199,58 +185,25 @@ class Sweep:
 
 def load_sweep(runs_dir: Path | str, sweep: str | None = None) -> Sweep:
     """The runs of `sweep` under `runs_dir` (default: the sweep with the most runs) that the
-    write-up can use: a readable config and at least one validation evaluation."""
+    write-up can use, as the results step reads them (analysis.results.read_sweep)."""
     root = Path(runs_dir)
-    every = run_store.list_runs(root)
-    sizes = pd.Series([r.sweep for r in every]).value_counts()
+    names = results.sweep_names(root)
     # SystemExit: the notebook then shows the message without a traceback
-    if sizes.empty:
+    if not names:
         raise SystemExit(f"No runs under {root.resolve()}: train some with `accelerate launch training/train.py`.")
-    name = sweep or sizes.index[0]
-    in_sweep = [r for r in every if r.sweep == name]
-    evals = {r.name: run_store.read_eval(r.path) for r in in_sweep}
-    usable = [r for r in in_sweep if r.config and (evals[r.name]["split"] == "val").any()]
-    if not usable:
-        raise SystemExit(f"Sweep {name!r} under {root} has no run with a validation evaluation.")
-    runs = {r.name: r for r in sorted(usable, key=lambda r: r.status.get("start_time") or math.inf)}
-    keys = group_names([(r.key, r.config) for r in runs.values()])
-    groups: dict[str, list[str]] = {}
-    for n, r in runs.items():
-        groups.setdefault(keys[r.key].split("/", 1)[1], []).append(n)
-    groups = {g: sorted(ns, key=lambda n: str(runs[n].config.get("seed"))) for g, ns in groups.items()}
-    subset = [g for g, ns in groups.items()
-              if runs[ns[0]].config.get("include_labels") or runs[ns[0]].config.get("exclude_labels")]
-    ranked = [g for g in groups if g not in subset] or list(groups)
-    summary = run_store.read_sweep_summary(root, name)
-    comparisons = [c for c in summary.get("comparisons") or []
-                   if c["reference"] in groups and any(r in groups for r in c["runs"])]
-    references = Counter(c["reference"] for c in comparisons).most_common(1)
-    reference = references[0][0] if references else baseline({g: runs[groups[g][0]].config for g in ranked})
-    return Sweep(root=root, name=name, runs=runs, groups=groups, ranked=ranked, subset=subset,
-                 evals=stack([evals[n].assign(run=n) for n in runs]),
+    found = results.read_sweep(root, sweep or names[0])
+    if not found.runs:
+        raise SystemExit(f"Sweep {found.name!r} under {root} has no run with a validation evaluation.")
+    runs, groups = found.runs, found.groups
+    subset = [g for g in groups if found.subset(g)]
+    return Sweep(root=root, name=found.name, runs=runs, groups=groups, ranked=[g for g in groups if g not in subset]
+                 or list(groups), subset=subset, evals=stack([found.evals[n].assign(run=n) for n in runs]),
                  wise=stack([run_store.read_eval(r.path, wise_ft=True).assign(run=n) for n, r in runs.items()]),
                  metrics=stack([run_store.read_metrics(r.path).assign(run=n) for n, r in runs.items()]),
-                 comparisons=comparisons, reference=reference, colors=charts.group_colors(list(groups)),
-                 summary=summary, damaged=[f"run {r.key} ({r.state}) is damaged: {'; '.join(r.problems)}"
-                                           for r in in_sweep if r.problems])
-
-
-def baseline(configs: dict[str, dict]) -> str:
-    """The configuration whose config differs least from all the others' (the first one on a
-    tie): the reference of a sweep that names no comparisons."""
-    return min(configs, key=lambda n: sum(len(config_diff(configs[n], c)) for c in configs.values()))
-
-
-def config_diff(a: dict, b: dict) -> dict[str, tuple]:
-    """The training settings whose values differ between two configs: key -> (in a, in b)."""
-    return {k: (a.get(k), b.get(k)) for k in differing_keys([a, b]) if k != "seed"}
-
-
-def changes(a: dict, b: dict) -> str:
-    """What turns config `a` into config `b`, as "lr 0.001 → 0.0003, ..." (an unset value: "default")."""
-    def value(v):
-        return "default" if v is None else setting(v)
-    return ", ".join(f"{k} {value(x)} → {value(y)}" for k, (x, y) in config_diff(a, b).items())
+                 comparisons=found.comparisons, reference=found.reference, colors=charts.group_colors(list(groups)),
+                 summary=run_store.read_sweep_summary(root, found.name),
+                 damaged=[f"run {r.key} ({r.state}) is damaged: {'; '.join(r.problems)}"
+                          for r in run_store.list_runs(root) if r.sweep == found.name and r.problems])
 
 
 def header(sweep: Sweep) -> str:
@@ -983,51 +936,18 @@ def baselines(sweep: Sweep, split: str, metrics: list[str] = FIGURE_METRICS) -> 
 # ------------------------------------------------------------------------ comparisons
 
 
-def _side(sweep: Sweep, group: str, split: str) -> dict[str, pd.DataFrame]:
-    """run -> its samples on `split`, for analysis.compare. A deterministic configuration (a
-    closed-form fit: one run, no seed) is its own replicate: seeds would give the same run, so
-    two copies of it let the interval count the other side's seeds, and none on its own."""
-    side = {n: on_split(_samples(sweep.runs[n].path), split) for n in sweep.groups[group]}
-    if len(side) == 1 and sweep.config(group).get("closed_form"):
-        (n, frame), = side.items()
-        side[f"{n} (again)"] = frame
-    return side
+def comparisons(sweep: Sweep) -> pd.DataFrame:
+    """The results step's comparisons of the sweep (analysis/results.py): the table the
+    dashboard's Compare view reads too, with a `run` column naming the configuration compared."""
+    return results.load(sweep.root, sweep.name).comparisons.rename(columns={"configuration": "run"})
 
 
-def compare(sweep: Sweep, a: str, b: str, split: str, metrics: list[str] = EFFECT_METRICS) -> list[dict]:
-    """Configuration `b` against configuration `a`, per metric: rows of EFFECT_COLUMNS.
-
-    On `split` where both have it, otherwise on val. Same images: analysis.compare.compare_groups,
-    the interval over seeds and images (core.stats.group_difference; with one seed on a side, the paired interval of
-    single runs, images only). Different images (another split of the data): the unpaired
-    interval (core.stats.unpaired_difference) of the per-image outcomes averaged over each
-    configuration's seeds, so the seeds are held fixed and only images vary."""
-    where = split if has_split(sweep, a, split) and has_split(sweep, b, split) else "val"
-    side_a, side_b = _side(sweep, a, where), _side(sweep, b, where)
-    base = {"reference": a, "run": b, "changes": changes(sweep.config(a), sweep.config(b)), "split": where}
-    try:
-        table, note = compare_groups(side_a, side_b)
-        interval = "single runs, images resampled" if note else "seeds by Welch's t, images by a paired bootstrap"
-        return [{**base, "interval": interval, "metric": m, **table.loc[m, [c for c in EFFECT_COLUMNS if c in
-                                                                            table.columns]].to_dict()}
-                for m in metrics if m in table.index]
-    except ValueError:  # evaluated on other images: nothing to pair
-        return [{**base, "interval": "unpaired: images resampled, seeds averaged", "metric": m,
-                 **_unpaired(side_a, side_b, m)} for m in metrics]
-
-
-def _unpaired(side_a: dict[str, pd.DataFrame], side_b: dict[str, pd.DataFrame], metric: str) -> dict:
-    a, b = (_mean_outcome([of_metric(query_outcomes(s), metric) for s in side.values()]) for side in (side_a, side_b))
-    if a is None or b is None or a.empty or b.empty:
-        return {"verdict": "not measured in every run"}
-    d = stats.unpaired_difference(a["outcome"], b["outcome"], a["image_id"], b["image_id"], n_resamples=RESAMPLES)
-    higher = _higher_is_better(metric)
-    return {"a": a["outcome"].mean(), "b": b["outcome"].mean(), "difference": d.diff, "low": d.low, "high": d.high,
-            "verdict": stats.verdict(d.diff, d.low, d.high, metric, higher)}
-
-
-def _higher_is_better(metric: str) -> bool:
-    return not metric.endswith("_rank")
+def _reported(rows: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Each comparison's rows on `split`, or on val where a side lacks that split (the leaky
+    split has no test split)."""
+    key = rows["comparison"] + "\0" + rows["reference"] + "\0" + rows["run"]
+    on_split = set(key[rows["split"] == split])
+    return rows[(rows["split"] == split) | ((rows["split"] == "val") & ~key.isin(on_split))]
 
 
 def _other_data(sweep: Sweep, a: str, b: str) -> bool:
@@ -1038,13 +958,15 @@ def _other_data(sweep: Sweep, a: str, b: str) -> bool:
 
 def effects(sweep: Sweep, split: str = "test", metrics: list[str] = EFFECT_METRICS,
             other_data: bool | None = None) -> pd.DataFrame:
-    """Every comparison of the sweep: each of its runs against its reference (compare), one row
-    per metric; `other_data` True or False keeps only the runs on another dataset than their
-    reference's (the split lesson, unpaired) or only those on the same one."""
-    rows = [{"comparison": c["name"], **row} for c in sweep.comparisons for g in c["runs"] if g in sweep.groups
-            if other_data is None or _other_data(sweep, c["reference"], g) == other_data
-            for row in compare(sweep, c["reference"], g, split, metrics)]
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+    """Every comparison of the sweep file: each of its runs against its reference, one row per
+    metric, on `split` (val where a side lacks it); `other_data` True or False keeps only the
+    runs on another dataset than their reference's (the split lesson, unpaired) or only those on
+    the same one."""
+    rows = comparisons(sweep)
+    rows = _reported(rows[(rows["comparison"] != results.CLOSED_FORM) & rows["metric"].isin(metrics)], split)
+    if other_data is not None:
+        rows = rows[[_other_data(sweep, a, b) == other_data for a, b in zip(rows["reference"], rows["run"])]]
+    return rows.reset_index(drop=True)  # in the sweep's order, each comparison's metrics in COMPARED_METRICS
 
 
 BASELINE_METRICS = ["i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "zero_shot_accuracy"]
@@ -1052,9 +974,9 @@ BASELINE_METRICS = ["i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "zero_shot_accur
 
 def baseline_effects(sweep: Sweep, split: str, metrics: list[str] = BASELINE_METRICS) -> pd.DataFrame:
     """The reference against each closed-form configuration (b − a: trained minus fitted)."""
-    rows = [{"comparison": "closed form", **row} for g in closed_form_groups(sweep)
-            for row in compare(sweep, g, sweep.reference, split, metrics)]
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+    rows = comparisons(sweep)
+    return _reported(rows[(rows["comparison"] == results.CLOSED_FORM) & rows["metric"].isin(metrics)],
+                     split).reset_index(drop=True)
 
 
 def short_verdict(row) -> str:
@@ -1142,7 +1064,7 @@ def _interval_cell(values, groups=None) -> tuple[float, float, float]:
     """(mean, low, high): the bootstrap interval over images of per-query values (NaN for fewer than two)."""
     if values is None or len(values) < 2:
         return (np.nan,) * 3
-    return stats.bootstrap_interval(np.asarray(values, dtype=float), groups, n_resamples=RESAMPLES)
+    return stats.bootstrap_interval(np.asarray(values, dtype=float), groups)
 
 
 def _combined(sweep: Sweep, per_run: dict[str, pd.DataFrame], metrics: list[str]) -> pd.DataFrame:
@@ -1313,9 +1235,9 @@ def _paired(a_runs: np.ndarray, b_runs: np.ndarray, groups) -> tuple[float, floa
     have two seeds or more (core.stats.group_difference), else the paired interval over
     images of the seed means."""
     if len(a_runs) >= 2 and len(b_runs) >= 2:
-        g = stats.group_difference(a_runs, b_runs, groups, n_resamples=RESAMPLES)
+        g = stats.group_difference(a_runs, b_runs, groups)
         return g.diff, g.low, g.high
-    d = stats.paired_difference(a_runs.mean(0), b_runs.mean(0), groups, n_resamples=RESAMPLES)
+    d = stats.paired_difference(a_runs.mean(0), b_runs.mean(0), groups)
     return d.diff, d.low, d.high
 
 
@@ -1713,7 +1635,7 @@ def prompt_table(probe: TextProbe) -> pd.DataFrame:
         name = "ensemble of all" if template is None else f"“{template}”"
         figures_[name] = {f"zero_shot_accuracy{end}": v
                           for end, v in zip(("", " low", " high"), _interval_cell(out["correct"]), strict=True)}
-        paired = stats.paired_difference(own, out["correct"].to_numpy(), n_resamples=RESAMPLES)
+        paired = stats.paired_difference(own, out["correct"].to_numpy())
         verdicts[name] = ("(the run's own)" if template == probe.template else short_verdict(
             {"metric": "zero_shot_accuracy", "difference": paired.diff, "low": paired.low, "high": paired.high,
              "verdict": stats.verdict(paired.diff, paired.low, paired.high, "zero_shot_accuracy")}))
@@ -1736,7 +1658,7 @@ def prompt_holdout(probe: TextProbe, concept_of: dict[str, str] | None, seed: in
     outcomes = {t: zero_shot_outcomes(probe, t)["correct"].to_numpy() for t in [*probe.prompts, None]}
     chosen = max(outcomes, key=lambda t: outcomes[t][choose].mean())  # the first of equals: the run's own
     paired = stats.paired_difference(outcomes[probe.template][~choose], outcomes[chosen][~choose],
-                                     groups[~choose].to_numpy(), n_resamples=RESAMPLES)
+                                     groups[~choose].to_numpy())
     return {"chosen": "the ensemble of all" if chosen is None else f"“{chosen}”",
             "own": chosen == probe.template, "choose_images": int(choose.sum()), "measure_images": int((~choose).sum()),
             "difference": paired.diff, "low": paired.low, "high": paired.high,

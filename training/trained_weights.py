@@ -1,5 +1,6 @@
-"""A run's trained weights as a small dict of tensors, loading them into a model (init_from),
-and WiSE-FT's weight-space interpolation between a run's start and its end.
+"""A run's trained weights as a small dict of tensors, loading them into a model (init_from,
+a finished run's model rebuilt for queries), and WiSE-FT's weight-space interpolation between
+a run's start and its end.
 
 WiSE-FT (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models") evaluates the
 weights theta(a) = (1 - a) * theta_start + a * theta_end for mixing ratios a in [0, 1]:
@@ -14,10 +15,13 @@ identically, so a file is a few MB instead of the towers' hundred.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import torch
 
-from training.models import ClipModel
+from core import run_store
+from core.config import RunConfig
+from training.models import ClipModel, build_model
 
 FROZEN_FINGERPRINT = "frozen_fingerprint"  # metadata key: a hash of every tensor not in the file
 
@@ -72,3 +76,29 @@ def interpolate(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor],
     if start.keys() != end.keys():
         raise WeightsMismatch(f"start and end hold different tensors: {sorted(start.keys() ^ end.keys())[:5]}")
     return {n: torch.lerp(start[n], end[n], float(ratio)) for n in start}
+
+
+def load_final_weights(model: ClipModel, run: Path | str, model_name: str | None = None) -> set[str]:
+    """Load a finished run's final weights into `model` (rebuilt from the run's config, or the
+    model a run that starts from it builds); the names loaded. A file whose frozen part differs
+    from the model's (another pretrained tower, another seed of a random one), or, with
+    `model_name`, that another model trained, is refused (WeightsMismatch)."""
+    state = run_store.read_final_weights(run)
+    meta = run_store.read_final_weights_metadata(run)
+    if meta.get(FROZEN_FINGERPRINT) != frozen_fingerprint(model, set(state)) or (
+            model_name is not None and meta.get("model") != model_name):
+        raise WeightsMismatch(
+            f"{run}: its final weights were trained with model {meta.get('model')!r} on other frozen weights than "
+            f"the model here ({model_name or 'rebuilt from its config'}); loading needs the same model, head and "
+            f"embed_dim (and, for tiny-clip, the same seed)")
+    load_state(model, state)
+    return set(state)
+
+
+def trained_model(run: Path | str) -> ClipModel:
+    """A finished run's model, rebuilt from its config.json with its final weights loaded, in
+    eval mode: what the write-up's free-text queries and the dashboard's Query tab encode with."""
+    cfg = RunConfig.from_saved(run_store.load_run(run).config)
+    model = build_model(cfg)
+    load_final_weights(model, run)
+    return model.eval()
