@@ -222,9 +222,9 @@ def gap_shift(space: Space, shifts=np.linspace(-1, 1, 9), chunk: int = CHUNK) ->
     rows = []
     for s in np.asarray(shifts, dtype=np.float64):
         half = s * delta / 2
-        moved = space if s == 0 else replace(space, image_emb=_unit(space.image_emb - half),
-                                              text_emb=_unit(space.text_emb + half),
-                                              prompt_emb=_unit(space.prompt_emb + half))
+        moved = space if s == 0 else replace(space, image_emb=unit(space.image_emb - half),
+                                              text_emb=unit(space.text_emb + half),
+                                              prompt_emb=unit(space.prompt_emb + half))
         image_rank, text_rank, _, _ = _ranks(moved, chunk)
         zero_shot = zero_shot_correct(moved, chunk).mean() if len(moved.prompt_labels) else np.nan
         rows.append({"shift": float(s), "gap": modality_gap(moved)["gap"],
@@ -234,7 +234,9 @@ def gap_shift(space: Space, shifts=np.linspace(-1, 1, 9), chunk: int = CHUNK) ->
     return pd.DataFrame(rows, columns=["shift", "gap", "i2t_R@1", "t2i_R@1", "zero_shot_accuracy"])
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, as float32; a zero or NaN row becomes NaN (ranks count it against
+    its query, and a cosine matrix shows it as NaN, never as 0)."""
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # a zero or NaN row becomes NaN, which ranks count against
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -248,7 +250,7 @@ def knn_overlap(a: np.ndarray, b: np.ndarray, k: int, chunk: int = CHUNK) -> np.
     same samples in the same order, in spaces of any widths: the share of a sample's neighbours
     that it keeps, which needs no common coordinates. Ties at the k-th similarity go to the
     lower row index, so equal similarities give equal sets."""
-    a, b = _unit(a), _unit(b)
+    a, b = unit(a), unit(b)
     n = len(a)
     if len(b) != n:
         raise ValueError(f"a has {n} rows and b {len(b)}: they must be the same samples")

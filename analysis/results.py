@@ -62,7 +62,7 @@ class SweepRuns:
     groups: dict[str, list[str]]  # configuration -> its runs, lowest seed first
     evals: dict[str, pd.DataFrame]  # run -> read_eval
     comparisons: list[dict]  # sweep.json's comparisons whose configurations are here
-    reference: str  # the configuration most comparisons are against
+    reference: str  # the configuration most comparisons are against ("" in a sweep with no usable run)
 
     def config(self, group: str) -> dict:
         """The resolved config of a configuration's first seed."""
@@ -102,8 +102,8 @@ def read_sweep(root: Path | str, sweep: str) -> SweepRuns:
     references = Counter(c["reference"] for c in comparisons).most_common(1)
     ranked = {g: runs[ns[0]].config for g, ns in groups.items()
               if not (runs[ns[0]].config.get("include_labels") or runs[ns[0]].config.get("exclude_labels"))}
-    reference = references[0][0] if references else closest_to_all(ranked or {g: runs[ns[0]].config
-                                                                              for g, ns in groups.items()})
+    configs = ranked or {g: runs[ns[0]].config for g, ns in groups.items()}
+    reference = references[0][0] if references else closest_to_all(configs) if configs else ""
     return SweepRuns(root=root, name=sweep, runs=runs, groups=groups, evals={n: evals[n] for n in runs},
                      comparisons=comparisons, reference=reference)
 

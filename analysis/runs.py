@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from analysis.geometry import unit
 from core.config import differing_keys
 from core.names import OUTCOMES, RETRIEVAL, RUNS_METRICS, SUMMARY_METRICS, TABLE_METRICS, label
 from core.stats import CONFIDENCE
@@ -424,7 +425,7 @@ def cosine_matrix(embeddings: pd.DataFrame, vectors: np.ndarray, image_ids: list
     img = img.reindex([i for i in image_ids if i in img.index])
     txt = txt.reindex([i for i in image_ids if i in txt.index])
     names = _unique(txt["caption"].tolist())
-    sims = _unit(vectors[img["position"].to_numpy()]) @ _unit(vectors[txt["position"].to_numpy()]).T
+    sims = unit(vectors[img["position"].to_numpy()]) @ unit(vectors[txt["position"].to_numpy()]).T
     return pd.DataFrame([
         {"image": i, "caption": c, "caption_of": j, "cosine": float(sims[p, q]), "true_pair": i == j}
         for p, i in enumerate(img.index) for q, (j, c) in enumerate(zip(txt.index, names, strict=True))],
@@ -438,11 +439,6 @@ def _unique(names: list[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n} #{seen[n]}")
     return out
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms == 0, 1.0, norms)
 
 
 def cosine_difference(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -461,14 +457,3 @@ def umap_points(embeddings: pd.DataFrame, umap: pd.DataFrame, samples_ranks: pd.
     points["outcome"] = np.where(points["rank"] == 1, OUTCOMES[0], OUTCOMES[1])
     return points.reset_index(drop=True)
 
-
-def pair_lines(points: pd.DataFrame, label_value: str) -> pd.DataFrame:
-    """Two rows per caption of `label_value` (its image's point, then its own) for lines
-    that join each image to its captions in a UMAP chart."""
-    chosen = points[points["label"] == label_value]
-    images = chosen[chosen["modality"] == "image"].set_index("image_id")[["umap_x", "umap_y"]]
-    texts = chosen[(chosen["modality"] == "text") & chosen["image_id"].isin(images.index)]
-    ends = images.loc[texts["image_id"]].reset_index(drop=True)
-    ends["pair"] = texts["sample_id"].to_numpy()
-    starts = texts[["sample_id", "umap_x", "umap_y"]].rename(columns={"sample_id": "pair"})
-    return pd.concat([ends, starts], ignore_index=True)

@@ -25,6 +25,19 @@ from pathlib import Path
 from data.manifest import DATA_DIR, duplicate_lines, write_manifest
 from data.sources.skips import summary_lines
 
+# The offline default's prepared datasets, by name, and how each is split: the honest split, and
+# the leaky one kept for the lesson. train.py prepares them on first use and refuses a copy
+# prepared otherwise; this parser's openmoji defaults are the honest one's.
+OPENMOJI_SPLITS = {"openmoji": {"split_by": "concept", "test_fraction": 0.2},
+                   "openmoji-leaky": {"split_by": "base", "test_fraction": 0.0}}
+
+
+def openmoji_argv(name: str) -> list[str]:
+    """The prepare command line (after `python data/prepare.py`) of one of OPENMOJI_SPLITS."""
+    split = OPENMOJI_SPLITS[name]
+    return ["openmoji", "--split-by", split["split_by"], "--test-fraction", f"{split['test_fraction']:g}",
+            "--name", name]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--val-fraction", type=float, default=0.2,
                         help="share of concepts (openmoji) or images held out for validation")
     om = sub.add_parser("openmoji", parents=[common], help="OpenMoji emoji with Unicode names")
-    add_test_fraction(om, 0.2, "concepts")
+    add_test_fraction(om, OPENMOJI_SPLITS["openmoji"]["test_fraction"], "concepts")
     om.add_argument("--size", type=int, default=224, help="render size in pixels (EfficientNet's native 224)")
     om.add_argument("--max-images", type=int, help="keep a seeded random subset of this many emoji")
-    om.add_argument("--split-by", choices=["concept", "base"], default="concept",
+    om.add_argument("--split-by", choices=["concept", "base"], default=OPENMOJI_SPLITS["openmoji"]["split_by"],
                     help="keep together an emoji's variants, gendered forms and family make-ups (concept), or "
                          "only the variants of one base emoji (base: leaks, 'man running facing right' in "
                          "validation, 'person running' in training; kept for comparison)")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SWEEP
 from PIL import Image
 
 from core import run_store
 from data.manifest import load_manifest
 from data.prepare import prepare
+from tests.conftest import TINY_SWEEP
 from training.models import Preprocess
 from training.pairs import load_pixels
 from training.train import main as train

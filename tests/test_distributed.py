@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY_SWEEP
 
 from core import run_store
+from tests.conftest import ROOT, TINY_SWEEP
 from training.train import main
 
 # The launcher runs this instead of train.py to SIGKILL the main process, when KILL_AFTER is

@@ -9,9 +9,9 @@ import sys
 import time
 
 import torch
-from conftest import ROOT, TINY_SWEEP
 
 from core import run_store
+from tests.conftest import ROOT, TINY_SWEEP
 from training.train import main
 
 

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY_SWEEP
 
 from core import run_store
 from core.config import ConfigError
+from tests.conftest import ROOT, TINY_SWEEP
 from training import checkpoints
 from training.train import main
 

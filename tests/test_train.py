@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import TINY_SWEEP
 
 from analysis.runs import last_eval
 from core import run_store
 from core.config import ConfigError, load_sweep
+from tests.conftest import TINY_SWEEP
 from training.train import main
 
 

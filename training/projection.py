@@ -114,12 +114,6 @@ def run_states(path: Path) -> dict[int, State]:
     return out
 
 
-def _relation(a: State, b: State) -> dict[int, int]:
-    """Row of a -> row of b for every sample both hold."""
-    index = {k: j for j, k in enumerate(zip(b.keys["sample_id"], b.keys["modality"]))}
-    return {i: index[k] for i, k in enumerate(zip(a.keys["sample_id"], a.keys["modality"])) if k in index}
-
-
 def umap_fit(vectors: np.ndarray, knn, init, seed: int, n_neighbors: int, min_dist: float) -> np.ndarray:
     import umap  # slow to import (numba): only here, only when there is something to fit
 

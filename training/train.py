@@ -33,6 +33,7 @@ from analysis.runs import summary_table
 from core import run_store
 from core.config import DEFAULT_SWEEP, ConfigError, RunConfig, Sweep, load_sweep, parse_set
 from data.manifest import MANIFEST, REPORT, DatasetNotFound, dataset_dir, load_manifest
+from data.prepare import OPENMOJI_SPLITS, openmoji_argv, prepare
 from training.features import CACHE_DIR, warm_cache
 from training.models import ModelUnavailable, check_available
 from training.planning import (
@@ -49,10 +50,8 @@ from training.step import resolve_precision
 from training.trainer import Timer, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-# Datasets train.py may prepare on first use: the offline default, and its leaky split of old.
-AUTO_PREPARE = {"openmoji": ["openmoji"],
-                "openmoji-leaky": ["openmoji", "--split-by", "base", "--test-fraction", "0",
-                                   "--name", "openmoji-leaky"]}
+# Datasets train.py prepares on first use: the offline default, and its leaky split of old.
+AUTO_PREPARE = {name: openmoji_argv(name) for name in OPENMOJI_SPLITS}
 TRACKERS = ("tensorboard", "wandb")  # --report-to values, each the name of the package it needs
 
 
@@ -94,19 +93,13 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-# What a prepared copy of an auto-prepared dataset must have been made with: an older copy of
-# openmoji (split by base emoji, no test split) would otherwise be trained on silently.
-AUTO_SPLITS = {"openmoji": {"split_by": "concept", "test_fraction": 0.2},
-               "openmoji-leaky": {"split_by": "base", "test_fraction": 0.0}}
-
-
 def stale_split(name: str, folder: Path | None = None) -> str | None:
     """Why the prepared copy (in `folder`, default its place under data/) of an auto-prepared
     dataset was made with other splits, if it was."""
     report = (folder or dataset_dir(name)) / REPORT
     prepared = json.loads(report.read_text()) if report.exists() else {}
-    wrong = {k: prepared.get(k) for k, v in AUTO_SPLITS.get(name, {}).items() if prepared.get(k) != v}
-    return (f"data/{name} was prepared with {wrong}, not the current {AUTO_SPLITS[name]}: delete it (train.py "
+    wrong = {k: prepared.get(k) for k, v in OPENMOJI_SPLITS.get(name, {}).items() if prepared.get(k) != v}
+    return (f"data/{name} was prepared with {wrong}, not the current {OPENMOJI_SPLITS[name]}: delete it (train.py "
             f"prepares it again) or run: python data/prepare.py {' '.join(AUTO_PREPARE[name])}") if wrong else None
 
 
@@ -118,7 +111,6 @@ def ensure_data(configs: list[RunConfig], accelerator: Accelerator, timer: Timer
             continue
         with timer("prepare"), accelerator.main_process_first():
             if accelerator.is_main_process:
-                from data.prepare import prepare
                 print(f"preparing dataset {name!r} on first use")
                 prepare(AUTO_PREPARE[name])
 

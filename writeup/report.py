@@ -353,13 +353,6 @@ def manifest_rows(manifest: pd.DataFrame, count: int = 3) -> pd.DataFrame:
     return rows.set_index("image_id")
 
 
-def identical_examples(data: str, manifest: pd.DataFrame) -> list[list[str]]:
-    """The captions of the sets of byte-identical images that data preparation gives as examples."""
-    caption = manifest.drop_duplicates("image_id").set_index("image_id")["caption"]
-    sets = (_prepared(data).get("duplicates") or {}).get("identical_image_examples") or []
-    return [[caption.get(i, i) for i in ids] for ids in sets]
-
-
 def image_grid(manifest: pd.DataFrame, count: int = 12, seed: int = 0) -> Figure:
     """`count` random validation images (any images where there is no validation split) with
     their captions and labels."""
@@ -649,7 +642,6 @@ class AlignedMap:
     points: dict[str, pd.DataFrame]
 
 
-@functools.cache
 @functools.cache
 def spaces(path: Path):
     """analysis.maps.run_spaces, read once per run: the map, the gap and the zero-shot sections
@@ -1617,11 +1609,6 @@ def agreement(outcomes: pd.DataFrame, samples: pd.DataFrame) -> float:
     its samples.parquet rows): how faithfully the probe's rebuilt text tower repeats the evaluation."""
     stored = validation(samples).query("modality == 'image'").set_index("image_id")["zero_shot_correct"]
     return float((outcomes.set_index("image_id")["correct"] == stored.reindex(outcomes["image_id"])).mean())
-
-
-def best_cosines(probe: TextProbe) -> pd.Series:
-    """query -> the cosine of its nearest validation image."""
-    return pd.Series({q: float((probe.images @ v).max()) for q, v in probe.queries.items()})
 
 
 def prompt_table(probe: TextProbe) -> pd.DataFrame:
