@@ -983,7 +983,9 @@ def short_verdict(row) -> str:
 
 def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
     """effects() as read: one row per comparison and run, what changes, and per metric its
-    difference with the 95% interval and a word (better, worse; n.d.: no detectable difference)."""
+    difference with the 95% interval and a word (better, worse; n.d.: no detectable difference);
+    for the headline metric also the smallest difference the comparison could detect (MDE) and
+    the verdict once its p-value is adjusted for the sweep's many comparisons."""
     if effects.empty:
         return pd.DataFrame()
     cells_ = effects.assign(cell=[short_verdict(r) for _, r in effects.iterrows()])
@@ -991,7 +993,12 @@ def effects_table(effects: pd.DataFrame) -> pd.DataFrame:
                               sort=False)
     wide = wide[[m for m in EFFECT_METRICS if m in wide.columns]].rename(columns=label)
     first = effects.drop_duplicates(["comparison", "run"]).set_index(["comparison", "run"])
-    return pd.concat([first[["changes"]], wide], axis=1)
+    headline = effects[effects["metric"] == results.HEADLINE[1]].set_index(["comparison", "run"])
+    adjusted = pd.DataFrame({
+        f"MDE, {label(results.HEADLINE[1])}": headline["mde"].map(lambda x: "-" if _missing(x) else f"{x:.3f}"),
+        f"adjusted, {label(results.HEADLINE[1])}": [v.replace("no detectable difference", "n.d.").replace(
+            "adjusted p", "p") for v in headline["adjusted_verdict"]]}, index=headline.index)
+    return pd.concat([first[["changes"]], wide, adjusted], axis=1)
 
 
 def detectable(effects: pd.DataFrame) -> pd.Series:
