@@ -1,14 +1,14 @@
 """The write-up's plumbing (writeup.ipynb): one sweep's runs read once and grouped into
-configurations, the sweep's comparisons with their intervals, figures formatted for its
-sentences, and charts and figures shown as PNG.
+configurations, the sweep's comparisons read from the results step's tables, figures formatted
+for its sentences, and charts and figures shown as PNG.
 
 The sentences that state what these return live in writeup/narrative.py, so that the
-notebook's cells stay a few lines each. Every claim
-that one configuration is better than another comes from analysis/compare.py and
-core/stats.py (an interval, and a verdict that names a direction only where it excludes
-0), on the test split where both sides have one. Torch-free like the rest of analysis/; it
-also imports IPython, matplotlib and vl-convert to show what it computes, which is why the
-dashboard does not import it.
+notebook's cells stay a few lines each. Every claim that one configuration is better than
+another comes from the results step (analysis/results.py: an interval, and a verdict that
+names a direction only where it excludes 0, and the adjusted one), on the test split where
+both sides have one: the numbers the dashboard's Compare view shows. Torch-free like the
+results layer; it also imports IPython, matplotlib and vl-convert to show what it computes,
+which is why the dashboard does not import it.
 
     from writeup import report
     sweep = report.load_sweep("runs")
