@@ -233,21 +233,27 @@ class Results:
     comparisons: pd.DataFrame
     best: pd.DataFrame
 
-    def comparison(self, reference: str, group: str, split: str) -> pd.DataFrame | None:
-        """The rows of `group` against `reference` on `split`, indexed by metric (compare's
-        table with the adjusted columns), or None where the sweep does not compare them."""
-        rows = self.comparisons[(self.comparisons["reference"] == reference)
-                                & (self.comparisons["configuration"] == group) & (self.comparisons["split"] == split)]
-        return None if rows.empty else rows.drop_duplicates("metric").set_index("metric")
-
     def headline(self) -> pd.DataFrame:
         """Every comparison on the headline split and metric (val where a side has no test split)."""
         split, metric = HEADLINE
-        rows = self.comparisons[self.comparisons["metric"] == metric]
-        on_test = set(rows.loc[rows["split"] == split, "configuration"] + "\0" + rows.loc[rows["split"] == split,
-                                                                                           "reference"])
-        keep = (rows["split"] == split) | ~(rows["configuration"] + "\0" + rows["reference"]).isin(on_test)
-        return rows[keep].reset_index(drop=True)
+        return on_split_or_val(self.comparisons[self.comparisons["metric"] == metric], split)
+
+
+def on_split_or_val(comparisons: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Each comparison's rows on `split`, or on val where a side lacks that split (a sweep's
+    leaky split has no test split): where a comparison is reported."""
+    key = comparisons["comparison"] + "\0" + comparisons["reference"] + "\0" + comparisons["configuration"]
+    there = set(key[comparisons["split"] == split])
+    keep = (comparisons["split"] == split) | ((comparisons["split"] == "val") & ~key.isin(there))
+    return comparisons[keep].reset_index(drop=True)
+
+
+def comparison_rows(comparisons: pd.DataFrame, reference: str, group: str, split: str) -> pd.DataFrame | None:
+    """The comparisons table's rows of `group` against `reference` on `split`, indexed by metric
+    (compare's table with the adjusted columns), or None where the sweep does not compare them."""
+    rows = comparisons[(comparisons["reference"] == reference) & (comparisons["configuration"] == group)
+                       & (comparisons["split"] == split)]
+    return None if rows.empty else rows.drop_duplicates("metric").set_index("metric")
 
 
 def verdicts_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis import results
 from analysis.compare import SINGLE_RUNS, changed_outcomes, compare, compare_two, on_split
 from analysis.runs import decimals
 from core import run_store
@@ -118,12 +119,9 @@ def stored(run: run_store.Run, a: str, b: str, split: str) -> tuple[pd.DataFrame
     prefix = f"{run.sweep}/"  # the views name a configuration "<sweep>/<group>", the tables "<group>"
     if not (a.startswith(prefix) and b.startswith(prefix)):
         return None, None
-    comparisons = load_results(str(run_store.runs_root(run.path)), run.sweep)["comparisons"]
-    rows = comparisons[(comparisons["reference"] == a.removeprefix(prefix))
-                       & (comparisons["configuration"] == b.removeprefix(prefix)) & (comparisons["split"] == split)]
-    if rows.empty:
-        return None, None
-    return rows.drop_duplicates("metric").set_index("metric"), rows["interval"].iloc[0]
+    rows = results.comparison_rows(load_results(str(run_store.runs_root(run.path)), run.sweep)["comparisons"],
+                                   a.removeprefix(prefix), b.removeprefix(prefix), split)
+    return (None, None) if rows is None else (rows, rows["interval"].iloc[0])
 
 
 def refuse(a: str, b: str, refused: ValueError) -> None:

@@ -928,18 +928,12 @@ def baselines(sweep: Sweep, split: str, metrics: list[str] = FIGURE_METRICS) -> 
 # ------------------------------------------------------------------------ comparisons
 
 
-def comparisons(sweep: Sweep) -> pd.DataFrame:
-    """The results step's comparisons of the sweep (analysis/results.py): the table the
-    dashboard's Compare view reads too, with a `run` column naming the configuration compared."""
-    return results.load(sweep.root, sweep.name).comparisons.rename(columns={"configuration": "run"})
-
-
-def _reported(rows: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Each comparison's rows on `split`, or on val where a side lacks that split (the leaky
-    split has no test split)."""
-    key = rows["comparison"] + "\0" + rows["reference"] + "\0" + rows["run"]
-    on_split = set(key[rows["split"] == split])
-    return rows[(rows["split"] == split) | ((rows["split"] == "val") & ~key.isin(on_split))]
+def comparisons(sweep: Sweep, split: str) -> pd.DataFrame:
+    """The results step's comparisons of the sweep (analysis/results.py) where each is reported,
+    on `split` or on val where a side lacks it: the table the dashboard's Compare view reads too,
+    with a `run` column naming the configuration compared."""
+    rows = results.on_split_or_val(results.load(sweep.root, sweep.name).comparisons, split)
+    return rows.rename(columns={"configuration": "run"})
 
 
 def _other_data(sweep: Sweep, a: str, b: str) -> bool:
@@ -954,8 +948,8 @@ def effects(sweep: Sweep, split: str = "test", metrics: list[str] = EFFECT_METRI
     metric, on `split` (val where a side lacks it); `other_data` True or False keeps only the
     runs on another dataset than their reference's (the split lesson, unpaired) or only those on
     the same one."""
-    rows = comparisons(sweep)
-    rows = _reported(rows[(rows["comparison"] != results.CLOSED_FORM) & rows["metric"].isin(metrics)], split)
+    rows = comparisons(sweep, split)
+    rows = rows[(rows["comparison"] != results.CLOSED_FORM) & rows["metric"].isin(metrics)]
     if other_data is not None:
         rows = rows[[_other_data(sweep, a, b) == other_data for a, b in zip(rows["reference"], rows["run"])]]
     return rows.reset_index(drop=True)  # in the sweep's order, each comparison's metrics in COMPARED_METRICS
@@ -966,9 +960,8 @@ BASELINE_METRICS = ["i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "zero_shot_accur
 
 def baseline_effects(sweep: Sweep, split: str, metrics: list[str] = BASELINE_METRICS) -> pd.DataFrame:
     """The reference against each closed-form configuration (b − a: trained minus fitted)."""
-    rows = comparisons(sweep)
-    return _reported(rows[(rows["comparison"] == results.CLOSED_FORM) & rows["metric"].isin(metrics)],
-                     split).reset_index(drop=True)
+    rows = comparisons(sweep, split)
+    return rows[(rows["comparison"] == results.CLOSED_FORM) & rows["metric"].isin(metrics)].reset_index(drop=True)
 
 
 def short_verdict(row) -> str:
