@@ -322,7 +322,8 @@ def test_compare_view_shows_the_paired_table_and_the_changed_images(seeded, monk
     assert_clean(at)
     assert widget(at.radio, "Compare").value.startswith("two configurations")
     pooled = at.dataframe[0].value
-    assert pooled.loc["image→text R@1", "verdict"].startswith("higher (better), +0.48")  # 31.5 of 40 against 12
+    assert pooled.loc["image→text R@1", "verdict"] == "higher (better)"
+    assert pooled.loc["image→text R@1", "B − A"].startswith("+0.48")  # 31.5 of 40 against 12
     assert {"seed SD", "image SE", "95% interval", "images only"} <= set(pooled.columns)
     widget(at.radio, "Compare").set_value("two runs").run()
     widget(at.selectbox, "Run A").set_value("s/better.s0")

@@ -152,20 +152,21 @@ def pooled(a: tuple, b: tuple, split: str, fixed_a: bool, fixed_b: bool) -> tupl
 
 PAIRED_CAPTION = (
     f"Paired: every query (an image, or a caption with the other captions of its image) is scored under A and "
-    f"under B, and the 95% interval of the mean difference is a bootstrap over validation images (BCa, "
+    f"under B, and the 95% interval of the mean difference is a bootstrap over the split's images (BCa, "
     f"{N_RESAMPLES:,} resamples). p (sign-flip): permutation test of \u201cA and B are interchangeable on each "
     f"image\u201d. p (McNemar): exact test on the queries one run gets right at R@1 and the other wrong (it takes "
     f"captions as independent, which overstates the evidence for text→image). The verdict names a direction only "
     f"where the interval excludes 0; otherwise it says \u201cno detectable difference\u201d.")
 POOLED_CAPTION = (
     "A and B: the mean over each configuration's seeds. 95% interval: Welch's t-interval over the seeds' figures "
-    "and the paired bootstrap over validation images, combined in quadrature (a configuration's own interval has "
+    "and the paired bootstrap over the split's images, combined in quadrature (a configuration's own interval has "
     "the same two parts); images only: the seeds held fixed. Seed SD: how far one run's figure moves from seed to "
-    "seed; image SE: how far it moves with the validation images drawn (a bootstrap standard error). Where the SD is "
+    "seed; image SE: how far it moves with the images drawn (a bootstrap standard error). Where the SD is "
     "the larger, more seeds narrow the interval more than more images would. p: the test that inverts the 95% "
     "interval (p < 0.05 exactly where it excludes 0). The verdict follows the 95% interval.")
-MDE_CAPTION = ("MDE (minimum detectable effect): the smallest true difference this comparison finds 80% of the time; a "
-               "\u201cno detectable difference\u201d rules out effects larger than it, not smaller ones.")
+MDE_CAPTION = ("MDE (minimum detectable effect): the true difference this comparison would find 80% of the time. A "
+               "\u201cno detectable difference\u201d makes an effect of that size or larger unlikely; a smaller one it "
+               "could easily miss.")
 ADJUSTED_CAPTION = (
     "A comparison of the sweep, read from the results step's table (runs/<sweep>/results/comparisons.parquet): the "
     "numbers the write-up shows. Adjusted p: Benjamini-Hochberg over every comparison of the sweep on this split and "
@@ -182,7 +183,7 @@ def paired_display(table: pd.DataFrame) -> pd.DataFrame:
         "A": figure_column(table, "a"), "B": figure_column(table, "b"),
         "B − A": figure_column(table, "difference", signed=True),
         "95% interval": interval_column(table, "low", "high"), "MDE": figure_column(table, "mde"),
-        "verdict": table["verdict"].to_numpy(),
+        "verdict": short_verdicts(table),
         "p (sign-flip)": [p_value(p) for p in table["p_value"]],
         "p (McNemar)": [p_value(p, m.endswith("_R@1")) for m, p in table["mcnemar_p"].items()],
         **adjusted_columns(table)}, index=[label(m) for m in table.index])
@@ -194,12 +195,16 @@ def pooled_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "A (mean)": figure_column(table, "a"), "B (mean)": figure_column(table, "b"),
         "B − A": figure_column(table, "difference", signed=True),
-        "95% interval": interval_column(table, "low", "high"),
+        "95% interval": interval_column(table, "low", "high"), "verdict": short_verdicts(table),
         "MDE": figure_column(table, "mde"), "p": [p_value(p) for p in table["p_value"]],
         **adjusted_columns(table),
         "seed SD": figure_column(table, "seed_sd"), "image SE": figure_column(table, "image_se"),
-        "images only": interval_column(table, "image_low", "image_high"),
-        "verdict": table["verdict"].to_numpy()}, index=[label(m) for m in table.index])
+        "images only": interval_column(table, "image_low", "image_high")}, index=[label(m) for m in table.index])
+
+
+def short_verdicts(table: pd.DataFrame) -> list[str]:
+    """The verdicts without the figures the table's other columns show."""
+    return [v.split(",")[0] for v in table["verdict"]]
 
 
 def adjusted_columns(table: pd.DataFrame) -> dict[str, list[str]]:

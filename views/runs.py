@@ -124,7 +124,8 @@ def stored_marks(runs: list[run_store.Run], rows: dict[str, str]) -> tuple[pd.Da
         return None
     best = tables["best"].assign(row=prefix + tables["best"]["configuration"])
     marks = best.pivot(index="row", columns="metric", values="best").reindex(names).fillna(False).astype(bool)
-    return marks[[m for m in COMPARED_METRICS if m in marks.columns]], [n for n in names if n not in set(best["row"])]
+    counted = set(best.loc[~best["left_out"], "row"])
+    return marks[[m for m in COMPARED_METRICS if m in marks.columns]], [n for n in names if n not in counted]
 
 
 @cached(max_entries=512)
