@@ -14,7 +14,7 @@ import altair as alt
 import pandas as pd
 
 from analysis.runs import curve_rows
-from core.names import COLOR_BY, MODALITIES, OUTCOMES, RETRIEVAL, X_TITLES, label
+from core.names import MODALITIES, OUTCOMES, RETRIEVAL, X_TITLES, label
 
 # Callers trim frames to what is drawn (no embedding vectors), so Altair's 5,000-row guard
 # would only get in the way of a 4,000-image UMAP.
@@ -119,32 +119,6 @@ def retrieval_bars(frame: pd.DataFrame, height: int = 320) -> alt.Chart:
     return alt.layer(bars, ticks, data=frame).properties(height=height, title=title)
 
 
-def umap_chart(points: pd.DataFrame, color_by: str, title: str, labels: list[str] | None = None,
-               lines: pd.DataFrame | None = None, height: int = 380) -> alt.Chart:
-    """UMAP scatter of one run's validation embeddings: images as circles, captions as
-    crosses; optional grey lines join each image to its captions (`lines`: pair, umap_x/y)."""
-    field = COLOR_BY[color_by]
-    domain, colors = FIXED_COLORS.get(field, (labels, None))
-    scale = alt.Scale(domain=domain, range=colors) if colors else alt.Scale(domain=domain, scheme="tableau20")
-    color = alt.Color(f"{field}:N", title=color_by, scale=scale,
-                      legend=alt.Legend(symbolLimit=30, labelLimit=160))
-    tooltip = ["caption:N", "label:N", "modality:N", "rank:Q"]
-    if "image" in points.columns:  # vega-tooltip draws a field named "image" as a picture
-        tooltip.append("image:N")
-    xy = {"x": alt.X("umap_x:Q", title="UMAP 1", axis=alt.Axis(labels=False, ticks=False)),
-          "y": alt.Y("umap_y:Q", title="UMAP 2", axis=alt.Axis(labels=False, ticks=False))}
-    # No per-point ARIA text: thousands of formatted descriptions slow every redraw.
-    scatter = alt.Chart(points).mark_point(filled=True, size=30, opacity=0.7, aria=False).encode(
-        **xy, color=color, tooltip=tooltip,
-        shape=alt.Shape("modality:N", scale=alt.Scale(domain=MODALITIES, range=["circle", "cross"])))
-    layers = scatter
-    if lines is not None and not lines.empty:
-        layers = alt.Chart(lines).mark_line(color="#444", strokeWidth=1, aria=False).encode(
-            **xy, detail="pair:N") + scatter
-    # Thousands of SVG nodes make the browser crawl; a canvas draws them in one go.
-    return layers.properties(height=height, title=title, usermeta={"embedOptions": {"renderer": "canvas"}})
-
-
 def cosine_heatmap(matrix: pd.DataFrame, title: str, difference: bool = False, height: int = 420) -> alt.Chart:
     """Images × captions cosine heatmap; outlined cells are true image-caption pairs.
     With `difference`, a diverging scale centred on zero (run B minus run A)."""
@@ -206,97 +180,23 @@ def forgetting_chart(frame: pd.DataFrame, metric: str, held_out: str, height: in
         height=height, title=f"Gain vs forgetting: {label(metric)} (numbers: WiSE-FT ratio; diamond: end of training)")
 
 
-MAP_BOX, MAP_PICK = "box", "pick"  # map_chart's selection parameters: a dragged box, a clicked point
-OTHER_COLOR = "#b8b8b8"  # "other": the labels beyond a legend's top ones
-
-
-def _map_xy(xy_domain: tuple[float, float, float, float]) -> dict:
-    x0, x1, y0, y1 = xy_domain
-    return {"x": alt.X("umap_x:Q", title="map 1", scale=alt.Scale(domain=[x0, x1], nice=False, zero=False),
-                       axis=alt.Axis(labels=False, ticks=False)),
-            "y": alt.Y("umap_y:Q", title="map 2", scale=alt.Scale(domain=[y0, y1], nice=False, zero=False),
-                       axis=alt.Axis(labels=False, ticks=False))}
-
-
-def map_chart(points: pd.DataFrame, color_field: str, color_title: str, color_domain: list[str],
-              color_range: list[str] | None, title: str, xy_domain: tuple[float, float, float, float],
-              lines: pd.DataFrame | None = None, arrows: pd.DataFrame | None = None,
-              highlight: pd.DataFrame | None = None, arrow_color: str = "#444", height: int = 440) -> alt.Chart:
-    """One run's state in an aligned map: images as circles, captions as crosses, coloured by
-    `color_field` (on `color_range`, else Tableau's twenty), both legends below the plot.
-
-    `xy_domain` (x0, x1, y0, y1) fixes the axes, so that the panels of one map line up. The
-    points carry two selections that Streamlit reports: MAP_BOX, an interval over x and y, and
-    MAP_PICK, a clicked point's sample_id. The other layers are map_overlays()'."""
-    xy = _map_xy(xy_domain)
-    scale = alt.Scale(domain=color_domain, range=color_range) if color_range else \
-        alt.Scale(domain=color_domain, scheme="tableau20")
-    legend = alt.Legend(orient="bottom", columns=4, symbolLimit=0, labelLimit=150, symbolOpacity=1)
-    tooltip = ["caption:N", "label:N", "modality:N", "rank:Q", "sample_id:N"]
-    if "image" in points.columns:  # vega-tooltip draws a field named "image" as a picture
-        tooltip.append("image:N")
-    box = alt.selection_interval(name=MAP_BOX, encodings=["x", "y"])
-    pick = alt.selection_point(name=MAP_PICK, fields=["sample_id"], on="click")
-    # No per-point ARIA text: thousands of formatted descriptions slow every redraw.
-    scatter = alt.Chart(points).mark_point(filled=True, size=28, opacity=0.65, aria=False).encode(
-        **xy, color=alt.Color(f"{color_field}:N", title=color_title, scale=scale, legend=legend), tooltip=tooltip,
-        shape=alt.Shape("modality:N", title="modality", scale=alt.Scale(domain=MODALITIES, range=["circle", "cross"]),
-                        legend=alt.Legend(orient="bottom", labelExpr="datum.label == 'text' ? 'caption' : 'image'")),
-    ).add_params(box, pick)
-    under, over = map_overlays(xy_domain, lines, arrows, highlight, arrow_color)
-    # Thousands of SVG nodes make the browser crawl; a canvas draws them in one go.
-    return alt.layer(*(c for _, c in under), scatter, *(c for _, c in over)).properties(height=height, title=title,
-                                                         usermeta={"embedOptions": {"renderer": "canvas"}})
-
-
-def map_overlays(xy_domain: tuple[float, float, float, float], lines: pd.DataFrame | None = None,
-                 arrows: pd.DataFrame | None = None, highlight: pd.DataFrame | None = None,
-                 arrow_color: str = "#444") -> tuple[list[tuple[str, alt.Chart]], list[tuple[str, alt.Chart]]]:
-    """The layers drawn under and over map_chart()'s points, on the same axes, each as (the frame
-    it draws, layer): "lines", grey lines joining images and captions (pair, umap_x, umap_y),
-    under the points; over them "rings" round selected samples (umap_x, umap_y), and "arrows"
-    from step 0 to the end (x0, y0, umap_x, umap_y, caption, modality, moved): a dark casing, the
-    shaft in `arrow_color` (the run's configuration colour, which may be a point colour too) and
-    an outlined dot at the end. A layer is there where its frame is given and not empty. Apart
-    from the points, so that a view can draw a new selection without rebuilding thousands of
-    points."""
-    xy = _map_xy(xy_domain)
-    under, over = [], []
-    if lines is not None and not lines.empty:
-        under.append(("lines", alt.Chart(lines).mark_line(color="#555", strokeWidth=1, opacity=0.6, aria=False)
-                      .encode(**xy, detail="pair:N")))
-    if highlight is not None and not highlight.empty:
-        over.append(("rings", alt.Chart(highlight).mark_point(shape="circle", filled=False, size=90, color="black",
-                                                              strokeWidth=1, opacity=0.8, aria=False).encode(**xy)))
-    if arrows is not None and not arrows.empty:
-        base = alt.Chart(arrows)
-        over += [
-            ("arrows", base.mark_rule(color="#222", strokeWidth=4, strokeCap="round", aria=False).encode(
-                **xy, x2="x0:Q", y2="y0:Q")),
-            ("arrows", base.mark_rule(color=arrow_color, strokeWidth=2, strokeCap="round", aria=False).encode(
-                **xy, x2="x0:Q", y2="y0:Q")),
-            ("arrows", base.mark_point(fill=arrow_color, stroke="#222", strokeWidth=1.5, filled=True, size=70,
-                                       opacity=1, aria=False).encode(
-                **xy, tooltip=["caption:N", "modality:N",
-                               alt.Tooltip("moved:Q", format=".2f", title="moved on the map")]))]
-    return under, over
-
-
-def gap_probe_chart(frame: pd.DataFrame, title: str, height: int = 300) -> alt.Chart:
-    """Liang et al.'s gap-shift probe of one run (views/drift.gap_probe): each measure against
-    the shift (0: the stored vectors; 1: the gap mostly closed; -1: widened), step 0 dashed."""
-    frame = frame.assign(measure=frame["measure"].map(label))
+def gap_probe_chart(frame: pd.DataFrame, title: str, colors: dict[str, str], height: int = 500) -> alt.Chart:
+    """One measure of Liang et al.'s gap-shift probe (views/drift.gap_probe, with a `run` column)
+    against the shift (0: the stored vectors; 1: the gap mostly closed; -1: widened): a line per
+    run in its colour, step 0 dashed. The y axis spans the values, not 0 to 1: a change of a few
+    hundredths is then visible, and a flat line is still flat. `height` holds the legends below
+    the plot too (Streamlit fits the chart to it): about 300 px are left for the lines."""
     base = alt.Chart(frame).encode(
-        x=alt.X("shift:Q", title="shift (0: as trained · 1: centroids moved together · −1: apart)"),
-        y=alt.Y("value:Q", title="share right", scale=alt.Scale(domain=[0, 1])),
-        # Both legends below, one entry per line: side by side they fit a half-width panel.
-        color=alt.Color("measure:N", title="measure", legend=alt.Legend(orient="bottom", columns=1, labelLimit=200)),
+        x=alt.X("shift:Q", title="shift (1: centroids together · −1: apart)",
+                axis=alt.Axis(values=[-1, -0.5, 0, 0.5, 1])),
+        y=alt.Y("value:Q", title="share right", scale=alt.Scale(zero=False, nice=True)),
+        color=_color("run", "run", colors, orient="bottom", columns=1, labelLimit=200),
         strokeDash=alt.StrokeDash("state:N", title="state", sort=["end", "step 0"],
                                   legend=alt.Legend(orient="bottom", columns=1)),
-        tooltip=["state:N", "measure:N", alt.Tooltip("shift:Q", format="+.2f"), alt.Tooltip("value:Q", format=".3f"),
+        tooltip=["run:N", "state:N", alt.Tooltip("shift:Q", format="+.2f"), alt.Tooltip("value:Q", format=".3f"),
                  alt.Tooltip("gap:Q", format=".3f", title="gap after the shift")])
     zero = alt.Chart(pd.DataFrame({"shift": [0.0]})).mark_rule(color="gray", strokeDash=[2, 2]).encode(x="shift:Q")
-    return (zero + base.mark_line(point=True)).properties(height=height, title=title)
+    return (zero + base.mark_line(point=True, strokeWidth=2)).properties(height=height, title=title)
 
 
 def zero_shot_chart(frame: pd.DataFrame, colors: dict[str, str] | None = None, height: int | None = None) -> alt.Chart:

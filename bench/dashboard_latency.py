@@ -1,7 +1,7 @@
 """How fast the dashboard opens and answers a widget, in a real browser, on a sweep as large
 as a course project makes: 12 runs (4 configurations x 3 seeds) of 4,000 validation images each.
 
-    .venv/bin/python bench/dashboard_latency.py            # builds /tmp/dashboard_bench_runs once
+    .venv/bin/python -m bench.dashboard_latency            # builds /tmp/dashboard_bench_runs once
 
 The runs are synthetic but schema-correct (written through run_store.RunWriter): random
 unit embeddings with clustered UMAP coordinates, per-sample ranks (better for higher learning
@@ -30,7 +30,7 @@ paired intervals are computed) and warm (cached), is recorded.
 The Embedding space and Query views are timed apart, under Streamlit's AppTest (the script run
 alone: no browser, so the canvas drawing of a map is not in these figures):
 
-    .venv/bin/python bench/dashboard_latency.py --embedding   # builds /tmp/dashboard_bench_maps once
+    .venv/bin/python -m bench.dashboard_latency --embedding   # builds /tmp/dashboard_bench_maps once
 
 on 4 runs x 30,000 points (5,000 validation images with 5 captions each), all in one aligned map
 (umap.parquet rows at step 0 and the end, embeddings of 64 dimensions at both steps with 40 class
@@ -63,7 +63,7 @@ from PIL import Image, ImageDraw
 from bench.results import record
 from core import atomic, run_store
 from core.config import RunConfig
-from tests.browser import CHART, SETTLED_JS, launch, open_view, serve, wait_settled
+from tests.browser import CHART, MAP_FRAME, SETTLED_JS, launch, map_drawn, open_view, serve, wait_settled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ EVAL_METRICS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@1
                 "temperature", "n_images"]
 INTERVAL_METRICS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_mean_rank",
                     "t2i_mean_rank", "zero_shot_accuracy"]  # what training/evaluate.py gives an interval
-COMMAND = ".venv/bin/python bench/dashboard_latency.py"
+COMMAND = ".venv/bin/python -m bench.dashboard_latency"
 OPEN_TARGET_S, WIDGET_TARGET_S = 3.0, 0.3
 REPEATS = 5  # warm page loads
 WIDGET_REPEATS = 20  # widget changes: each is short, so take more of them for a steadier median
@@ -336,9 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding", action="store_true",
                         help="time only the Embedding space and Query views, under AppTest")
     parser.add_argument("--maps-dir", type=Path, default=Path("/tmp/dashboard_bench_maps"))
+    parser.add_argument("--map", action="store_true",
+                        help="time the Embedding space map in the browser: 4 runs x 30,000 points, 1 x 250,000")
+    parser.add_argument("--big-map-dir", type=Path, default=Path("/tmp/dashboard_bench_big_map"))
     args = parser.parse_args(argv)
     if args.embedding:
         return embedding_main(args.maps_dir, args.rebuild)
+    if args.map:
+        return map_main(args.maps_dir, args.big_map_dir, args.rebuild)
     runs = run_store.list_runs(args.runs_dir)
     older = any(run_store.umap_maps(r.path) == [""] for r in runs)  # written before aligned maps
     if args.rebuild or older or len(runs) != N_RUNS or not all(r.config.get("group") for r in runs):
@@ -401,12 +406,14 @@ SELECTIONS = 12  # box selections, each a new box: the selection table, its ring
 QUERIES = 10  # captions typed, each new: encoded by the loaded model, then ranked
 
 
-def map_run(root: Path, n: int, rng, ids: list[str], labels: list[str], thumbs: list[bytes], start: dict) -> None:
+def map_run(root: Path, n: int, rng, ids: list[str], labels: list[str], thumbs: list[bytes], start: dict,
+            per_image: int = MAP_CAPTIONS) -> None:
     """Run n of the map: every run shares step 0 (one seed, heads started alike) and moves from it
     by its own amount (n + 1 tenths), on the map and in the embedding space."""
     cfg = RunConfig(name=f"m{n}.s0", group=f"m{n}", seed=0, data="bench-synthetic", lr=1e-4 * (n + 1))
     writer = run_store.RunWriter(run_store.run_dir(root, "maps", cfg.name))
     writer.write_config(dict(cfg.to_dict(), sweep="maps"))
+    n_images = len(ids)
     writer.set_status("RUNNING", step=0)
     for step in range(1, MAP_STEP + 1, 10):
         writer.log_metrics(step, step / 100, step * 0.05, {"loss": 4 * np.exp(-step / 100), "lr": cfg.lr,
@@ -416,10 +423,10 @@ def map_run(root: Path, n: int, rng, ids: list[str], labels: list[str], thumbs: 
         writer.log_eval(step, step / 100, "val", dict(values, temperature=0.07 - 0.01 * n * step / MAP_STEP),
                         intervals={m: (0.9 * values[m], min(1.1 * values[m], 1.0)) for m in INTERVAL_METRICS})
     writer.flush()
-    t2i = np.repeat(np.arange(MAP_IMAGES), MAP_CAPTIONS)
+    t2i = np.repeat(np.arange(n_images), per_image)
     caption_ids = [f"txt:{k}" for k in range(len(t2i))]
     image_ids = np.asarray(ids, dtype=object)
-    captions = [f"shape {ids[i]} caption {k % MAP_CAPTIONS} of group {labels[i]}" for k, i in enumerate(t2i)]
+    captions = [f"shape {ids[i]} caption {k % per_image} of group {labels[i]}" for k, i in enumerate(t2i)]
     move = 0.1 * (n + 1)
     end_img = unit(start["img"] + move * rng.normal(size=start["img"].shape))
     end_txt = unit(end_img[t2i] + 1.2 * rng.normal(size=(len(t2i), MAP_DIM)))
@@ -429,7 +436,7 @@ def map_run(root: Path, n: int, rng, ids: list[str], labels: list[str], thumbs: 
     for step, img, txt in ((0, start["img"], start["txt"]), (MAP_STEP, end_img, end_txt)):
         frames += [
             pd.DataFrame(dict(sample_id=["img:" + i for i in ids], modality="image", image_id=ids,
-                              caption=[captions[MAP_CAPTIONS * k] for k in range(MAP_IMAGES)], label=labels,
+                              caption=[captions[per_image * k] for k in range(n_images)], label=labels,
                               split="val", step=step, embedding=list(img))),
             pd.DataFrame(dict(sample_id=caption_ids, modality="text", image_id=image_ids[t2i], caption=captions,
                               label=np.asarray(labels, dtype=object)[t2i], split="val", step=step,
@@ -438,24 +445,24 @@ def map_run(root: Path, n: int, rng, ids: list[str], labels: list[str], thumbs: 
                               image_id="", caption=[f"a photo of a {x}." for x in label_names], label=label_names,
                               split="val", step=step, embedding=list(prompts)))]
     writer.write_embeddings(pd.concat(frames, ignore_index=True))
-    image_ranks = np.minimum(rng.geometric(0.1 + 0.03 * n, MAP_IMAGES), len(t2i))
-    text_ranks = np.minimum(rng.geometric(0.1 + 0.03 * n, len(t2i)), MAP_IMAGES)
+    image_ranks = np.minimum(rng.geometric(0.1 + 0.03 * n, n_images), len(t2i))
+    text_ranks = np.minimum(rng.geometric(0.1 + 0.03 * n, len(t2i)), n_images)
     writer.write_samples(pd.concat([
         pd.DataFrame(dict(modality="image", split="val", sample_id=["img:" + i for i in ids], image_id=ids,
-                          caption=[captions[MAP_CAPTIONS * k] for k in range(MAP_IMAGES)], label=labels,
+                          caption=[captions[per_image * k] for k in range(n_images)], label=labels,
                           step=MAP_STEP, rank=image_ranks, positive_cosine=np.float32(0.4),
                           topk_ids=[[caption_ids[j] for j in row]
-                                    for row in rng.integers(0, len(t2i), (MAP_IMAGES, 5))],
-                          topk_scores=[np.float32([0.5, 0.4, 0.3, 0.2, 0.1])] * MAP_IMAGES, thumbnail=thumbs,
-                          tied=False, zero_shot_correct=(rng.random(MAP_IMAGES) < 0.3).astype(float))),
+                                    for row in rng.integers(0, len(t2i), (n_images, 5))],
+                          topk_scores=[np.float32([0.5, 0.4, 0.3, 0.2, 0.1])] * n_images, thumbnail=thumbs,
+                          tied=False, zero_shot_correct=(rng.random(n_images) < 0.3).astype(float))),
         pd.DataFrame(dict(modality="text", split="val", sample_id=caption_ids, image_id=image_ids[t2i],
                           caption=captions, label=np.asarray(labels, dtype=object)[t2i], step=MAP_STEP,
                           rank=text_ranks, positive_cosine=np.float32(0.4),
-                          topk_ids=[list(image_ids[row]) for row in rng.integers(0, MAP_IMAGES, (len(t2i), 5))],
+                          topk_ids=[list(image_ids[row]) for row in rng.integers(0, n_images, (len(t2i), 5))],
                           topk_scores=[np.float32([0.5, 0.4, 0.3, 0.2, 0.1])] * len(t2i), thumbnail=None,
                           tied=False, zero_shot_correct=np.nan))], ignore_index=True))
     keys = pd.DataFrame({"sample_id": ["img:" + i for i in ids] + caption_ids,
-                         "modality": ["image"] * MAP_IMAGES + ["text"] * len(t2i)})
+                         "modality": ["image"] * n_images + ["text"] * len(t2i)})
     xy_end = start["xy"] + move * 2 * rng.normal(size=start["xy"].shape)
     run_store.write_umap(writer.path, pd.concat(
         [keys.assign(step=step, umap_x=xy[:, 0].astype(np.float32), umap_y=xy[:, 1].astype(np.float32),
@@ -463,24 +470,26 @@ def map_run(root: Path, n: int, rng, ids: list[str], labels: list[str], thumbs: 
     writer.set_status("FINISHED", step=MAP_STEP)
 
 
-def build_maps(root: Path) -> None:
+def build_maps(root: Path, runs: int = MAP_RUNS, images: int = MAP_IMAGES, per_image: int = MAP_CAPTIONS) -> None:
+    """`runs` runs of `images` validation images with `per_image` captions each, in one aligned map."""
     rng = np.random.default_rng(1)
-    ids = [f"{i:05d}" for i in range(MAP_IMAGES)]
-    labels = [f"L{i % MAP_LABELS:02d}" for i in range(MAP_IMAGES)]
-    t2i = np.repeat(np.arange(MAP_IMAGES), MAP_CAPTIONS)
-    img = unit(rng.normal(size=(MAP_IMAGES, MAP_DIM)))
+    ids = [f"{i:05d}" for i in range(images)]
+    labels = [f"L{i % MAP_LABELS:02d}" for i in range(images)]
+    t2i = np.repeat(np.arange(images), per_image)
+    img = unit(rng.normal(size=(images, MAP_DIM)))
     centres = rng.normal(scale=6, size=(MAP_LABELS, 2))
-    xy_img = centres[np.arange(MAP_IMAGES) % MAP_LABELS] + rng.normal(size=(MAP_IMAGES, 2))
+    xy_img = centres[np.arange(images) % MAP_LABELS] + rng.normal(size=(images, 2))
     start = {"img": img, "txt": unit(img[t2i] + 1.5 * rng.normal(size=(len(t2i), MAP_DIM))),
              "xy": np.concatenate([xy_img, xy_img[t2i] + rng.normal(scale=0.7, size=(len(t2i), 2))])}
-    thumbs = thumbnails(rng, MAP_IMAGES)
+    drawn = thumbnails(rng, min(images, MAP_IMAGES))  # more are drawn than the map sends (map_canvas)
+    thumbs = [drawn[i % len(drawn)] for i in range(images)]
     shutil.rmtree(root / "maps", ignore_errors=True)
-    for n in range(MAP_RUNS):
+    for n in range(runs):
         t0 = time.time()
-        map_run(root, n, rng, ids, labels, thumbs, start)
-        print(f"wrote map run {n + 1}/{MAP_RUNS} in {time.time() - t0:.1f} s", flush=True)
+        map_run(root, n, rng, ids, labels, thumbs, start, per_image)
+        print(f"wrote map run {n + 1}/{runs} in {time.time() - t0:.1f} s", flush=True)
     atomic.write_json(root / "maps" / run_store.SWEEP_SUMMARY, {"comparisons": [
-        {"name": MAP_NAME, "reference": "m0", "runs": [f"m{n}" for n in range(1, MAP_RUNS)], "factor": ["lr"],
+        {"name": MAP_NAME, "reference": "m0", "runs": [f"m{n}" for n in range(1, runs)], "factor": ["lr"],
          "note": "bench"}]})
 
 
@@ -646,6 +655,163 @@ def embedding_main(maps_dir: Path, rebuild: bool) -> int:
                COMMAND + " --embedding")
     print(f"{'ids_in_box':22s} {times['ids_in_box'][0]:9.4f}          (the box's sample ids among "
           f"{MAP_IMAGES * (1 + MAP_CAPTIONS):,} points, alone)")
+    return 0
+
+
+# ------------------------------------------------------ the Embedding space map (chromium)
+
+BIG_IMAGES, BIG_CAPTIONS = 50_000, 4  # one run of 250,000 points, COCO's five-fold captions scaled up
+MAP_OPEN_TARGET_S, BIG_OPEN_TARGET_S, HOVER_TARGET_S, MAP_SELECTION_TARGET_S = 3.0, 5.0, 0.1, 0.5
+HOVERS, BOXES = 20, 8
+MAP_COMMAND = COMMAND + " --map"
+# In the map's page: the time of the first pointer event after this call (the page's clock).
+MARK_POINTER = """() => {
+  window.__pointerAt = null;
+  if (window.__pointerMarking) return;
+  window.__pointerMarking = true;
+  for (const type of ['mousemove', 'mouseup'])
+    document.addEventListener(type, () => { window.__pointerAt ??= performance.timeOrigin + performance.now(); }, true);
+}"""
+
+
+def map_frame(page):
+    return page.locator(MAP_FRAME).element_handle().content_frame()
+
+
+def map_open(browser, url: str) -> tuple[float, object]:
+    """Seconds from asking for the page on the Embedding space view to the frame in which the map
+    has drawn and the script run is over; the page stays open."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    t0 = time.perf_counter()
+    page.goto(url + "/?view=Embedding+space")
+    map_drawn(page, 300_000)
+    wait_settled(page, 0, timeout_ms=300_000, polling="raf")
+    return time.perf_counter() - t0, page
+
+
+def hover_times(page, times: dict, name: str) -> None:
+    """Move the pointer off the map, then onto a point (HOVERS points spread over the samples):
+    from the pointer event to the frame that shows the point's tooltip, on the page's clock."""
+    frame = map_frame(page)
+    page.locator(MAP_FRAME).scroll_into_view_if_needed()
+    box = page.locator(MAP_FRAME).bounding_box()
+    n = frame.evaluate("window.__rows.length")
+    for k in range(HOVERS):
+        x, y, _ = frame.evaluate("([l, i]) => window.__where(i, l)", [0, k * n // HOVERS])
+        page.mouse.move(box["x"] + 2, box["y"] + 2)
+        frame.wait_for_function("document.getElementById('tip').style.display !== 'block'")
+        frame.evaluate(MARK_POINTER)
+        page.mouse.move(box["x"] + x, box["y"] + y)
+        done = frame.wait_for_function("""() => {
+            if (window.__pointerAt === null || document.getElementById('tip').style.display !== 'block') return false;
+            return performance.timeOrigin + performance.now() - window.__pointerAt;
+        }""", polling="raf")
+        times.setdefault(name, []).append(done.json_value() / 1000)
+
+
+def selection_times(page, times: dict, name: str) -> None:
+    """Drag a box a sixth of the map wide round a point (BOXES points spread over the samples),
+    after a double-click has cleared the last one: from the mouse-up in the map to the frame in
+    which the page shows the server's selection table for it, the two clocks made absolute."""
+    frame = map_frame(page)
+    page.locator(MAP_FRAME).scroll_into_view_if_needed()
+    box = page.locator(MAP_FRAME).bounding_box()
+    canvas = frame.locator("canvas").bounding_box()  # in the page's pixels already
+    n = frame.evaluate("window.__rows.length")
+    for k in range(BOXES):
+        page.mouse.dblclick(canvas["x"] + 3, canvas["y"] + 3)
+        page.get_by_text("Drag a box on the map to select").wait_for(timeout=120_000)
+        wait_settled(page, 0, timeout_ms=120_000)
+        x, y, _ = frame.evaluate("([l, i]) => window.__where(i, l)", [0, (2 * k + 1) * n // (2 * BOXES)])
+        x0 = min(max(box["x"] + x - canvas["width"] / 12, canvas["x"] + 2), canvas["x"] + canvas["width"] * 5 / 6 - 2)
+        y0 = min(max(box["y"] + y - canvas["height"] / 12, canvas["y"] + 2), canvas["y"] + canvas["height"] * 5 / 6 - 2)
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + canvas["width"] / 6, y0 + canvas["height"] / 6, steps=4)
+        frame.evaluate(MARK_POINTER)
+        page.mouse.up()
+        shown = page.wait_for_function(f"""() => {{
+            const table = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+              .some(c => c.textContent.includes('sample(s) selected'));
+            if (!table || !({SETTLED_JS})(0)) return false;
+            return performance.timeOrigin + performance.now();
+        }}""", polling="raf", timeout=120_000).json_value()
+        times.setdefault(name, []).append((shown - frame.evaluate("window.__pointerAt")) / 1000)
+
+
+def map_times(maps_dir: Path, big_dir: Path) -> dict[str, list[float]]:
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, list[float]] = {}
+    with sync_playwright() as p:
+        browser = launch(p)
+        for prefix, root in (("map_", maps_dir), ("big_", big_dir)):
+            with serve(root, timeout=120) as url:
+                seconds_, page = map_open(browser, url)  # the first visitor: every cache empty
+                times[f"{prefix}open_cold"] = [seconds_]
+                page.close()
+                for _ in range(3):
+                    seconds_, page = map_open(browser, url)
+                    times.setdefault(f"{prefix}open_warm", []).append(seconds_)
+                    if _ < 2:
+                        page.close()
+                hover_times(page, times, f"{prefix}hover")
+                selection_times(page, times, f"{prefix}selection")
+                page.close()
+        browser.close()
+    return times
+
+
+MAP_REPORT = {  # measurement -> (results.json name, target, peer, what it is)
+    "map_open_cold": ("dashboard.map_open_cold_s", MAP_OPEN_TARGET_S, "peer_open_cold",
+                      "Embedding space view opened in chromium on 4 runs x 30,000 points (every point of every run "
+                      "sent, the first run's end drawn), the first visitor after the server starts: maps, drift "
+                      "table and gap computed"),
+    "map_open_warm": ("dashboard.map_open_s", MAP_OPEN_TARGET_S, "peer_open_warm",
+                      "the same, a new session with the server's caches filled (median of 3)"),
+    "map_hover": ("dashboard.map_hover_s", HOVER_TARGET_S, "peer_widget",
+                  "4 x 30,000: pointer onto a point to the frame showing its tooltip (thumbnail, caption, label, "
+                  "rank) (median)"),
+    "map_selection": ("dashboard.map_selection_s", MAP_SELECTION_TARGET_S, "peer_widget",
+                      "4 x 30,000: mouse-up of a dragged box to the frame showing the server's selection table "
+                      "(median)"),
+    "big_open_cold": ("dashboard.map_big_open_cold_s", BIG_OPEN_TARGET_S, "peer_open_cold",
+                      "Embedding space view on 1 run x 250,000 points (50,000 images x 4 captions), every point "
+                      "drawn, first visitor after the server starts"),
+    "big_open_warm": ("dashboard.map_big_open_s", BIG_OPEN_TARGET_S, "peer_open_warm",
+                      "the same, a new session with the server's caches filled (median of 3)"),
+    "big_hover": ("dashboard.map_big_hover_s", HOVER_TARGET_S, "peer_widget",
+                  "1 x 250,000: pointer onto a point to the frame showing its tooltip (median)"),
+    "big_selection": ("dashboard.map_big_selection_s", None, "peer_widget",
+                      "1 x 250,000: mouse-up of a dragged box to the frame showing the selection table (median)"),
+}
+
+
+def map_main(maps_dir: Path, big_dir: Path, rebuild: bool) -> int:
+    runs = run_store.list_runs(maps_dir)
+    if rebuild or len(runs) != MAP_RUNS or not all(r.state == "FINISHED" for r in runs):
+        build_maps(maps_dir)
+    big = run_store.list_runs(big_dir)
+    if rebuild or len(big) != 1 or big[0].state != "FINISHED":
+        build_maps(big_dir, runs=1, images=BIG_IMAGES, per_image=BIG_CAPTIONS)
+    times = map_times(maps_dir, big_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        times |= measure_peer(Path(tmp))
+    scale = (f"chromium (SwiftShader WebGL, --disable-gpu); load average {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} CPUs")
+    print(f"\n{'measurement':18s} {'median s':>9s} {'max s':>7s} {'target':>7s} {'x peer':>7s}  ({scale})")
+    for key, (name, target, peer, what) in MAP_REPORT.items():
+        median, worst = statistics.median(times[key]), max(times[key])
+        ratio = median / statistics.median(times[peer])
+        print(f"{key:18s} {median:9.3f} {worst:7.3f} {'' if target is None else f'{target:g}':>7s} {ratio:7.2f}  "
+              f"{what}")
+        record(name, round(median, 3), "s", target, f"{what}; {scale}; n={len(times[key])}, max {worst:.3f} s; "
+               f"{ratio:.2f}x the minimal Streamlit page ({peer}: {statistics.median(times[peer]):.3f} s)",
+               MAP_COMMAND)
+    for key in ("peer_open_cold", "peer_open_warm", "peer_widget"):
+        print(f"{key:18s} {statistics.median(times[key]):9.3f} {max(times[key]):7.3f}")
+        record(f"dashboard.map_{key}_s", round(statistics.median(times[key]), 3), "s", None,
+               f"peer: {PEER_NOTE}, measured in the map's run; {scale}", MAP_COMMAND)
     return 0
 
 

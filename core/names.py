@@ -27,7 +27,6 @@ LABELS = {
     "lr": "learning rate", "grad_norm": "gradient norm", "chance_R@1": "chance R@1",
 }
 X_TITLES = {"step": "optimizer step", "epoch": "epoch", "wall_time": "wall time since training start (s)"}
-COLOR_BY = {"modality": "modality", "label": "label", "right/wrong at R@1": "outcome"}  # choice -> column
 OUTCOMES = ["right at R@1", "wrong at R@1"]  # R@1: the strictest test a point can pass
 MODALITIES = ["image", "text"]  # the values of the modality column in embeddings, umap and samples
 

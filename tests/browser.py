@@ -19,6 +19,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 CHART = '[data-testid="stVegaLiteChart"]'
+MAP_FRAME = 'iframe[title="views.map_canvas.embedding_map"]'  # the Embedding space map (views/map_canvas.py)
 EXCEPTION = '[data-testid="stException"]'
 # True once the script has finished and every chart on the page has drawn its marks.
 SETTLED_JS = f"""n => {{
@@ -35,7 +36,7 @@ VIEWS = {
     "Runs": (1, "What differs"),
     "Compare": (0, "Images whose image→text R@1 outcome changed"),
     "Curves": (1, "EMA smoothing"),
-    "Embedding space": (2, "Colour by"),
+    "Embedding space": (3, "Every point is drawn"),
     "Query": (0, "Type a caption: each run shows"),
     "Samples": (0, "Sample detail"),
     "Similarity matrix": (1, "Images (up to 20)"),
@@ -105,3 +106,25 @@ def wait_settled(page, charts: int = 0, timeout_ms: float = 60_000, polling: flo
     """Wait until the script run is over and at least `charts` charts have drawn
     (polling "raf" checks every frame, for timings)."""
     page.wait_for_function(SETTLED_JS, arg=charts, timeout=timeout_ms, polling=polling)
+
+
+def map_drawn(page, timeout_ms: float = 60_000) -> None:
+    """Wait until the Embedding space map has drawn the data it was last sent."""
+    page.frame_locator(MAP_FRAME).locator("body[data-drawn]").wait_for(timeout=timeout_ms)
+
+
+def map_point(page, layer: int = 0, sample: int = 0) -> tuple[float, float, str]:
+    """Where the map draws a sample (by its row in the map's data) in a layer, in the page's
+    pixels, and its sample id; the map is scrolled into view first, so that the pointer can
+    reach it."""
+    page.locator(MAP_FRAME).scroll_into_view_if_needed()
+    box = page.locator(MAP_FRAME).bounding_box()
+    frame = page.locator(MAP_FRAME).element_handle().content_frame()
+    x, y, sample_id = frame.evaluate("([l, i]) => window.__where(i, l)", [layer, sample])
+    return box["x"] + x, box["y"] + y, sample_id
+
+
+def outside_requests(requests: list[str], url: str) -> list[str]:
+    """The requests of a page that went anywhere but the dashboard's own server (data: and blob:
+    URLs never leave the browser)."""
+    return [r for r in requests if not r.startswith((url, "data:", "blob:"))]

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: every view renders its charts with no exception, on good
-runs, on runs with seeds, on a damaged runs folder, and on an empty one. Screenshots go to
-test-artifacts/.
+runs, on runs with seeds, on a damaged runs folder, and on an empty one; the Embedding space map
+answers a hover and a box selection with nothing fetched from outside the dashboard's server.
+Screenshots go to test-artifacts/.
 
     pytest tests/test_browser.py       # needs Debian's chromium at /usr/bin/chromium
 """
@@ -9,7 +10,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import CHROMIUM, EXCEPTION, ROOT, VIEWS, launch, open_view, serve, wait_settled
+from tests.browser import (
+    CHROMIUM,
+    EXCEPTION,
+    MAP_FRAME,
+    ROOT,
+    VIEWS,
+    launch,
+    map_drawn,
+    map_point,
+    open_view,
+    outside_requests,
+    serve,
+    wait_settled,
+)
 from tests.damaged_runs import DAMAGED, make_damaged_runs
 from tests.synthetic_runs import make_seeded_runs
 
@@ -24,10 +38,6 @@ def choose(page, label: str, option: str) -> None:
 
 # Settings that put more of a view on screen than its defaults do.
 PREPARE = {
-    "Embedding space": lambda page: (
-        page.get_by_test_id("stRadio").get_by_text("right/wrong at R@1", exact=True).click(),
-        page.wait_for_timeout(300),
-        choose(page, "Join each image to its captions for label", "circle")),
     "Similarity matrix": lambda page: choose(page, "Run B (for the difference B − A)", "tiny/locked"),
 }
 
@@ -110,3 +120,42 @@ def test_empty_folder_says_how_to_make_runs(browser, tmp_path):
         wait_settled(page)
         shoot(page, "empty-folder")
         assert page.locator(EXCEPTION).count() == 0
+
+
+def test_the_map_hovers_selects_and_stays_offline(tiny_runs, browser):
+    """Hover a point: its tooltip names it and shows its thumbnail. Drag a box over the whole map:
+    the server's selection table counts what the page selected. No request leaves the server."""
+    with serve(tiny_runs) as url:
+        page = open_page(browser, url)
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        wait_settled(page, VIEWS["Runs"][0])
+        open_view(page, "Embedding space")
+        map_drawn(page)
+        frame = page.frame_locator(MAP_FRAME)
+        x, y, _ = map_point(page, sample=0)  # sample 0 is an image: the first run's first
+        page.mouse.move(x, y)
+        tip = frame.locator("#tip")
+        tip.wait_for(state="visible", timeout=10_000)
+        hovered = tip.get_attribute("data-sample")
+        assert tip.locator("img").count() == 1 and "rank" in tip.inner_text() and "label" in tip.inner_text()
+        rows = page.locator(MAP_FRAME).element_handle().content_frame().evaluate("window.__rows")
+        hx, hy, _ = map_point(page, sample=rows.index(hovered))
+        assert abs(hx - x) <= 8 and abs(hy - y) <= 8  # the tooltip is the point under the pointer's
+
+        page.locator(MAP_FRAME).scroll_into_view_if_needed()
+        canvas = frame.locator("canvas").bounding_box()  # in the page's pixels
+        left, top = canvas["x"] + 2, canvas["y"] + 2
+        page.mouse.move(left, top)
+        page.mouse.down()
+        page.mouse.move(left + canvas["width"] - 4, top + canvas["height"] - 4, steps=5)
+        page.mouse.up()
+        status = frame.locator("#status")
+        status.filter(has_text="selected").wait_for(timeout=10_000)
+        count = status.inner_text().split(" · ")[1].split(" ")[0]
+        page.get_by_text(f"{count} sample(s) selected").first.wait_for(timeout=30_000)
+        wait_settled(page, VIEWS["Embedding space"][0])
+        assert page.locator(EXCEPTION).count() == 0
+        shoot(page, "embedding-map-selection")
+        assert outside_requests(requests, url) == []
+        assert any("/component/views.map_canvas.embedding_map/" in r for r in requests)
