@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from analysis import results
 from bench.results import record
 from core import atomic, run_store
 from core.config import RunConfig
@@ -78,6 +79,8 @@ INTERVAL_METRICS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i
                     "t2i_mean_rank", "zero_shot_accuracy"]  # what training/evaluate.py gives an interval
 COMMAND = ".venv/bin/python -m bench.dashboard_latency"
 OPEN_TARGET_S, WIDGET_TARGET_S = 3.0, 0.3
+COMPARE_TARGET_S = 1.0  # a comparison the sweep made is read, not computed
+OPEN_RATIO_TARGET = 1.5  # the first open, as a multiple of the minimal page's
 REPEATS = 5  # warm page loads
 WIDGET_REPEATS = 20  # widget changes: each is short, so take more of them for a steadier median
 TABS = ["Curves", "Embedding space", "Samples", "Similarity matrix", "Compare", "Runs"]
@@ -188,6 +191,13 @@ def build(root: Path) -> None:
             t0 = time.time()
             write_run(root, n, seed, rng, ids, labels, captions, thumbs)
             print(f"wrote run {n * N_SEEDS + seed + 1}/{N_RUNS} in {time.time() - t0:.1f} s", flush=True)
+    # What train.py leaves at the end of a sweep: the sweep file's comparisons in sweep.json, then
+    # the results step's tables, which the Runs and Compare views read.
+    atomic.write_json(root / "bench" / run_store.SWEEP_SUMMARY, {"comparisons": [
+        {"name": "learning-rate", "reference": "lr00", "runs": [f"lr{n:02d}" for n in range(1, N_CONFIGS)],
+         "factor": ["lr", "batch_size"], "note": "bench"}]})
+    _, seconds = results.write(root, "bench")
+    print(f"results step: {seconds:.1f} s", flush=True)
 
 
 # ------------------------------------------------------------------------- measurements
@@ -323,8 +333,9 @@ REPORT = {  # measurement -> (results.json name, target, what it is)
                             "8,000 points at step 0 and the end, its drift table and gap probe (first visit)"),
     "tab_samples": ("dashboard.tab_samples_s", None, "switch to Samples, 4,000 images x 12 runs"),
     "tab_similarity_matrix": ("dashboard.tab_similarity_s", None, "switch to Similarity matrix (first visit)"),
-    "tab_compare": ("dashboard.tab_compare_s", None, "switch to Compare: two configurations of 3 seeds, the "
-                    "intervals of 9 metrics over seeds and images, and the images that changed (first visit)"),
+    "tab_compare": ("dashboard.tab_compare_s", COMPARE_TARGET_S, "switch to Compare: two configurations of 3 "
+                    "seeds that the sweep compares, the intervals of 9 metrics over seeds and images read from the "
+                    "results step's table, and the images that changed (first visit)"),
     "tab_runs": ("dashboard.tab_runs_s", None, "switch back to Runs"),
 }
 
@@ -346,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return map_main(args.maps_dir, args.big_map_dir, args.rebuild)
     runs = run_store.list_runs(args.runs_dir)
     older = any(run_store.umap_maps(r.path) == [""] for r in runs)  # written before aligned maps
-    if args.rebuild or older or len(runs) != N_RUNS or not all(r.config.get("group") for r in runs):
+    if args.rebuild or older or len(runs) != N_RUNS or not all(r.config.get("group") for r in runs) \
+            or not (args.runs_dir / "bench" / run_store.SWEEP_SUMMARY).exists():
         build(args.runs_dir)
     with serve(args.runs_dir) as url, serve(args.runs_dir, env={"CLIP_DASHBOARD_INTERVALS": "0"}) as plain_url:
         times = measure(url, plain_url)
@@ -379,6 +391,11 @@ def report(times: dict[str, list[float]], load: float) -> None:
         against = f"; {ratio:.2f}x the minimal Streamlit page" if ratio else ""
         record(name, round(median, 3), "s", target,
                f"{what}; {scale}; n={len(times[key])}, max {worst:.3f} s{against}", COMMAND)
+    for key in ("open_cold", "open_warm"):  # the first open's target is a ratio to the minimal page
+        ratio = statistics.median(times[key]) / statistics.median(times[peer[key]])
+        print(f"{key + ' / minimal page':38s} {ratio:6.2f}x  (target {OPEN_RATIO_TARGET:g}x)")
+        record(f"dashboard.{key}_ratio", round(ratio, 2), "x", OPEN_RATIO_TARGET,
+               f"{REPORT[key][2]} over the minimal Streamlit page's, same browser; {scale}", COMMAND)
     for key in dict.fromkeys(peer.values()):
         median = statistics.median(times[key])
         print(f"{key:24s} {median:9.3f} {max(times[key]):7.3f}")
