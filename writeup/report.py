@@ -951,7 +951,8 @@ def effects(sweep: Sweep, split: str = "test", metrics: list[str] = EFFECT_METRI
     rows = comparisons(sweep, split)
     rows = rows[(rows["comparison"] != results.CLOSED_FORM) & rows["metric"].isin(metrics)]
     if other_data is not None:
-        rows = rows[[_other_data(sweep, a, b) == other_data for a, b in zip(rows["reference"], rows["run"])]]
+        rows = rows[np.array([_other_data(sweep, a, b) == other_data for a, b in zip(rows["reference"], rows["run"])],
+                             dtype=bool)]  # an empty list would select no columns
     return rows.reset_index(drop=True)  # in the sweep's order, each comparison's metrics in COMPARED_METRICS
 
 
