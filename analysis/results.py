@@ -74,8 +74,11 @@ class SweepRuns:
 
     def subset(self, group: str) -> bool:
         """Whether a configuration trains and validates on a label subset (fewer, other images)."""
-        config = self.config(group)
-        return bool(config.get("include_labels") or config.get("exclude_labels"))
+        return _on_subset(self.config(group))
+
+
+def _on_subset(config: dict) -> bool:
+    return bool(config.get("include_labels") or config.get("exclude_labels"))
 
 
 def sweep_names(root: Path | str) -> list[str]:
@@ -100,9 +103,8 @@ def read_sweep(root: Path | str, sweep: str) -> SweepRuns:
     comparisons = [c for c in run_store.read_sweep_summary(root, sweep).get("comparisons") or []
                    if c["reference"] in groups and any(r in groups for r in c["runs"])]
     references = Counter(c["reference"] for c in comparisons).most_common(1)
-    ranked = {g: runs[ns[0]].config for g, ns in groups.items()
-              if not (runs[ns[0]].config.get("include_labels") or runs[ns[0]].config.get("exclude_labels"))}
-    configs = ranked or {g: runs[ns[0]].config for g, ns in groups.items()}
+    firsts = {g: runs[ns[0]].config for g, ns in groups.items()}
+    configs = {g: c for g, c in firsts.items() if not _on_subset(c)} or firsts
     reference = references[0][0] if references else closest_to_all(configs) if configs else ""
     return SweepRuns(root=root, name=sweep, runs=runs, groups=groups, evals={n: evals[n] for n in runs},
                      comparisons=comparisons, reference=reference)
