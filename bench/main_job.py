@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,8 +68,10 @@ def main() -> int:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         accelerate = ROOT / ".venv" / "bin" / "accelerate"
         t0 = time.time()
+        # The virtualenv's editable install points at this checkout; PYTHONPATH puts the clone's
+        # packages first, so that the clone's data/, runs/ and feature cache are the ones used.
         proc = subprocess.run([str(accelerate), "launch", "training/train.py", *variant], cwd=clone,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(clone)))
         wall = time.time() - t0
         print(proc.stdout[-3000:])
         if proc.returncode != 0:
@@ -79,7 +82,7 @@ def main() -> int:
         runs = run_store.list_runs(clone / "runs")
         stages = {"prepare": sum(r["seconds"] for r in reports), "features": sweep_stages.get("features", 0.0),
                   "training": 0.0, "evaluation": 0.0, "intervals": 0.0, "closed_form": 0.0,
-                  "umap": sweep_stages.get("umap", 0.0)}
+                  "umap": sweep_stages.get("umap", 0.0), "results": sweep_stages.get("results", 0.0)}
         for run in runs:
             for stage, seconds in run.status.get("timings", {}).items():
                 if stage in ("features", "training", "evaluation", "intervals", "closed_form"):
