@@ -230,9 +230,11 @@ def report(sweep: Sweep, args, record: dict, t0: float, timer: Timer, comparison
         headline = tables.headline()
         if len(headline):
             split, metric = results.HEADLINE
+            family = headline.groupby("split")["family_size"].max()
             print(f"\nthe comparisons on {split} {metric} (val where a side has no test split): configuration B "
                   f"against reference A; MDE: the difference each could detect at 80% power; adjusted p: "
-                  f"Benjamini-Hochberg over the sweep's {int(headline['family_size'].max())} comparisons")
+                  f"Benjamini-Hochberg over the sweep's comparisons on that split and metric ("
+                  + ", ".join(f"{s}: {n}" for s, n in family.items()) + ")")
             print(results.verdicts_table(headline).to_string(index=False))
     print(f"wall time {time.time() - t0:.0f} s; sweep-level stages (s): "
           f"{ {k: round(v, 1) for k, v in timer.seconds.items()} }")
