@@ -932,8 +932,14 @@ def comparisons(sweep: Sweep, split: str) -> pd.DataFrame:
     """The results step's comparisons of the sweep (analysis/results.py) where each is reported,
     on `split` or on val where a side lacks it: the table the dashboard's Compare view reads too,
     with a `run` column naming the configuration compared."""
-    rows = results.on_split_or_val(results.load(sweep.root, sweep.name).comparisons, split)
+    rows = results.on_split_or_val(_comparisons(sweep.root, sweep.name), split)
     return rows.rename(columns={"configuration": "run"})
+
+
+@functools.cache
+def _comparisons(root: Path, sweep: str) -> pd.DataFrame:
+    """The results step's comparisons table, read once per notebook kernel."""
+    return results.load(root, sweep).comparisons
 
 
 def _other_data(sweep: Sweep, a: str, b: str) -> bool:
